@@ -1,0 +1,48 @@
+"""What the web app and the CLI call. Models load once per process (``get_pipeline``)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+from .codecs import load_codec
+from .pipeline import AnonymizedPhoto, Pipeline, Progress, RecoveredPhoto
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _pipeline(codec: str | None) -> Pipeline:
+    return Pipeline(load_codec(codec))
+
+
+def get_pipeline(codec: str | None = None) -> Pipeline:
+    """The process-wide pipeline for ``codec`` (default: ``$VEIL_CODEC`` or dcgan64)."""
+    with _lock:
+        return _pipeline(codec)
+
+
+def anonymize_photo(
+    data: bytes,
+    album_public: bytes,
+    *,
+    fidelity: str = "exact",
+    fmt: str | None = None,
+    progress: Progress | None = None,
+    codec: str | None = None,
+) -> AnonymizedPhoto:
+    pipeline = get_pipeline(codec)
+    if progress is None:
+        return pipeline.anonymize(data, album_public, fidelity=fidelity, fmt=fmt)
+    return pipeline.anonymize(data, album_public, fidelity=fidelity, fmt=fmt, progress=progress)
+
+
+def recover_photo(
+    image: bytes,
+    envelope: bytes,
+    *,
+    album_private: bytes | None = None,
+    decoy_password: str | None = None,
+    codec: str | None = None,
+) -> RecoveredPhoto:
+    return get_pipeline(codec).recover(image, envelope, album_private=album_private, decoy_password=decoy_password)

@@ -1,0 +1,78 @@
+"""``dcgan64``: the embedded default codec (64×64 DCGAN + our data-free encoder).
+
+Latent z ∈ R^100 ~ N(0, I). A fixed orthonormal basis (fitted by ``python -m
+cipher_worker.train attributes``) splits it into k attribute coordinates (what the
+landmarks and colours depend on) and 100 − k identity coordinates; both stay standard
+normal, so the identity part feeds the torus cipher without further whitening.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VeilError
+from .base import Codec, Latents
+from .dcgan64_net import IMAGE_SIZE, DCGANEncoder, file_fingerprint, generator_weights_path, load_generator
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+ENCODER_PATH = WEIGHTS_DIR / "dcgan64_encoder.pt"
+ATTRIBUTES_PATH = WEIGHTS_DIR / "dcgan64_attributes.npz"
+TRUNCATION = 0.75  # identity scale for strangers: typical faces, still a bijection of u′
+
+
+def _to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class DCGAN64Codec(Codec):
+    id = "dcgan64"
+    crop_size = IMAGE_SIZE
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        for path in (ENCODER_PATH, ATTRIBUTES_PATH):
+            if not path.is_file():
+                raise VeilError(f"{path.name} is missing; rebuild it with `python -m cipher_worker.train`")
+        self.generator = load_generator(self.device)
+        checkpoint = torch.load(ENCODER_PATH, map_location="cpu", weights_only=True)
+        self.encoder = DCGANEncoder()
+        self.encoder.load_state_dict({k: v.float() for k, v in checkpoint["encoder"].items()})
+        self.encoder.eval().requires_grad_(False).to(self.device)
+        split = np.load(ATTRIBUTES_PATH)
+        self.attribute_dim = int(split["attribute_dim"])
+        self.identity_dim = 100 - self.attribute_dim
+        self.template = split["template"].astype(np.float64)
+        self._basis = torch.from_numpy(split["basis"]).to(self.device)  # (100, 100) orthonormal, float64
+        self.fingerprint = _fingerprint([generator_weights_path(), ENCODER_PATH, ATTRIBUTES_PATH])
+        self._lock = threading.Lock()
+
+    def encode(self, crops: np.ndarray, landmarks: np.ndarray) -> Latents:
+        with torch.inference_mode():
+            z = self.encoder(_to_tensor(crops, self.device)).double()
+            coords = z @ self._basis  # (N, 100): attributes first, identity after
+        coords_np = coords.cpu().numpy()
+        return Latents(identity=coords_np[:, self.attribute_dim :], attributes=coords_np[:, : self.attribute_dim].astype(np.float32))
+
+    def render(self, latents: Latents, *, typical: bool) -> np.ndarray:
+        identity = latents.identity * (TRUNCATION if typical else 1.0)
+        coords = np.concatenate([latents.attributes.astype(np.float64), identity], axis=1)
+        with torch.inference_mode():
+            z = (torch.from_numpy(coords).to(self.device) @ self._basis.T).float()
+            return _to_uint8(self.generator(z))
+
+
+def _fingerprint(paths: list[Path]) -> bytes:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(file_fingerprint(path))
+    return digest.digest()[:16]

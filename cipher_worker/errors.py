@@ -1,0 +1,47 @@
+"""Typed errors a user can hit. Each carries a one-line message fit to show as is."""
+
+from __future__ import annotations
+
+
+class VeilError(Exception):
+    """Base class. ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 2
+
+
+class BadInput(VeilError):
+    """The input cannot be used (not an image, truncated, too large, bad arguments)."""
+
+
+class NotAnImage(BadInput):
+    pass
+
+
+class ImageTooLarge(BadInput):
+    pass
+
+
+class EnvelopeError(BadInput):
+    """The recovery envelope is missing, corrupt, tampered with or from another codec."""
+
+
+class NoEnvelope(EnvelopeError):
+    pass
+
+
+class EnvelopeTampered(EnvelopeError):
+    pass
+
+
+class CodecMismatch(EnvelopeError):
+    pass
+
+
+class WrongKey(VeilError):
+    """A password, passphrase or key does not open what it was given."""
+
+    exit_code = 3
+
+
+class PassphraseRequired(WrongKey):
+    pass

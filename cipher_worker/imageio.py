@@ -1,0 +1,103 @@
+"""Decoding uploads and encoding outputs: the one place Veil touches image files.
+
+Decoding applies the EXIF orientation and refuses non-images, truncated files and
+decompression bombs before their pixels are allocated. Encoding writes pixels only: no
+EXIF, GPS, XMP, comments or thumbnails survive (the ICC profile is kept so colours stay
+right; it says nothing about the person).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadInput, ImageTooLarge, NotAnImage
+
+MAX_PIXELS = 64_000_000  # a 60 MP camera photo passes; a 200 MP bomb does not
+MAX_FILE_BYTES = 64 * 1024 * 1024
+FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright RGB photo. ``pixels``: (H, W, 3) uint8."""
+
+    pixels: np.ndarray
+    format: str  # "JPEG", "PNG", "WEBP", … as Pillow names it
+    icc_profile: bytes | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageTooLarge(f"{path.name} is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a directory, not an image") from None
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    if not data:
+        raise NotAnImage("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"the image is {width}×{height} ({width * height / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP"
+                )
+            fmt = image.format or "UNKNOWN"
+            icc = image.info.get("icc_profile")
+            image = ImageOps.exif_transpose(image)  # loads the pixels
+            rgb = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise NotAnImage("the file is not an image Veil can read (JPEG, PNG, WebP, …)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise NotAnImage(f"the image is truncated or corrupt ({exc})") from None
+    return DecodedImage(np.ascontiguousarray(rgb), fmt, icc)
+
+
+def format_for_path(path: Path) -> str:
+    try:
+        return _EXTENSIONS[path.suffix.lower()]
+    except KeyError:
+        raise BadInput(f"cannot write {path.name}: use a .jpg, .png or .webp file name") from None
+
+
+def output_format(source_format: str) -> str:
+    """Keep JPEG/PNG/WebP as they came; anything else (TIFF, BMP, HEIF…) becomes PNG."""
+    return source_format if source_format in FORMATS else "PNG"
+
+
+def encode_image(pixels: np.ndarray, fmt: str, icc_profile: bytes | None = None, quality: int = 92) -> bytes:
+    """(H, W, 3) uint8 → file bytes with no metadata but the colour profile."""
+    image = Image.fromarray(pixels, "RGB")
+    options: dict[str, object] = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if fmt == "JPEG":
+        options.update(quality=quality, subsampling="4:2:0", optimize=False)
+    elif fmt == "WEBP":
+        options.update(quality=quality, method=4)
+    elif fmt == "PNG":
+        options.update(compress_level=3)  # PNG output is about exactness; level 3 is ~3× faster than 6
+    else:
+        raise BadInput(f"cannot write {fmt} images; use JPEG, PNG or WebP")
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()

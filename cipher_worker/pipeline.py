@@ -1,0 +1,215 @@
+"""anonymize_photo / recover_photo: the stages of DESIGN §2 in order, all faces as one batch.
+
+Anonymize: decode → detect → align → encode → encrypt identity → render → composite →
+seal envelope. Recover runs decrypt → render/restore → composite from the envelope's
+stored latents, never by re-encoding the anonymized pixels.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cipher, envelope, keys
+from .align import Alignment, crop
+from .align import align as align_face
+from .codecs.base import Codec, Latents
+from .composite import FaceMask, composite_face, face_box, match_colours
+from .detect import FaceDetector
+from .errors import CodecMismatch, EnvelopeError, WrongKey
+from .imageio import DecodedImage, decode_image, encode_image, output_format
+
+Progress = Callable[[str, float], None]
+FIDELITIES = ("exact", "latent")
+
+
+@dataclass(frozen=True)
+class FaceReport:
+    index: int
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) image region the face composite touches
+    score: float
+
+
+@dataclass(frozen=True)
+class AnonymizedPhoto:
+    image: bytes  # encoded, metadata stripped, no envelope embedded
+    format: str
+    envelope: bytes
+    faces: list[FaceReport]
+    size: tuple[int, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecoveredPhoto:
+    pixels: np.ndarray  # (H, W, 3) uint8 — never written anywhere by this package
+    faces: int
+    decoy: bool
+
+
+def _nothing(stage: str, fraction: float) -> None:
+    pass
+
+
+def _face_aad(nonce: bytes, index: int, box: tuple[int, int, int, int]) -> bytes:
+    return b"veil/v1/face-pixels" + nonce + struct.pack("<I4i", index, *box)
+
+
+class Pipeline:
+    """One codec and one detector, loaded once; thread-safe for concurrent photos."""
+
+    def __init__(self, codec: Codec, detector: FaceDetector | None = None) -> None:
+        self.codec = codec
+        self.detector = detector or FaceDetector()
+        self.mask = FaceMask.for_template(codec.template)
+
+    def anonymize(
+        self,
+        data: bytes,
+        album_public: bytes,
+        *,
+        fidelity: str = "exact",
+        fmt: str | None = None,
+        progress: Progress = _nothing,
+    ) -> AnonymizedPhoto:
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {FIDELITIES}")
+        progress("decoding", 0.0)
+        photo = decode_image(data)
+        progress("detecting", 0.1)
+        faces = self.detector.detect(photo.pixels)
+        progress("anonymizing", 0.3)
+        content_key, nonce = cipher.random_content_key(), cipher.random_nonce()
+        original = photo.pixels
+        out = original.copy()
+        records: list[envelope.FaceRecord] = []
+        if faces:
+            alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
+            crops = np.stack([crop(original, a) for a in alignments])
+            landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments)])
+            latents = self.codec.encode(crops, landmarks)
+            face_keys = [cipher.derive_face_keys(content_key, nonce, i, self.codec.identity_dim) for i in range(len(faces))]
+            u = cipher.to_torus(latents.identity)
+            u_enc = np.stack([cipher.encrypt(u[i], k.pad) for i, k in enumerate(face_keys)])
+            rendered = self.codec.render(Latents(cipher.from_torus(u_enc), latents.attributes), typical=True)
+            crop_weights = self.mask.crop_weights(self.codec.crop_size)
+            rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
+            for i, (a, k) in enumerate(zip(alignments, face_keys)):
+                box = face_box(self.mask, a, photo.size)
+                matched = match_colours(rendered[i], crops[i], crop_weights)
+                weights = composite_face(out, matched, a, self.mask, box, rng)
+                pixels = None
+                if fidelity == "exact":
+                    pixels = envelope.seal_face_pixels(k.region_key, _touched(original, box, weights), _face_aad(nonce, i, box))
+                records.append(
+                    envelope.FaceRecord(
+                        transform=a.matrix,
+                        box=box,
+                        mask=self.mask.as_tuple(),
+                        attributes=latents.attributes[i],
+                        identity=u_enc[i],
+                        pixels=pixels,
+                    )
+                )
+                progress("anonymizing", 0.3 + 0.6 * (i + 1) / len(faces))
+        unsigned = envelope.Envelope(
+            version=envelope.VERSION,
+            codec_id=self.codec.id,
+            codec_fingerprint=self.codec.fingerprint,
+            fidelity=fidelity,
+            sealed_content_key=keys.seal_content_key(content_key, album_public),
+            nonce=nonce,
+            image_size=photo.size,
+            faces=tuple(records),
+            mac=b"",
+        )
+        sealed = envelope.seal_envelope(unsigned, content_key)
+        progress("encoding", 0.9)
+        fmt = fmt or output_format(photo.format)
+        image = encode_image(out, fmt, photo.icc_profile)
+        reports = [FaceReport(i, r.box, f.score) for i, (r, f) in enumerate(zip(records, faces))]
+        return AnonymizedPhoto(image, fmt, sealed.to_bytes(), reports, photo.size)
+
+    def recover(
+        self,
+        image: bytes,
+        envelope_bytes: bytes,
+        *,
+        album_private: bytes | None = None,
+        decoy_password: str | None = None,
+    ) -> RecoveredPhoto:
+        """Original faces back with the album private key; with ``decoy_password`` and no
+        valid key, plausible wrong faces derived from that password instead of an error."""
+        env = envelope.Envelope.from_bytes(envelope_bytes)
+        if env.codec_id != self.codec.id or env.codec_fingerprint != self.codec.fingerprint:
+            raise CodecMismatch(
+                f"this photo was anonymized with codec {env.codec_id} ({env.codec_fingerprint.hex()[:12]}), "
+                f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here"
+            )
+        photo = decode_image(image)
+        if photo.size != env.image_size:
+            raise EnvelopeError(f"the recovery data is for a {env.image_size[0]}×{env.image_size[1]} image, not this one")
+        decoy = False
+        try:
+            if album_private is None:
+                raise WrongKey("no key was given")
+            content_key = keys.open_content_key(env.sealed_content_key, album_private)
+            envelope.verify_envelope(env, content_key)
+        except WrongKey:
+            if decoy_password is None:
+                raise
+            content_key, decoy = cipher.decoy_content_key(decoy_password, env.nonce), True
+        pixels = self._restore(photo, env, content_key, decoy)
+        return RecoveredPhoto(pixels, len(env.faces), decoy)
+
+    def _restore(self, photo: DecodedImage, env: envelope.Envelope, content_key: bytes, decoy: bool) -> np.ndarray:
+        out = photo.pixels.copy()
+        if not env.faces:
+            return out
+        face_keys = [cipher.derive_face_keys(content_key, env.nonce, i, self.codec.identity_dim) for i in range(len(env.faces))]
+        alignments = [Alignment(r.transform, self.codec.crop_size) for r in env.faces]
+        rendered: np.ndarray | None = None
+        if decoy or env.fidelity == "latent":
+            identity = cipher.from_torus(np.stack([cipher.decrypt(r.identity, k.pad) for r, k in zip(env.faces, face_keys)]))
+            attributes = np.stack([r.attributes for r in env.faces])
+            rendered = self.codec.render(Latents(identity, attributes), typical=decoy)
+        rng = np.random.default_rng(int.from_bytes(env.nonce[8:], "little"))
+        for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
+            record, a, k = env.faces[i], alignments[i], face_keys[i]
+            mask = FaceMask.from_tuple(record.mask)
+            if rendered is None:
+                assert record.pixels is not None
+                stored = envelope.open_face_pixels(k.region_key, record.pixels, _face_aad(env.nonce, i, record.box))
+                _untouch(out, record.box, stored)
+            else:
+                current = crop(out, a)
+                matched = match_colours(rendered[i], current, mask.crop_weights(self.codec.crop_size))
+                composite_face(out, matched, a, mask, record.box, rng)
+        return out
+
+
+def _to_crop(points: np.ndarray, alignment: Alignment) -> np.ndarray:
+    return points @ alignment.matrix[:, :2].T + alignment.matrix[:, 2]
+
+
+def _touched(original: np.ndarray, box: tuple[int, int, int, int], weights: np.ndarray) -> np.ndarray:
+    """Original pixels the composite may change, as (h, w, 4) RGBA with A = 255 where
+    touched; untouched pixels are zero so they cost nothing and reveal nothing."""
+    x0, y0, x1, y1 = box
+    touched = weights > 0
+    rgba = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
+    rgba[touched, :3] = original[y0:y1, x0:x1][touched]
+    rgba[touched, 3] = 255
+    return rgba
+
+
+def _untouch(image: np.ndarray, box: tuple[int, int, int, int], rgba: np.ndarray) -> None:
+    x0, y0, x1, y1 = box
+    region = image[y0:y1, x0:x1]
+    touched = rgba[..., 3] == 255
+    region[touched] = rgba[touched, :3]
+
+

@@ -1,0 +1,44 @@
+"""``python -m cipher_worker.train encoder|attributes`` — rebuild the dcgan64 codec's files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..codecs.dcgan64 import ATTRIBUTES_PATH, ENCODER_PATH
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cipher_worker.train", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encoder", help="train the data-free encoder (about 25 min on 2 cores)")
+    enc.add_argument("--out", type=Path, default=ENCODER_PATH)
+    enc.add_argument("--seed", type=int, default=0)
+    enc.add_argument("--regress-steps", type=int)
+    enc.add_argument("--finetune-steps", type=int)
+    enc.add_argument("--cached-samples", type=int)
+    att = sub.add_parser("attributes", help="fit the attribute/identity split of z (a few minutes)")
+    att.add_argument("--out", type=Path, default=ATTRIBUTES_PATH)
+    att.add_argument("--seed", type=int, default=0)
+    att.add_argument("--samples", type=int, default=6000)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)  # fixed, so a rerun on another machine gives the same weights
+
+    if args.command == "encoder":
+        from .encoder import EncoderTrainConfig, train_encoder
+
+        overrides = {
+            k: v for k in ("regress_steps", "finetune_steps", "cached_samples") if (v := getattr(args, k)) is not None
+        }
+        train_encoder(args.out, EncoderTrainConfig(seed=args.seed, **overrides))
+    else:
+        from .attributes import fit_attributes
+
+        fit_attributes(args.out, seed=args.seed, samples=args.samples)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Fit the identity/attribute split of the dcgan64 latent from generated samples.
+
+z ~ N(0, I) is isotropic, so any orthonormal basis of R^100 keeps it standard normal. We
+measure on G(z) what a replacement face must keep — the five landmarks (pose and
+expression) and the colours of skin, surroundings and light — regress those on z, and
+take the k directions of z that explain them best as the attribute subspace. Identity is
+the orthogonal complement. The mean landmarks double as the codec's alignment template.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..codecs.dcgan64_net import IMAGE_SIZE, Z_DIM, load_generator
+from ..detect import FaceDetector
+
+ATTRIBUTE_DIM = 16
+_UPSCALE = 4
+_PAD = 64
+
+
+def measure_generated(images: np.ndarray, detector: FaceDetector) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 64, 64, 3) uint8 → (landmarks (N, 5, 2) in crop px, ok (N,) bool)."""
+    landmarks = np.zeros((len(images), 5, 2))
+    ok = np.zeros(len(images), bool)
+    for i, image in enumerate(images):
+        big = cv2.resize(image, None, fx=_UPSCALE, fy=_UPSCALE, interpolation=cv2.INTER_CUBIC)
+        big = cv2.copyMakeBorder(big, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        faces = detector.detect(big)
+        if faces:
+            best = max(faces, key=lambda f: f.score)
+            landmarks[i] = (best.landmarks - _PAD) / _UPSCALE
+            ok[i] = True
+    return landmarks, ok
+
+
+def colour_features(images: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """(N, 64, 64, 3) uint8 → (N, 8): skin Lab, surroundings Lab, left/right and top/bottom light."""
+    lab = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2LAB) for im in images]).astype(np.float64)
+    cx, cy = template[:, 0].mean(), template[:, 1].mean()
+    yy, xx = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
+    skin = ((xx - cx) / 14) ** 2 + ((yy - cy) / 18) ** 2 < 1
+    around = ((xx - cx) / 28) ** 2 + ((yy - cy) / 34) ** 2 > 1
+    left, top = skin & (xx < cx), skin & (yy < cy)
+    light = lab[..., 0]
+    return np.column_stack(
+        [
+            lab[:, skin].mean(1),
+            lab[:, around].mean(1),
+            light[:, left].mean(1) - light[:, skin & ~left].mean(1),
+            light[:, top].mean(1) - light[:, skin & ~top].mean(1),
+        ]
+    )
+
+
+def fit_attributes(out: Path, seed: int = 0, samples: int = 6000, log=print) -> dict[str, float]:
+    started = time.perf_counter()
+    generator = load_generator()
+    z = torch.randn(samples, Z_DIM, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = torch.cat([generator(chunk) for chunk in z.split(500)])
+    images_u8 = ((images.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    landmarks, ok = measure_generated(images_u8, FaceDetector(score_threshold=0.5, min_face=16))
+    log(f"landmarks found on {ok.mean():.1%} of {samples} samples ({time.perf_counter() - started:.0f}s)")
+    template = landmarks[ok].mean(0)
+    features = np.column_stack([landmarks.reshape(samples, 10), colour_features(images_u8, template)])[ok]
+    zs = z.numpy().astype(np.float64)[ok]
+    mean, std = features.mean(0), features.std(0)
+    target = (features - mean) / std
+    coef, *_ = np.linalg.lstsq(np.column_stack([zs, np.ones(len(zs))]), target, rcond=None)
+    weights = coef[:Z_DIM]  # (100, M): how each z direction moves each standardized feature
+    u, sv, _ = np.linalg.svd(weights, full_matrices=True)
+    basis = u  # columns: attribute directions first (by explained variance), then identity
+    r2_full = 1 - ((zs @ weights + coef[Z_DIM] - target) ** 2).mean(0)
+    proj = zs @ basis[:, :ATTRIBUTE_DIM] @ basis[:, :ATTRIBUTE_DIM].T
+    r2_attr = 1 - ((proj @ weights + coef[Z_DIM] - target) ** 2).mean(0)
+    metrics = {"r2_all_z": float(r2_full.mean()), "r2_attribute_subspace": float(r2_attr.mean())}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        basis=basis.astype(np.float64),
+        attribute_dim=ATTRIBUTE_DIM,
+        template=template,
+        feature_weights=weights,
+        feature_mean=mean,
+        feature_std=std,
+        singular_values=sv,
+    )
+    log(f"saved {out}: {metrics}; template {np.round(template, 2).tolist()}")
+    return metrics

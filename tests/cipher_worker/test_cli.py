@@ -1,0 +1,109 @@
+"""`python -m cipher_worker` as a person uses it: files in, files out, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cipher_worker.__main__ import main
+from tests.conftest import decode
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, group_png) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    (root / "group.png").write_bytes(group_png)
+    (root / "pass.txt").write_text("correct horse battery staple\n")
+    (root / "wrong.txt").write_text("tr0ub4dor&3\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def keyfiles(workdir) -> tuple[Path, Path]:
+    key, pub = workdir / "album.key", workdir / "album.pub"
+    assert main(["keygen", "--out", str(key), "--public-out", str(pub), "--passphrase-file", str(workdir / "pass.txt")]) == 0
+    return key, pub
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keygen_writes_a_private_key_only_its_owner_can_read(keyfiles):
+    key, pub = keyfiles
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "PRIVATE" not in pub.read_text()
+
+
+def test_anonymize_recover_roundtrip_is_exact(capsys, workdir, keyfiles, group_png):
+    key, pub = keyfiles
+    anon, back = workdir / "anon.png", workdir / "back.png"
+    code, out, _ = run(capsys, "anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub), "--json")
+    assert code == 0
+    assert len(json.loads(out)["faces"]) == 3
+    code, out, _ = run(capsys, "recover", str(anon), str(back), "--key", str(key), "--passphrase-file", str(workdir / "pass.txt"))
+    assert code == 0 and "recovered 3 face(s)" in out
+    assert np.array_equal(decode(back.read_bytes()), decode(group_png))
+
+    code, out, _ = run(capsys, "inspect", str(anon), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["codec"] == "dcgan64" and info["fidelity"] == "exact" and len(info["faces"]) == 3
+    assert "key" not in out.lower().replace("codec", "")
+
+
+def test_wrong_passphrase_exits_3(capsys, workdir, keyfiles):
+    key, pub = keyfiles
+    anon = workdir / "anon2.jpg"
+    assert run(capsys, "anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub))[0] == 0
+    code, _, err = run(capsys, "recover", str(anon), str(workdir / "x.png"), "--key", str(key), "--passphrase-file", str(workdir / "wrong.txt"))
+    assert code == 3 and "wrong" in err.lower() and not (workdir / "x.png").exists()
+
+
+def test_decoy_gives_plausible_faces_and_exit_0(capsys, workdir, keyfiles, group_png):
+    key, pub = keyfiles
+    anon, decoy = workdir / "anon3.png", workdir / "decoy.png"
+    assert run(capsys, "anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub))[0] == 0
+    code, _, _ = run(capsys, "recover", str(anon), str(decoy), "--key", str(key), "--passphrase-file", str(workdir / "wrong.txt"), "--decoy")
+    assert code == 0
+    assert not np.array_equal(decode(decoy.read_bytes()), decode(group_png))
+
+
+def test_bad_input_exits_2_with_one_line(capsys, workdir, keyfiles):
+    _, pub = keyfiles
+    (workdir / "notes.jpg").write_text("not a photo")
+    code, _, err = run(capsys, "anonymize", str(workdir / "notes.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub))
+    assert code == 2 and err.count("\n") == 1 and "not an image" in err
+    code, _, err = run(capsys, "anonymize", str(workdir / "missing.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run(capsys, "anonymize", str(workdir / "group.png"), str(workdir / "o.gif"), "--public-key", str(pub))
+    assert code == 2 and ".jpg, .png or .webp" in err
+
+
+def test_recover_without_envelope_exits_2(capsys, workdir, keyfiles):
+    key, _ = keyfiles
+    code, _, err = run(capsys, "recover", str(workdir / "group.png"), str(workdir / "o.png"), "--key", str(key), "--passphrase-file", str(workdir / "pass.txt"))
+    assert code == 2 and "recovery data" in err
+
+
+def test_real_process_prints_no_traceback(workdir, keyfiles):
+    _, pub = keyfiles
+    (workdir / "empty.jpg").write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cipher_worker", "anonymize", str(workdir / "empty.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("veil: ")

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cipher_worker.errors import ImageTooLarge, NotAnImage
+from cipher_worker.imageio import decode_image, encode_image
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A real, complete PNG of width×height black pixels that compresses to a few hundred KB."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width // 8 + 1)  # 1-bit greyscale rows, filter byte 0
+    body = b"".join(packer.compress(row * 1000) for _ in range(height // 1000)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def _jpeg(pixels: np.ndarray, **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+def test_not_an_image_is_refused_clearly():
+    with pytest.raises(NotAnImage, match="not an image"):
+        decode_image(b"%PDF-1.7 this is a pdf")
+
+
+def test_empty_file_is_refused():
+    with pytest.raises(NotAnImage, match="empty"):
+        decode_image(b"")
+
+
+def test_truncated_jpeg_is_refused(astronaut_jpeg):
+    with pytest.raises(NotAnImage, match="truncated or corrupt"):
+        decode_image(astronaut_jpeg[: len(astronaut_jpeg) // 2])
+
+
+def test_200_megapixel_bomb_is_refused_before_decoding():
+    bomb = _png_bomb(20_000, 10_000)
+    assert len(bomb) < 2_000_000
+    with pytest.raises(ImageTooLarge, match="200 MP"):
+        decode_image(bomb)
+
+
+def test_exif_orientation_is_applied_and_all_metadata_dropped():
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}  # GPS
+    decoded = decode_image(_jpeg(pixels, exif=exif.tobytes(), quality=95))
+    assert decoded.size == (40, 60)  # upright: width and height swapped
+    assert decoded.pixels[:25].mean() > 200 and decoded.pixels[35:].mean() < 50  # white now on top
+
+    out = Image.open(io.BytesIO(encode_image(decoded.pixels, "JPEG")))
+    assert not out.getexif()
+    assert not any(key in out.info for key in ("exif", "xmp", "comment", "XML:com.adobe.xmp"))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+def test_encode_roundtrip_formats(fmt):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    back = decode_image(encode_image(pixels, fmt))
+    assert back.format == fmt
+    if fmt == "PNG":
+        assert np.array_equal(back.pixels, pixels)
