@@ -6,6 +6,7 @@ import functools
 import threading
 
 from .codecs import load_codec
+from .envelope import Fidelity
 from .pipeline import AnonymizedPhoto, Pipeline, Progress, RecoveredPhoto
 
 _lock = threading.Lock()
@@ -26,15 +27,12 @@ def anonymize_photo(
     data: bytes,
     album_public: bytes,
     *,
-    fidelity: str = "exact",
+    fidelity: Fidelity = "exact",
     fmt: str | None = None,
     progress: Progress | None = None,
     codec: str | None = None,
 ) -> AnonymizedPhoto:
-    pipeline = get_pipeline(codec)
-    if progress is None:
-        return pipeline.anonymize(data, album_public, fidelity=fidelity, fmt=fmt)
-    return pipeline.anonymize(data, album_public, fidelity=fidelity, fmt=fmt, progress=progress)
+    return get_pipeline(codec).anonymize(data, album_public, fidelity=fidelity, fmt=fmt, progress=progress)
 
 
 def recover_photo(

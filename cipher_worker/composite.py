@@ -85,7 +85,8 @@ def match_colours(rendered: np.ndarray, original: np.ndarray, weights: np.ndarra
     mu_s, mu_r = (src * w).sum((0, 1)), (ref * w).sum((0, 1))
     sd_s = np.sqrt((((src - mu_s) ** 2) * w).sum((0, 1))) + 1e-3
     sd_r = np.sqrt((((ref - mu_r) ** 2) * w).sum((0, 1)))
-    gain = np.clip(sd_r / sd_s, 0.6, 1.6)  # a flat render must not blow up noise
+    # a flat render must not blow up noise; chroma gains stay close to 1 or eyes turn colourful
+    gain = np.clip(sd_r / sd_s, [0.6, 0.8, 0.8], [1.6, 1.25, 1.25])
     out = (src - mu_s) * gain + mu_r
     return cv2.cvtColor(out.clip(0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 

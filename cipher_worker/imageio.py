@@ -9,6 +9,7 @@ right; it says nothing about the person).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,14 +59,18 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"the image is {width}×{height} ({width * height / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP"
-                )
+                size = f"{width}×{height}, {width * height / 1e6:.0f} MP"
+                raise ImageTooLarge(f"the image is too large ({size}); the limit is {max_pixels / 1e6:.0f} MP")
             fmt = image.format or "UNKNOWN"
             icc = image.info.get("icc_profile")
-            image = ImageOps.exif_transpose(image)  # loads the pixels
-            rgb = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+            upright = ImageOps.exif_transpose(image)  # loads the pixels
+            rgb = np.asarray(upright.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses the largest bombs in open(), before we can read the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(found.group(1)) / 1e6:.0f} MP)" if found else ""
+        raise ImageTooLarge(f"the image is too large{size}; the limit is {max_pixels / 1e6:.0f} MP") from None
+    except UnidentifiedImageError:
         raise NotAnImage("the file is not an image Veil can read (JPEG, PNG, WebP, …)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImage(f"the image is truncated or corrupt ({exc})") from None

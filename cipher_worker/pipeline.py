@@ -50,10 +50,6 @@ class RecoveredPhoto:
     decoy: bool
 
 
-def _nothing(stage: str, fraction: float) -> None:
-    pass
-
-
 def _face_aad(nonce: bytes, index: int, box: tuple[int, int, int, int]) -> bytes:
     return b"veil/v1/face-pixels" + nonce + struct.pack("<I4i", index, *box)
 
@@ -71,12 +67,13 @@ class Pipeline:
         data: bytes,
         album_public: bytes,
         *,
-        fidelity: str = "exact",
+        fidelity: envelope.Fidelity = "exact",
         fmt: str | None = None,
-        progress: Progress = _nothing,
+        progress: Progress | None = None,
     ) -> AnonymizedPhoto:
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}")
+        progress = progress or (lambda stage, fraction: None)
         progress("decoding", 0.0)
         photo = decode_image(data)
         progress("detecting", 0.1)
@@ -89,21 +86,25 @@ class Pipeline:
         if faces:
             alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
             crops = np.stack([crop(original, a) for a in alignments])
-            landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments)])
+            landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
             latents = self.codec.encode(crops, landmarks)
-            face_keys = [cipher.derive_face_keys(content_key, nonce, i, self.codec.identity_dim) for i in range(len(faces))]
+            face_keys = [
+                cipher.derive_face_keys(content_key, nonce, i, self.codec.identity_dim) for i in range(len(faces))
+            ]
             u = cipher.to_torus(latents.identity)
             u_enc = np.stack([cipher.encrypt(u[i], k.pad) for i, k in enumerate(face_keys)])
             rendered = self.codec.render(Latents(cipher.from_torus(u_enc), latents.attributes), typical=True)
             crop_weights = self.mask.crop_weights(self.codec.crop_size)
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
-            for i, (a, k) in enumerate(zip(alignments, face_keys)):
+            for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
                 box = face_box(self.mask, a, photo.size)
                 matched = match_colours(rendered[i], crops[i], crop_weights)
                 weights = composite_face(out, matched, a, self.mask, box, rng)
                 pixels = None
                 if fidelity == "exact":
-                    pixels = envelope.seal_face_pixels(k.region_key, _touched(original, box, weights), _face_aad(nonce, i, box))
+                    pixels = envelope.seal_face_pixels(
+                        k.region_key, _touched(original, box, weights), _face_aad(nonce, i, box)
+                    )
                 records.append(
                     envelope.FaceRecord(
                         transform=a.matrix,
@@ -130,7 +131,7 @@ class Pipeline:
         progress("encoding", 0.9)
         fmt = fmt or output_format(photo.format)
         image = encode_image(out, fmt, photo.icc_profile)
-        reports = [FaceReport(i, r.box, f.score) for i, (r, f) in enumerate(zip(records, faces))]
+        reports = [FaceReport(i, r.box, f.score) for i, (r, f) in enumerate(zip(records, faces, strict=True))]
         return AnonymizedPhoto(image, fmt, sealed.to_bytes(), reports, photo.size)
 
     def recover(
@@ -151,7 +152,9 @@ class Pipeline:
             )
         photo = decode_image(image)
         if photo.size != env.image_size:
-            raise EnvelopeError(f"the recovery data is for a {env.image_size[0]}×{env.image_size[1]} image, not this one")
+            raise EnvelopeError(
+                f"the recovery data is for a {env.image_size[0]}×{env.image_size[1]} image, not this one"
+            )
         decoy = False
         try:
             if album_private is None:
@@ -169,11 +172,15 @@ class Pipeline:
         out = photo.pixels.copy()
         if not env.faces:
             return out
-        face_keys = [cipher.derive_face_keys(content_key, env.nonce, i, self.codec.identity_dim) for i in range(len(env.faces))]
+        face_keys = [
+            cipher.derive_face_keys(content_key, env.nonce, i, self.codec.identity_dim) for i in range(len(env.faces))
+        ]
         alignments = [Alignment(r.transform, self.codec.crop_size) for r in env.faces]
         rendered: np.ndarray | None = None
         if decoy or env.fidelity == "latent":
-            identity = cipher.from_torus(np.stack([cipher.decrypt(r.identity, k.pad) for r, k in zip(env.faces, face_keys)]))
+            identity = cipher.from_torus(
+                np.stack([cipher.decrypt(r.identity, k.pad) for r, k in zip(env.faces, face_keys, strict=True)])
+            )
             attributes = np.stack([r.attributes for r in env.faces])
             rendered = self.codec.render(Latents(identity, attributes), typical=decoy)
         rng = np.random.default_rng(int.from_bytes(env.nonce[8:], "little"))
@@ -211,5 +218,3 @@ def _untouch(image: np.ndarray, box: tuple[int, int, int, int], rgba: np.ndarray
     region = image[y0:y1, x0:x1]
     touched = rgba[..., 3] == 255
     region[touched] = rgba[touched, :3]
-
-

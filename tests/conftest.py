@@ -27,7 +27,10 @@ def astronaut_jpeg() -> bytes:
 @pytest.fixture(scope="session")
 def group_png(data_dir: Path) -> bytes:
     """A lossless photo with three faces side by side (PNG, 3 people)."""
-    tiles = [Image.open(data_dir / name).convert("RGB").resize((360, 450)) for name in ("person_a_2.jpg", "person_b_1.jpg", "impostor_2.jpg")]
+    tiles = [
+        Image.open(data_dir / name).convert("RGB").resize((360, 450))
+        for name in ("person_a_2.jpg", "person_b_1.jpg", "impostor_2.jpg")
+    ]
     canvas = Image.new("RGB", (1080, 450))
     for i, tile in enumerate(tiles):
         canvas.paste(tile, (360 * i, 0))

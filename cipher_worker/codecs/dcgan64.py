@@ -16,12 +16,19 @@ import torch
 
 from ..errors import VeilError
 from .base import Codec, Latents
-from .dcgan64_net import IMAGE_SIZE, DCGANEncoder, file_fingerprint, generator_weights_path, load_generator
+from .dcgan64_net import (
+    IMAGE_SIZE,
+    DCGANEncoder,
+    colour_features,
+    file_fingerprint,
+    generator_weights_path,
+    load_generator,
+)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENCODER_PATH = WEIGHTS_DIR / "dcgan64_encoder.pt"
 ATTRIBUTES_PATH = WEIGHTS_DIR / "dcgan64_attributes.npz"
-TRUNCATION = 0.75  # identity scale for strangers: typical faces, still a bijection of u′
+TRUNCATION = 0.9  # identity scale for strangers; this DCGAN turns noisy below ~0.8
 
 
 def _to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -51,15 +58,33 @@ class DCGAN64Codec(Codec):
         self.identity_dim = 100 - self.attribute_dim
         self.template = split["template"].astype(np.float64)
         self._basis = torch.from_numpy(split["basis"]).to(self.device)  # (100, 100) orthonormal, float64
+        # linear model of the measured features given the attribute coordinates (standardized units)
+        self._feature_mean, self._feature_std = split["feature_mean"], split["feature_std"]
+        self._feature_map = split["basis"][:, : self.attribute_dim].T @ split["feature_weights"]  # (k, M)
+        self._feature_noise = np.clip(1 - (self._feature_map**2).sum(0), 0.05, 1.0)  # unexplained variance
         self.fingerprint = _fingerprint([generator_weights_path(), ENCODER_PATH, ATTRIBUTES_PATH])
         self._lock = threading.Lock()
+
+    attribute_mode = "map"
 
     def encode(self, crops: np.ndarray, landmarks: np.ndarray) -> Latents:
         with torch.inference_mode():
             z = self.encoder(_to_tensor(crops, self.device)).double()
-            coords = z @ self._basis  # (N, 100): attributes first, identity after
-        coords_np = coords.cpu().numpy()
-        return Latents(identity=coords_np[:, self.attribute_dim :], attributes=coords_np[:, : self.attribute_dim].astype(np.float32))
+            coords = (z @ self._basis).cpu().numpy()  # (N, 100): attributes first, identity after
+        attributes = coords[:, : self.attribute_dim]
+        if self.attribute_mode != "encoder":
+            prior = attributes if self.attribute_mode == "fused" else np.zeros_like(attributes)
+            attributes = self.measured_attributes(crops, landmarks, prior)
+        return Latents(identity=coords[:, self.attribute_dim :], attributes=attributes.astype(np.float32))
+
+    def measured_attributes(self, crops: np.ndarray, landmarks: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Posterior mean of the attribute coordinates given the landmarks and colours measured on
+        the crops: prior N(prior, I), features = coords · F + noise. (N, k) float64."""
+        features = np.column_stack([landmarks.reshape(len(crops), 10), colour_features(crops, self.template)])
+        f = (features - self._feature_mean) / self._feature_std
+        fmap, noise = self._feature_map, self._feature_noise
+        precision = fmap @ np.diag(1 / noise) @ fmap.T + np.eye(self.attribute_dim)
+        return np.linalg.solve(precision, (f / noise @ fmap.T + prior).T).T
 
     def render(self, latents: Latents, *, typical: bool) -> np.ndarray:
         identity = latents.identity * (TRUNCATION if typical else 1.0)

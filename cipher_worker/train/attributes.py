@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..codecs.dcgan64_net import IMAGE_SIZE, Z_DIM, load_generator
+from ..codecs.dcgan64_net import Z_DIM, colour_features, load_generator
 from ..detect import FaceDetector
 
 ATTRIBUTE_DIM = 16
@@ -37,25 +37,6 @@ def measure_generated(images: np.ndarray, detector: FaceDetector) -> tuple[np.nd
             landmarks[i] = (best.landmarks - _PAD) / _UPSCALE
             ok[i] = True
     return landmarks, ok
-
-
-def colour_features(images: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """(N, 64, 64, 3) uint8 → (N, 8): skin Lab, surroundings Lab, left/right and top/bottom light."""
-    lab = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2LAB) for im in images]).astype(np.float64)
-    cx, cy = template[:, 0].mean(), template[:, 1].mean()
-    yy, xx = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
-    skin = ((xx - cx) / 14) ** 2 + ((yy - cy) / 18) ** 2 < 1
-    around = ((xx - cx) / 28) ** 2 + ((yy - cy) / 34) ** 2 > 1
-    left, top = skin & (xx < cx), skin & (yy < cy)
-    light = lab[..., 0]
-    return np.column_stack(
-        [
-            lab[:, skin].mean(1),
-            lab[:, around].mean(1),
-            light[:, left].mean(1) - light[:, skin & ~left].mean(1),
-            light[:, top].mean(1) - light[:, skin & ~top].mean(1),
-        ]
-    )
 
 
 def fit_attributes(out: Path, seed: int = 0, samples: int = 6000, log=print) -> dict[str, float]:

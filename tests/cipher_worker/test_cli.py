@@ -29,7 +29,10 @@ def workdir(tmp_path_factory, group_png) -> Path:
 @pytest.fixture(scope="module")
 def keyfiles(workdir) -> tuple[Path, Path]:
     key, pub = workdir / "album.key", workdir / "album.pub"
-    assert main(["keygen", "--out", str(key), "--public-out", str(pub), "--passphrase-file", str(workdir / "pass.txt")]) == 0
+    assert (
+        main(["keygen", "--out", str(key), "--public-out", str(pub), "--passphrase-file", str(workdir / "pass.txt")])
+        == 0
+    )
     return key, pub
 
 
@@ -51,7 +54,9 @@ def test_anonymize_recover_roundtrip_is_exact(capsys, workdir, keyfiles, group_p
     code, out, _ = run(capsys, "anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub), "--json")
     assert code == 0
     assert len(json.loads(out)["faces"]) == 3
-    code, out, _ = run(capsys, "recover", str(anon), str(back), "--key", str(key), "--passphrase-file", str(workdir / "pass.txt"))
+    code, out, _ = run(
+        capsys, "recover", str(anon), str(back), "--key", str(key), "--passphrase-file", str(workdir / "pass.txt")
+    )
     assert code == 0 and "recovered 3 face(s)" in out
     assert np.array_equal(decode(back.read_bytes()), decode(group_png))
 
@@ -65,7 +70,16 @@ def test_wrong_passphrase_exits_3(capsys, workdir, keyfiles):
     key, pub = keyfiles
     anon = workdir / "anon2.jpg"
     assert run(capsys, "anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub))[0] == 0
-    code, _, err = run(capsys, "recover", str(anon), str(workdir / "x.png"), "--key", str(key), "--passphrase-file", str(workdir / "wrong.txt"))
+    code, _, err = run(
+        capsys,
+        "recover",
+        str(anon),
+        str(workdir / "x.png"),
+        "--key",
+        str(key),
+        "--passphrase-file",
+        str(workdir / "wrong.txt"),
+    )
     assert code == 3 and "wrong" in err.lower() and not (workdir / "x.png").exists()
 
 
@@ -73,7 +87,17 @@ def test_decoy_gives_plausible_faces_and_exit_0(capsys, workdir, keyfiles, group
     key, pub = keyfiles
     anon, decoy = workdir / "anon3.png", workdir / "decoy.png"
     assert run(capsys, "anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub))[0] == 0
-    code, _, _ = run(capsys, "recover", str(anon), str(decoy), "--key", str(key), "--passphrase-file", str(workdir / "wrong.txt"), "--decoy")
+    code, _, _ = run(
+        capsys,
+        "recover",
+        str(anon),
+        str(decoy),
+        "--key",
+        str(key),
+        "--passphrase-file",
+        str(workdir / "wrong.txt"),
+        "--decoy",
+    )
     assert code == 0
     assert not np.array_equal(decode(decoy.read_bytes()), decode(group_png))
 
@@ -81,17 +105,32 @@ def test_decoy_gives_plausible_faces_and_exit_0(capsys, workdir, keyfiles, group
 def test_bad_input_exits_2_with_one_line(capsys, workdir, keyfiles):
     _, pub = keyfiles
     (workdir / "notes.jpg").write_text("not a photo")
-    code, _, err = run(capsys, "anonymize", str(workdir / "notes.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub))
+    code, _, err = run(
+        capsys, "anonymize", str(workdir / "notes.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub)
+    )
     assert code == 2 and err.count("\n") == 1 and "not an image" in err
-    code, _, err = run(capsys, "anonymize", str(workdir / "missing.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub))
+    code, _, err = run(
+        capsys, "anonymize", str(workdir / "missing.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub)
+    )
     assert code == 2 and "does not exist" in err
-    code, _, err = run(capsys, "anonymize", str(workdir / "group.png"), str(workdir / "o.gif"), "--public-key", str(pub))
+    code, _, err = run(
+        capsys, "anonymize", str(workdir / "group.png"), str(workdir / "o.gif"), "--public-key", str(pub)
+    )
     assert code == 2 and ".jpg, .png or .webp" in err
 
 
 def test_recover_without_envelope_exits_2(capsys, workdir, keyfiles):
     key, _ = keyfiles
-    code, _, err = run(capsys, "recover", str(workdir / "group.png"), str(workdir / "o.png"), "--key", str(key), "--passphrase-file", str(workdir / "pass.txt"))
+    code, _, err = run(
+        capsys,
+        "recover",
+        str(workdir / "group.png"),
+        str(workdir / "o.png"),
+        "--key",
+        str(key),
+        "--passphrase-file",
+        str(workdir / "pass.txt"),
+    )
     assert code == 2 and "recovery data" in err
 
 
@@ -99,7 +138,16 @@ def test_real_process_prints_no_traceback(workdir, keyfiles):
     _, pub = keyfiles
     (workdir / "empty.jpg").write_bytes(b"")
     proc = subprocess.run(
-        [sys.executable, "-m", "cipher_worker", "anonymize", str(workdir / "empty.jpg"), str(workdir / "o.jpg"), "--public-key", str(pub)],
+        [
+            sys.executable,
+            "-m",
+            "cipher_worker",
+            "anonymize",
+            str(workdir / "empty.jpg"),
+            str(workdir / "o.jpg"),
+            "--public-key",
+            str(pub),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},

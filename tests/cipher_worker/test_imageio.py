@@ -49,7 +49,7 @@ def test_truncated_jpeg_is_refused(astronaut_jpeg):
 def test_200_megapixel_bomb_is_refused_before_decoding():
     bomb = _png_bomb(20_000, 10_000)
     assert len(bomb) < 2_000_000
-    with pytest.raises(ImageTooLarge, match="200 MP"):
+    with pytest.raises(ImageTooLarge, match=r"too large.*200 MP"):
         decode_image(bomb)
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from cipher_worker import envelope
-from cipher_worker.composite import FaceMask, box_weights
 from cipher_worker.align import Alignment
+from cipher_worker.composite import FaceMask, box_weights
 from cipher_worker.errors import CodecMismatch, EnvelopeError, EnvelopeTampered, WrongKey
 from cipher_worker.keys import generate_album_keypair
 from tests.conftest import decode
@@ -28,7 +28,9 @@ def _touched(pipeline, env: envelope.Envelope, shape) -> np.ndarray:
     touched = np.zeros(shape[:2], bool)
     for record in env.faces:
         x0, y0, x1, y1 = record.box
-        weights = box_weights(FaceMask.from_tuple(record.mask), Alignment(record.transform, pipeline.codec.crop_size), record.box)
+        weights = box_weights(
+            FaceMask.from_tuple(record.mask), Alignment(record.transform, pipeline.codec.crop_size), record.box
+        )
         touched[y0:y1, x0:x1] |= weights > 0
     return touched
 
@@ -84,7 +86,9 @@ def test_wrong_key_is_refused(pipeline, group_exact):
 
 def test_decoy_shows_other_faces_deterministically(pipeline, group_exact, group_png):
     other_private, _ = generate_album_keypair()
-    first = pipeline.recover(group_exact.image, group_exact.envelope, album_private=other_private, decoy_password="guess")
+    first = pipeline.recover(
+        group_exact.image, group_exact.envelope, album_private=other_private, decoy_password="guess"
+    )
     again = pipeline.recover(group_exact.image, group_exact.envelope, album_private=None, decoy_password="guess")
     other = pipeline.recover(group_exact.image, group_exact.envelope, album_private=None, decoy_password="guess2")
     assert first.decoy
@@ -109,7 +113,9 @@ def test_tampered_envelope_is_detected(pipeline, group_exact, album_keys):
 
 def test_corrupted_envelope_is_a_clear_error(pipeline, group_exact, album_keys):
     with pytest.raises(EnvelopeError):
-        pipeline.recover(group_exact.image, group_exact.envelope[: len(group_exact.envelope) // 3], album_private=album_keys[0])
+        pipeline.recover(
+            group_exact.image, group_exact.envelope[: len(group_exact.envelope) // 3], album_private=album_keys[0]
+        )
 
 
 def test_envelope_from_another_codec_is_refused(pipeline, group_exact, album_keys):
@@ -142,7 +148,7 @@ def test_anonymized_faces_keep_their_place(pipeline, group_exact):
     """The strangers are still faces, where the originals were (detection rate, pose)."""
     found = pipeline.detector.detect(decode(group_exact.image))
     assert len(found) == 3
-    for before, after in zip(group_exact.faces, found):
+    for before, after in zip(group_exact.faces, found, strict=True):
         bx0, by0, bx1, by1 = before.box
         cx, cy = after.box[0] + after.box[2] / 2, after.box[1] + after.box[3] / 2
         assert bx0 < cx < bx1 and by0 < cy < by1
