@@ -149,7 +149,9 @@ def _human(command: str, report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cipher_worker", description="Veil's face cipher on the command line.")
+    parser = argparse.ArgumentParser(
+        prog="python -m cipher_worker", description="Veil's face cipher on the command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("keygen", help="make an album key pair")

@@ -55,20 +55,29 @@ def crop(image: np.ndarray, alignment: Alignment) -> np.ndarray:
     if shrink < 0.5:
         # area-average the neighbourhood down to twice the crop resolution first
         factor = 2 * shrink
-        corners = cv2.transform(np.array([[[0, 0], [alignment.size, 0], [0, alignment.size], [alignment.size] * 2]], np.float64), alignment.inverse)[0]
+        corners = cv2.transform(
+            np.array([[[0, 0], [alignment.size, 0], [0, alignment.size], [alignment.size] * 2]], np.float64),
+            alignment.inverse,
+        )[0]
         margin = alignment.size / shrink * 0.1
         x0, y0 = np.maximum(np.floor(corners.min(0) - margin), 0).astype(int)
         x1 = int(min(np.ceil(corners[:, 0].max() + margin), image.shape[1]))
         y1 = int(min(np.ceil(corners[:, 1].max() + margin), image.shape[0]))
         if x1 > x0 and y1 > y0:
             region = image[y0:y1, x0:x1]
-            small = cv2.resize(region, (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                region,
+                (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))),
+                interpolation=cv2.INTER_AREA,
+            )
             fx, fy = small.shape[1] / (x1 - x0), small.shape[0] / (y1 - y0)
             # crop = M · image = M · (S⁻¹ · small + offset)
             to_image = np.array([[1 / fx, 0, x0], [0, 1 / fy, y0]])
             matrix = _compose(matrix, to_image)
             image = small
-    return cv2.warpAffine(image, matrix, (alignment.size, alignment.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpAffine(
+        image, matrix, (alignment.size, alignment.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+    )
 
 
 def paste_region(crop_image: np.ndarray, alignment: Alignment, box: tuple[int, int, int, int]) -> np.ndarray:

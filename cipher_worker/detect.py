@@ -49,7 +49,9 @@ class FaceDetector:
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, min_face: int = 24) -> None:
         self.min_face = min_face
-        self._net = cv2.FaceDetectorYN.create(str(model_path(YUNET_FILE)), "", (320, 320), score_threshold, nms_threshold, 5000)
+        self._net = cv2.FaceDetectorYN.create(
+            str(model_path(YUNET_FILE)), "", (320, 320), score_threshold, nms_threshold, 5000
+        )
         self._lock = threading.Lock()
 
     def detection_scale(self, width: int, height: int) -> float:
