@@ -8,7 +8,6 @@ normal, so the identity part feeds the torus cipher without further whitening.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -63,23 +62,20 @@ class DCGAN64Codec(Codec):
         self._feature_map = split["basis"][:, : self.attribute_dim].T @ split["feature_weights"]  # (k, M)
         self._feature_noise = np.clip(1 - (self._feature_map**2).sum(0), 0.05, 1.0)  # unexplained variance
         self.fingerprint = _fingerprint([generator_weights_path(), ENCODER_PATH, ATTRIBUTES_PATH])
-        self._lock = threading.Lock()
-
-    attribute_mode = "map"
 
     def encode(self, crops: np.ndarray, landmarks: np.ndarray) -> Latents:
         with torch.inference_mode():
             z = self.encoder(_to_tensor(crops, self.device)).double()
             coords = (z @ self._basis).cpu().numpy()  # (N, 100): attributes first, identity after
-        attributes = coords[:, : self.attribute_dim]
-        if self.attribute_mode != "encoder":
-            prior = attributes if self.attribute_mode == "fused" else np.zeros_like(attributes)
-            attributes = self.measured_attributes(crops, landmarks, prior)
+        # the encoder's attribute guess, sharpened by what we can measure on the real face: on the
+        # test photos this moves the stranger's landmarks 0.060 IOD from the original's, against
+        # 0.062 for the encoder alone and 0.064 for the measurements alone
+        attributes = self.measured_attributes(crops, landmarks, prior=coords[:, : self.attribute_dim])
         return Latents(identity=coords[:, self.attribute_dim :], attributes=attributes.astype(np.float32))
 
     def measured_attributes(self, crops: np.ndarray, landmarks: np.ndarray, prior: np.ndarray) -> np.ndarray:
         """Posterior mean of the attribute coordinates given the landmarks and colours measured on
-        the crops: prior N(prior, I), features = coords · F + noise. (N, k) float64."""
+        the crops, with prior N(prior, I) and features = coords · F + noise. (N, k) float64."""
         features = np.column_stack([landmarks.reshape(len(crops), 10), colour_features(crops, self.template)])
         f = (features - self._feature_mean) / self._feature_std
         fmap, noise = self._feature_map, self._feature_noise
