@@ -55,10 +55,11 @@ def cmd_keygen(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import anonymize_photo
+    from .api import anonymize_photo, get_pipeline
 
     fmt = format_for_path(args.output)
     public = keys.read_public_key_file(args.public_key)
+    get_pipeline()  # load the model first, so the time reported is the photo's
     started = time.perf_counter()
     result = anonymize_photo(read_file(args.input), public, fidelity=args.fidelity, fmt=fmt)
     _write(args.output, envelope.embed(result.image, result.envelope))
@@ -75,7 +76,7 @@ def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import recover_photo
+    from .api import get_pipeline, recover_photo
 
     fmt = format_for_path(args.output)
     data = read_file(args.input)
@@ -92,6 +93,7 @@ def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
         if not args.decoy:
             raise
     decoy_password = (passphrase or args.key.read_bytes().hex()) if args.decoy else None
+    get_pipeline()
     started = time.perf_counter()
     result = recover_photo(data, env, album_private=private, decoy_password=decoy_password)
     _write(args.output, encode_image(result.pixels, fmt))
