@@ -1,0 +1,355 @@
+"""``python -m cipher_worker bench``: time the pipeline on a 12 MP JPEG with 6 faces, on one core.
+
+The photo is built from the bundled test photos: six face crops (faces 200–400 px wide)
+on a textured 4000×3000 canvas, saved as JPEG quality 90 in memory. torch and OpenCV get
+one thread each: one worker per core of DESIGN §6's 2-core machine, which also runs the web
+app and other work — stricter than letting one photo take both cores. End-to-end times are the
+median of 3 plain runs after a warm-up; stage times come from 3 further runs in which the
+functions the pipeline calls are wrapped with timers (module attributes patched for the
+duration of the run only — pipeline.py itself is untouched). Benchmarks print, they do
+not assert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import cv2
+import numpy as np
+import torch
+
+from . import cipher, envelope, keys
+from . import pipeline as pipeline_module
+from .composite import FaceMask
+from .detect import FaceDetector
+from .evaluate import DEFAULT_IMAGES, command_line, markdown_table
+from .facemetrics import largest_face
+from .imageio import decode_image, encode_image, read_file
+from .pipeline import AnonymizedPhoto, Pipeline
+
+CANVAS = (4000, 3000)  # (width, height): 12 MP
+FACE_WIDTHS = (200, 240, 280, 320, 360, 400)  # px, one per face
+JPEG_QUALITY = 90
+RUNS = 3
+BUDGETS = {"anonymize_s": 1.0, "recover_s": 0.8, "per_face_ms": 40.0}
+ANONYMIZE_STAGES = ("decode", "detect", "align+crop", "encode", "cipher", "render", "composite", "seal", "image encode")
+RECOVER_STAGES = ("open", "decode", "cipher", "render", "composite", "image encode")
+PER_FACE_STAGES = ("encode", "cipher", "render", "composite")
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- the benchmark photo -----------------------------------------------------------------
+
+
+def _face_tiles(count: int) -> list[np.ndarray]:
+    """``count`` RGB crops around the largest face of the test photos, faces scaled to :data:`FACE_WIDTHS`."""
+    from skimage import data as skdata
+
+    sources = [np.ascontiguousarray(skdata.astronaut()[..., :3])]
+    sources += [decode_image(read_file(p)).pixels for p in sorted(DEFAULT_IMAGES.glob("*.jpg"))]
+    detector = FaceDetector()
+    found = [(px, f) for px in sources if (f := largest_face(detector.detect(px))) is not None]
+    found.sort(key=lambda item: -item[1].box[2])  # sharpest sources first: small ones would be upscaled a lot
+    tiles = []
+    for i in range(count):
+        pixels, face = found[i % len(found)]
+        x, y, w, h = face.box
+        cx, cy, half = x + w / 2, y + h / 2, 1.1 * max(w, h)  # the face, hair and some shoulders
+        x0, y0 = max(0, round(cx - half)), max(0, round(cy - half))
+        x1, y1 = min(pixels.shape[1], round(cx + half)), min(pixels.shape[0], round(cy + half))
+        scale = FACE_WIDTHS[i % len(FACE_WIDTHS)] / w
+        size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        tiles.append(cv2.resize(pixels[y0:y1, x0:x1], size, interpolation=interp))
+    return tiles
+
+
+def _canvas(rng: np.random.Generator) -> np.ndarray:
+    """A (3000, 4000, 3) uint8 neutral background with gentle shading and sensor-like noise,
+    so the JPEG costs about what a real photo costs to decode and encode."""
+    width, height = CANVAS
+    shade = cv2.resize(
+        rng.uniform(105, 155, (3, 4, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
+    noise = rng.normal(0, 4, (height, width, 1)).astype(np.float32)
+    return (shade + noise).clip(0, 255).astype(np.uint8)
+
+
+def build_photo(faces: int = 6, seed: int = 0) -> bytes:
+    """The benchmark photo: ``faces`` face tiles on a 3 × 2 grid of a 12 MP canvas, as JPEG bytes."""
+    rng = np.random.default_rng(seed)
+    canvas = _canvas(rng)
+    width, height = CANVAS
+    cols, rows = 3, max(1, -(-faces // 3))
+    for i, tile in enumerate(_face_tiles(faces)):
+        cx, cy = (i % cols + 0.5) * width / cols, (i // cols + 0.5) * height / rows
+        th, tw = tile.shape[:2]
+        x0, y0 = round(cx - tw / 2), round(cy - th / 2)
+        canvas[y0 : y0 + th, x0 : x0 + tw] = tile
+    return encode_image(canvas, "JPEG", quality=JPEG_QUALITY)
+
+
+# --- stage timers ------------------------------------------------------------------------
+
+
+class StageClock:
+    """Accumulated seconds per stage name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - start
+
+        return timed
+
+
+def _stage_functions(pipeline: Pipeline) -> list[tuple[object, str, str]]:
+    """(owner, attribute, stage) of every function the pipeline calls per stage. None of them calls
+    another in the list, so no time is counted twice."""
+    pl = pipeline_module
+    return [
+        (pl, "decode_image", "decode"),
+        (pipeline.detector, "detect", "detect"),
+        (pl, "align_face", "align+crop"),
+        (pl, "crop", "align+crop"),
+        (pl, "_to_crop", "align+crop"),
+        (pipeline.codec, "encode", "encode"),
+        *((cipher, name, "cipher") for name in ("derive_face_keys", "to_torus", "from_torus", "encrypt", "decrypt")),
+        (pipeline.codec, "render", "render"),
+        (pl, "face_box", "composite"),
+        (pl, "match_colours", "composite"),
+        (pl, "composite_face", "composite"),
+        (pl, "_untouch", "composite"),
+        (FaceMask, "crop_weights", "composite"),
+        (pl, "_touched", "seal"),
+        (envelope, "seal_face_pixels", "seal"),
+        (keys, "seal_content_key", "seal"),
+        (envelope, "seal_envelope", "seal"),
+        (envelope.Envelope, "to_bytes", "seal"),
+        (envelope.Envelope, "from_bytes", "open"),
+        (keys, "open_content_key", "open"),
+        (envelope, "verify_envelope", "open"),
+        (envelope, "open_face_pixels", "open"),
+        (pl, "encode_image", "image encode"),
+        (sys.modules[__name__], "encode_image", "image encode"),  # recovery's JPEG, written by _recover
+    ]
+
+
+@contextlib.contextmanager
+def instrumented(pipeline: Pipeline, clock: StageClock) -> Iterator[None]:
+    """Within the block, every stage function of ``pipeline`` adds its time to ``clock``."""
+    with contextlib.ExitStack() as stack:
+        for owner, name, stage in _stage_functions(pipeline):
+            stack.enter_context(mock.patch.object(owner, name, clock.wrap(stage, getattr(owner, name))))
+        yield
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def _anonymize(pipeline: Pipeline, photo: bytes, public: bytes) -> AnonymizedPhoto:
+    return pipeline.anonymize(photo, public, fidelity="exact", fmt="JPEG")
+
+
+def _recover(pipeline: Pipeline, anonymized: AnonymizedPhoto, private: bytes) -> bytes:
+    """Recovery as a user gets it: original faces back, written as a JPEG."""
+    pixels = pipeline.recover(anonymized.image, anonymized.envelope, album_private=private).pixels
+    return encode_image(pixels, "JPEG")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _stage_medians(pipeline: Pipeline, fn: Callable[[], object], stages: tuple[str, ...]) -> dict[str, float]:
+    """Median seconds per stage (and ``total``, ``other``) over :data:`RUNS` instrumented runs of ``fn``."""
+    runs = []
+    for _ in range(RUNS):
+        clock = StageClock()
+        with instrumented(pipeline, clock):
+            total = _timed(fn)
+        runs.append({**clock.seconds, "total": total})
+    medians = {s: float(np.median([r.get(s, 0.0) for r in runs])) for s in (*stages, "total")}
+    medians["other"] = max(0.0, medians["total"] - sum(medians[s] for s in stages))
+    return medians
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """torch and OpenCV limited to one thread within the block."""
+    torch_threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv_threads)
+
+
+def measure(pipeline: Pipeline, photo: bytes) -> dict[str, Any]:
+    """Warm up, then end-to-end medians and per-stage medians of anonymize and recover."""
+    private, public = keys.generate_album_keypair()
+    anonymized = _anonymize(pipeline, photo, public)  # warm-up: first forwards allocate and pick kernels
+    _recover(pipeline, anonymized, private)
+    faces = len(anonymized.faces)
+    _log(f"warm-up done: {faces} faces; timing {RUNS} runs each")
+
+    def anonymize() -> object:
+        return _anonymize(pipeline, photo, public)
+
+    def recover() -> object:
+        return _recover(pipeline, anonymized, private)
+
+    anonymize_runs = [_timed(anonymize) for _ in range(RUNS)]
+    recover_runs = [_timed(recover) for _ in range(RUNS)]
+    anonymize_s, recover_s = float(np.median(anonymize_runs)), float(np.median(recover_runs))
+    _log(f"anonymize {anonymize_s:.3f} s, recover {recover_s:.3f} s; timing stages")
+    anonymize_stages = _stage_medians(pipeline, anonymize, ANONYMIZE_STAGES)
+    recover_stages = _stage_medians(pipeline, recover, RECOVER_STAGES)
+    per_face = sum(anonymize_stages[s] for s in PER_FACE_STAGES) / max(faces, 1) * 1000
+    return {
+        "faces": faces,
+        "envelope_bytes": len(anonymized.envelope),
+        "anonymized_bytes": len(anonymized.image),
+        "anonymize_s": anonymize_s,
+        "recover_s": recover_s,
+        # the best run shows what the code costs when the shared machine's other jobs stay away
+        "anonymize_best_s": min(anonymize_runs),
+        "recover_best_s": min(recover_runs),
+        "per_face_ms": per_face,
+        "anonymize_stages_s": anonymize_stages,
+        "recover_stages_s": recover_stages,
+        "pipeline_timings": dict(anonymized.timings),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_benchmark(out: Path | None) -> dict[str, Any]:
+    """Benchmark the default pipeline on the 12 MP photo; optionally write a Markdown table to ``out``."""
+    from .api import get_pipeline
+
+    _log("building the 12 MP photo and loading the pipeline")
+    photo = build_photo()
+    pipeline = get_pipeline()
+    with one_core():
+        result = measure(pipeline, photo)
+    result.update(
+        photo=f"{CANVAS[0]}×{CANVAS[1]} JPEG q{JPEG_QUALITY}, {len(photo) / 2**20:.1f} MiB",
+        codec=f"{pipeline.codec.id} ({pipeline.codec.fingerprint.hex()[:12]})",
+        threads=1,
+        load_average=[round(v, 2) for v in os.getloadavg()],
+        peak_rss_mb=peak_rss_mb(),
+        ok={k: result[k] <= v for k, v in BUDGETS.items()},
+    )
+    result["summary"] = _summary(result)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown_report(result))
+        result["report"] = str(out)
+        _log(f"wrote {out}")
+    return result
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def _rows(r: dict[str, Any]) -> list[list[str]]:
+    ok = {k: "yes" if v else "no" for k, v in r["ok"].items()}
+    rows = [
+        [
+            "anonymize, end to end",
+            f"{_ms(r['anonymize_s'])} (best {_ms(r['anonymize_best_s'])})",
+            _ms(BUDGETS["anonymize_s"]),
+            ok["anonymize_s"],
+        ],
+        [
+            "recover (exact, JPEG out), end to end",
+            f"{_ms(r['recover_s'])} (best {_ms(r['recover_best_s'])})",
+            _ms(BUDGETS["recover_s"]),
+            ok["recover_s"],
+        ],
+        [
+            "per face: encode + cipher + render + composite",
+            f"{r['per_face_ms']:.1f} ms",
+            f"{BUDGETS['per_face_ms']:.0f} ms",
+            ok["per_face_ms"],
+        ],
+    ]
+    for label, key, stages in (
+        ("anonymize", "anonymize_stages_s", ANONYMIZE_STAGES),
+        ("recover", "recover_stages_s", RECOVER_STAGES),
+    ):
+        times = r[key]
+        rows += [[f"{label} · {s}", _ms(times[s]), "—", "—"] for s in (*stages, "other")]
+        rows.append([f"{label} · total of the instrumented run", _ms(times["total"]), "—", "—"])
+    rows.append(["peak RSS", f"{r['peak_rss_mb']:.0f} MiB", "—", "—"])
+    rows.append(["envelope (exact fidelity)", f"{r['envelope_bytes'] / 1024:.0f} KiB", "—", "—"])
+    return rows
+
+
+def markdown_report(r: dict[str, Any]) -> str:
+    """The benchmark as Markdown: what | measured | budget | ok."""
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return "\n".join(
+        [
+            "# Veil benchmark",
+            "",
+            f"Produced by `{command_line()}` on {now}. Photo: {r['photo']}, {r['faces']} faces detected; "
+            f"codec {r['codec']}; {r['threads']} thread (torch and OpenCV); load average {r['load_average']}. "
+            f"Times are medians of {RUNS} runs after a warm-up.",
+            "",
+            markdown_table(["what", "measured", "budget", "ok"], _rows(r)),
+            "",
+        ]
+    )
+
+
+def _summary(r: dict[str, Any]) -> str:
+    a, s = r["anonymize_stages_s"], r["recover_stages_s"]
+    slowest = ", ".join(f"{k} {_ms(a[k])}" for k in sorted(ANONYMIZE_STAGES, key=lambda k: -a[k])[:3])
+    slowest_recover = ", ".join(f"{k} {_ms(s[k])}" for k in sorted(RECOVER_STAGES, key=lambda k: -s[k])[:3])
+    verdict = (
+        "within budget"
+        if all(r["ok"].values())
+        else "over budget: " + ", ".join(k for k, v in r["ok"].items() if not v)
+    )
+    return "\n".join(
+        [
+            f"{r['photo']}, {r['faces']} faces, 1 thread: anonymize {_ms(r['anonymize_s'])}, "
+            f"recover {_ms(r['recover_s'])}, per face {r['per_face_ms']:.1f} ms; peak RSS {r['peak_rss_mb']:.0f} MiB",
+            f"slowest anonymize stages: {slowest}; recover: {slowest_recover}",
+            verdict,
+        ]
+    )

@@ -1,0 +1,100 @@
+"""Evaluation: the identity judges agree with people about real photos, and ``eval`` reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cipher_worker.detect import Face, FaceDetector
+from cipher_worker.facemetrics import (
+    DLIB_SAME_PERSON,
+    SFACE_SAME_PERSON,
+    DlibRecogniser,
+    SFaceRecogniser,
+    largest_face,
+    match_faces,
+)
+from cipher_worker.imageio import decode_image
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+def _photo(name: str, detector: FaceDetector) -> tuple[np.ndarray, Face]:
+    pixels = decode_image((DATA / name).read_bytes()).pixels
+    face = largest_face(detector.detect(pixels))
+    assert face is not None, f"no face found in {name}"
+    return pixels, face
+
+
+def test_sface_knows_the_same_person_across_years_and_tells_an_impostor(detector: FaceDetector) -> None:
+    sface = SFaceRecogniser()
+    young, old, impostor = (_photo(n, detector) for n in ("person_a_1.jpg", "person_a_2.jpg", "impostor_1.jpg"))
+    assert sface.similarity(*young, *old) >= SFACE_SAME_PERSON
+    assert sface.similarity(*young, *impostor) < SFACE_SAME_PERSON
+    assert sface.similarity(*old, *impostor) < SFACE_SAME_PERSON
+
+
+def test_dlib_second_opinion_agrees_or_says_it_is_unavailable(detector: FaceDetector) -> None:
+    judge = DlibRecogniser()
+    if not judge.available:
+        assert judge.reason
+        pytest.skip(judge.reason)
+    a1, a2, impostor = (_photo(n, detector) for n in ("person_a_1.jpg", "person_a_2.jpg", "impostor_1.jpg"))
+    same, other = judge.distance(*a1, *a2), judge.distance(*a1, *impostor)
+    assert same is not None and other is not None
+    assert same < DLIB_SAME_PERSON <= other
+
+
+def test_faces_are_matched_by_overlap_not_by_order(detector: FaceDetector) -> None:
+    _, face = _photo("person_b_1.jpg", detector)
+    x, y, w, h = face.box
+    shifted = dataclasses.replace(face, box=(x + 5, y, w, h))
+    far = dataclasses.replace(face, box=(x + 10 * w, y, w, h))
+    assert match_faces([face], [far, shifted]) == [1]
+    assert match_faces([face], [far]) == [None]
+
+
+@pytest.mark.slow
+def test_run_evaluation_reports_every_metric_and_writes_markdown(tmp_path: Path) -> None:
+    from cipher_worker.evaluate import run_evaluation
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    shutil.copy(DATA / "person_b_1.jpg", images)
+    report = tmp_path / "eval.md"
+
+    result = run_evaluation(images, report)
+
+    assert result["photos"] == 2  # the astronaut and our photo
+    assert result["faces"] >= 2
+    for key in (
+        "reidentification_rate_sface",
+        "reidentification_rate_dlib",
+        "detection_rate",
+        "landmark_displacement",
+        "diversity",
+        "exact_recovery",
+        "exact_max_abs_diff",
+        "latent_psnr",
+        "latent_ssim",
+        "anonymized_psnr",
+        "anonymized_ssim",
+        "key_algebra",
+        "summary",
+    ):
+        assert key in result, key
+    assert result["exact_recovery"] is True and result["exact_max_abs_diff"] == 0
+    algebra = result["key_algebra"]
+    assert algebra["p1_then_p2_bit_exact"] and algebra["p2_then_p1_bit_exact"] and algebra["combined_bit_exact"]
+    text = report.read_text()
+    assert "| metric | value | target | pass |" in text
+    assert "person_b_1.jpg" in text
