@@ -10,8 +10,6 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -91,22 +89,3 @@ def load_generator(device: torch.device | str = "cpu") -> DCGANGenerator:
     net = DCGANGenerator()
     net.load_state_dict(state)
     return net.eval().requires_grad_(False).to(device)
-
-
-def colour_features(images: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """(N, 64, 64, 3) uint8 → (N, 8): skin Lab, surroundings Lab, left/right and top/bottom light."""
-    lab = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2LAB) for im in images]).astype(np.float64)
-    cx, cy = template[:, 0].mean(), template[:, 1].mean()
-    yy, xx = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
-    skin = ((xx - cx) / 14) ** 2 + ((yy - cy) / 18) ** 2 < 1
-    around = ((xx - cx) / 28) ** 2 + ((yy - cy) / 34) ** 2 > 1
-    left, top = skin & (xx < cx), skin & (yy < cy)
-    light = lab[..., 0]
-    return np.column_stack(
-        [
-            lab[:, skin].mean(1),
-            lab[:, around].mean(1),
-            light[:, left].mean(1) - light[:, skin & ~left].mean(1),
-            light[:, top].mean(1) - light[:, skin & ~top].mean(1),
-        ]
-    )

@@ -1,10 +1,12 @@
 """Fit the identity/attribute split of the dcgan64 latent from generated samples.
 
 z ~ N(0, I) is isotropic, so any orthonormal basis of R^100 keeps it standard normal. We
-measure on G(z) what a replacement face must keep — the five landmarks (pose and
-expression) and the colours of skin, surroundings and light — regress those on z, and
-take the k directions of z that explain them best as the attribute subspace. Identity is
-the orthogonal complement. The mean landmarks double as the codec's alignment template.
+measure on G(z) what a replacement face must keep — its five landmarks (pose and
+expression) — regress them on z, and take the k directions of z that explain them best as
+the attribute subspace. Identity is the orthogonal complement. Colours are left to the
+compositor's colour match: with skin, surround and light colours in the fit (16
+dimensions), strangers drawn under different keys shared so much that SFace called 57% of
+them one person. The mean landmarks double as the codec's alignment template.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..codecs.dcgan64_net import Z_DIM, colour_features, load_generator
+from ..codecs.dcgan64_net import Z_DIM, load_generator
 from ..detect import FaceDetector
 
-ATTRIBUTE_DIM = 16
+ATTRIBUTE_DIM = 8
 _UPSCALE = 4
 _PAD = 64
 
@@ -49,7 +51,7 @@ def fit_attributes(out: Path, seed: int = 0, samples: int = 6000, log=print) -> 
     landmarks, ok = measure_generated(images_u8, FaceDetector(score_threshold=0.5, min_face=16))
     log(f"landmarks found on {ok.mean():.1%} of {samples} samples ({time.perf_counter() - started:.0f}s)")
     template = landmarks[ok].mean(0)
-    features = np.column_stack([landmarks.reshape(samples, 10), colour_features(images_u8, template)])[ok]
+    features = landmarks.reshape(samples, 10)[ok]
     zs = z.numpy().astype(np.float64)[ok]
     mean, std = features.mean(0), features.std(0)
     target = (features - mean) / std
