@@ -3,34 +3,27 @@
 The photo is built from the bundled test photos: six face crops (faces 200–400 px wide)
 on a textured 4000×3000 canvas, saved as JPEG quality 90 in memory. torch and OpenCV get
 one thread each: one worker per core of DESIGN §6's 2-core machine, which also runs the web
-app and other work — stricter than letting one photo take both cores. End-to-end times are the
-median of 3 plain runs after a warm-up; stage times come from 3 further runs in which the
-functions the pipeline calls are wrapped with timers (module attributes patched for the
-duration of the run only — pipeline.py itself is untouched). Benchmarks print, they do
-not assert.
+app and other work — stricter than letting one photo take both cores. Times are the median of
+3 runs after a warm-up; the stages are the pipeline's own (``AnonymizedPhoto.timings``).
+Benchmarks print, they do not assert.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import resource
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import cv2
 import numpy as np
 import torch
 
-from . import cipher, envelope, keys
-from . import pipeline as pipeline_module
-from .composite import FaceMask
+from . import keys
 from .detect import FaceDetector
 from .evaluate import DEFAULT_IMAGES, command_line, markdown_table
 from .facemetrics import largest_face
@@ -102,68 +95,6 @@ def build_photo(faces: int = 6, seed: int = 0) -> bytes:
     return encode_image(canvas, "JPEG", quality=JPEG_QUALITY)
 
 
-# --- stage timers ------------------------------------------------------------------------
-
-
-class StageClock:
-    """Accumulated seconds per stage name."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[stage] += time.perf_counter() - start
-
-        return timed
-
-
-def _stage_functions(pipeline: Pipeline) -> list[tuple[object, str, str]]:
-    """(owner, attribute, stage) of every function the pipeline calls per stage. None of them calls
-    another in the list, so no time is counted twice."""
-    pl = pipeline_module
-    return [
-        (pl, "decode_image", "decode"),
-        (pipeline.detector, "detect", "detect"),
-        (pl, "align_face", "align+crop"),
-        (pl, "crop", "align+crop"),
-        (pl, "_to_crop", "align+crop"),
-        (pipeline.codec, "encode", "encode"),
-        *((cipher, name, "cipher") for name in ("derive_face_keys", "to_torus", "from_torus", "encrypt", "decrypt")),
-        (pipeline.codec, "render", "render"),
-        (pl, "face_box", "composite"),
-        (pl, "match_colours", "composite"),
-        (pl, "composite_face", "composite"),
-        (pl, "_untouch", "composite"),
-        (FaceMask, "crop_weights", "composite"),
-        (pl, "_touched", "seal"),
-        (envelope, "seal_face_pixels", "seal"),
-        (keys, "seal_content_key", "seal"),
-        (envelope, "seal_envelope", "seal"),
-        (envelope.Envelope, "to_bytes", "seal"),
-        (envelope.Envelope, "from_bytes", "open"),
-        (keys, "open_content_key", "open"),
-        (envelope, "verify_envelope", "open"),
-        (envelope, "open_face_pixels", "open"),
-        (pl, "encode_image", "image encode"),
-        (sys.modules[__name__], "encode_image", "image encode"),  # recovery's JPEG, written by _recover
-    ]
-
-
-@contextlib.contextmanager
-def instrumented(pipeline: Pipeline, clock: StageClock) -> Iterator[None]:
-    """Within the block, every stage function of ``pipeline`` adds its time to ``clock``."""
-    with contextlib.ExitStack() as stack:
-        for owner, name, stage in _stage_functions(pipeline):
-            stack.enter_context(mock.patch.object(owner, name, clock.wrap(stage, getattr(owner, name))))
-        yield
-
-
 # --- runs --------------------------------------------------------------------------------
 
 
@@ -171,29 +102,26 @@ def _anonymize(pipeline: Pipeline, photo: bytes, public: bytes) -> AnonymizedPho
     return pipeline.anonymize(photo, public, fidelity="exact", fmt="JPEG")
 
 
-def _recover(pipeline: Pipeline, anonymized: AnonymizedPhoto, private: bytes) -> bytes:
-    """Recovery as a user gets it: original faces back, written as a JPEG."""
-    pixels = pipeline.recover(anonymized.image, anonymized.envelope, album_private=private).pixels
-    return encode_image(pixels, "JPEG")
-
-
-def _timed(fn: Callable[[], object]) -> float:
+def _recover(pipeline: Pipeline, anonymized: AnonymizedPhoto, private: bytes) -> dict[str, float]:
+    """Recovery as a user gets it, written as a JPEG: seconds per stage."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    recovered = pipeline.recover(anonymized.image, anonymized.envelope, album_private=private)
+    encode_image(recovered.pixels, "JPEG")
+    timings = dict(recovered.timings)
+    timings["image encode"] = time.perf_counter() - start - sum(recovered.timings.values())
+    return timings
 
 
-def _stage_medians(pipeline: Pipeline, fn: Callable[[], object], stages: tuple[str, ...]) -> dict[str, float]:
-    """Median seconds per stage (and ``total``, ``other``) over :data:`RUNS` instrumented runs of ``fn``."""
-    runs = []
-    for _ in range(RUNS):
-        clock = StageClock()
-        with instrumented(pipeline, clock):
-            total = _timed(fn)
-        runs.append({**clock.seconds, "total": total})
-    medians = {s: float(np.median([r.get(s, 0.0) for r in runs])) for s in (*stages, "total")}
-    medians["other"] = max(0.0, medians["total"] - sum(medians[s] for s in stages))
-    return medians
+def _timed(fn: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The stages ``fn`` reports, plus ``total`` and ``other`` (time in no stage), in seconds."""
+    start = time.perf_counter()
+    stages = fn()
+    total = time.perf_counter() - start
+    return {**stages, "total": total, "other": max(0.0, total - sum(stages.values()))}
+
+
+def _medians(runs: list[dict[str, float]], stages: tuple[str, ...]) -> dict[str, float]:
+    return {s: float(np.median([r.get(s, 0.0) for r in runs])) for s in (*stages, "other", "total")}
 
 
 @contextlib.contextmanager
@@ -210,39 +138,30 @@ def one_core() -> Iterator[None]:
 
 
 def measure(pipeline: Pipeline, photo: bytes) -> dict[str, Any]:
-    """Warm up, then end-to-end medians and per-stage medians of anonymize and recover."""
+    """Warm up, then the median of :data:`RUNS` runs of anonymize and of recover, per stage."""
     private, public = keys.generate_album_keypair()
     anonymized = _anonymize(pipeline, photo, public)  # warm-up: first forwards allocate and pick kernels
     _recover(pipeline, anonymized, private)
     faces = len(anonymized.faces)
     _log(f"warm-up done: {faces} faces; timing {RUNS} runs each")
-
-    def anonymize() -> object:
-        return _anonymize(pipeline, photo, public)
-
-    def recover() -> object:
-        return _recover(pipeline, anonymized, private)
-
-    anonymize_runs = [_timed(anonymize) for _ in range(RUNS)]
-    recover_runs = [_timed(recover) for _ in range(RUNS)]
-    anonymize_s, recover_s = float(np.median(anonymize_runs)), float(np.median(recover_runs))
-    _log(f"anonymize {anonymize_s:.3f} s, recover {recover_s:.3f} s; timing stages")
-    anonymize_stages = _stage_medians(pipeline, anonymize, ANONYMIZE_STAGES)
-    recover_stages = _stage_medians(pipeline, recover, RECOVER_STAGES)
+    anonymize_runs = [_timed(lambda: _anonymize(pipeline, photo, public).timings) for _ in range(RUNS)]
+    recover_runs = [_timed(lambda: _recover(pipeline, anonymized, private)) for _ in range(RUNS)]
+    anonymize_stages = _medians(anonymize_runs, ANONYMIZE_STAGES)
+    recover_stages = _medians(recover_runs, RECOVER_STAGES)
+    _log(f"anonymize {anonymize_stages['total']:.3f} s, recover {recover_stages['total']:.3f} s")
     per_face = sum(anonymize_stages[s] for s in PER_FACE_STAGES) / max(faces, 1) * 1000
     return {
         "faces": faces,
         "envelope_bytes": len(anonymized.envelope),
         "anonymized_bytes": len(anonymized.image),
-        "anonymize_s": anonymize_s,
-        "recover_s": recover_s,
+        "anonymize_s": anonymize_stages["total"],
+        "recover_s": recover_stages["total"],
         # the best run shows what the code costs when the shared machine's other jobs stay away
-        "anonymize_best_s": min(anonymize_runs),
-        "recover_best_s": min(recover_runs),
+        "anonymize_best_s": min(r["total"] for r in anonymize_runs),
+        "recover_best_s": min(r["total"] for r in recover_runs),
         "per_face_ms": per_face,
         "anonymize_stages_s": anonymize_stages,
         "recover_stages_s": recover_stages,
-        "pipeline_timings": dict(anonymized.timings),
     }
 
 
@@ -313,7 +232,6 @@ def _rows(r: dict[str, Any]) -> list[list[str]]:
     ):
         times = r[key]
         rows += [[f"{label} · {s}", _ms(times[s]), "—", "—"] for s in (*stages, "other")]
-        rows.append([f"{label} · total of the instrumented run", _ms(times["total"]), "—", "—"])
     rows.append(["peak RSS", f"{r['peak_rss_mb']:.0f} MiB", "—", "—"])
     rows.append(["envelope (exact fidelity)", f"{r['envelope_bytes'] / 1024:.0f} KiB", "—", "—"])
     return rows

@@ -7,8 +7,10 @@ stored latents, never by re-encoding the anonymized pixels.
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +42,7 @@ class AnonymizedPhoto:
     envelope: bytes
     faces: list[FaceReport]
     size: tuple[int, int]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class RecoveredPhoto:
     pixels: np.ndarray  # (H, W, 3) uint8 — never written anywhere by this package
     faces: int
     decoy: bool
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 def _face_aad(nonce: bytes, index: int, box: tuple[int, int, int, int]) -> bytes:
@@ -74,37 +77,46 @@ class Pipeline:
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}")
         progress = progress or (lambda stage, fraction: None)
+        watch = Stopwatch()
         progress("decoding", 0.0)
-        photo = decode_image(data)
+        with watch("decode"):
+            photo = decode_image(data)
         progress("detecting", 0.1)
-        faces = self.detector.detect(photo.pixels)
+        with watch("detect"):
+            faces = self.detector.detect(photo.pixels)
         progress("anonymizing", 0.3)
         content_key, nonce = cipher.random_content_key(), cipher.random_nonce()
         original = photo.pixels
         out = original.copy()
         records: list[envelope.FaceRecord] = []
         if faces:
-            alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
-            crops = np.stack([crop(original, a) for a in alignments])
-            landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
-            latents = self.codec.encode(crops, landmarks)
-            face_keys = [
-                cipher.derive_face_keys(content_key, nonce, i, self.codec.identity_dim) for i in range(len(faces))
-            ]
-            u = cipher.to_torus(latents.identity)
-            u_enc = np.stack([cipher.encrypt(u[i], k.pad) for i, k in enumerate(face_keys)])
-            rendered = self.codec.render(Latents(cipher.from_torus(u_enc), latents.attributes), typical=True)
+            with watch("align+crop"):
+                alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
+                crops = np.stack([crop(original, a) for a in alignments])
+                landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
+            with watch("encode"):
+                latents = self.codec.encode(crops, landmarks)
+            with watch("cipher"):
+                face_keys = [
+                    cipher.derive_face_keys(content_key, nonce, i, self.codec.identity_dim) for i in range(len(faces))
+                ]
+                u = cipher.to_torus(latents.identity)
+                u_enc = np.stack([cipher.encrypt(u[i], k.pad) for i, k in enumerate(face_keys)])
+                strangers = Latents(cipher.from_torus(u_enc), latents.attributes)
+            with watch("render"):
+                rendered = self.codec.render(strangers, typical=True)
             crop_weights = self.mask.crop_weights(self.codec.crop_size)
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
             for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
-                box = face_box(self.mask, a, photo.size)
-                matched = match_colours(rendered[i], crops[i], crop_weights)
-                weights = composite_face(out, matched, a, self.mask, box, rng)
+                with watch("composite"):
+                    box = face_box(self.mask, a, photo.size)
+                    matched = match_colours(rendered[i], crops[i], crop_weights)
+                    weights = composite_face(out, matched, a, self.mask, box, rng)
                 pixels = None
                 if fidelity == "exact":
-                    pixels = envelope.seal_face_pixels(
-                        k.region_key, _touched(original, box, weights), _face_aad(nonce, i, box)
-                    )
+                    with watch("seal"):
+                        touched = _touched(original, box, weights)
+                        pixels = envelope.seal_face_pixels(k.region_key, touched, _face_aad(nonce, i, box))
                 records.append(
                     envelope.FaceRecord(
                         transform=a.matrix,
@@ -116,23 +128,25 @@ class Pipeline:
                     )
                 )
                 progress("anonymizing", 0.3 + 0.6 * (i + 1) / len(faces))
-        unsigned = envelope.Envelope(
-            version=envelope.VERSION,
-            codec_id=self.codec.id,
-            codec_fingerprint=self.codec.fingerprint,
-            fidelity=fidelity,
-            sealed_content_key=keys.seal_content_key(content_key, album_public),
-            nonce=nonce,
-            image_size=photo.size,
-            faces=tuple(records),
-            mac=b"",
-        )
-        sealed = envelope.seal_envelope(unsigned, content_key)
+        with watch("seal"):
+            unsigned = envelope.Envelope(
+                version=envelope.VERSION,
+                codec_id=self.codec.id,
+                codec_fingerprint=self.codec.fingerprint,
+                fidelity=fidelity,
+                sealed_content_key=keys.seal_content_key(content_key, album_public),
+                nonce=nonce,
+                image_size=photo.size,
+                faces=tuple(records),
+                mac=b"",
+            )
+            sealed = envelope.seal_envelope(unsigned, content_key).to_bytes()
         progress("encoding", 0.9)
         fmt = fmt or output_format(photo.format)
-        image = encode_image(out, fmt, photo.icc_profile)
+        with watch("image encode"):
+            image = encode_image(out, fmt, photo.icc_profile)
         reports = [FaceReport(i, r.box, f.score) for i, (r, f) in enumerate(zip(records, faces, strict=True))]
-        return AnonymizedPhoto(image, fmt, sealed.to_bytes(), reports, photo.size)
+        return AnonymizedPhoto(image, fmt, sealed, reports, photo.size, watch.seconds)
 
     def recover(
         self,
@@ -144,58 +158,83 @@ class Pipeline:
     ) -> RecoveredPhoto:
         """Original faces back with the album private key; with ``decoy_password`` and no
         valid key, plausible wrong faces derived from that password instead of an error."""
-        env = envelope.Envelope.from_bytes(envelope_bytes)
-        if env.codec_id != self.codec.id or env.codec_fingerprint != self.codec.fingerprint:
-            raise CodecMismatch(
-                f"this photo was anonymized with codec {env.codec_id} ({env.codec_fingerprint.hex()[:12]}), "
-                f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here"
-            )
-        photo = decode_image(image)
+        watch = Stopwatch()
+        with watch("open"):
+            env = envelope.Envelope.from_bytes(envelope_bytes)
+            if env.codec_id != self.codec.id or env.codec_fingerprint != self.codec.fingerprint:
+                raise CodecMismatch(
+                    f"this photo was anonymized with codec {env.codec_id} ({env.codec_fingerprint.hex()[:12]}), "
+                    f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here"
+                )
+        with watch("decode"):
+            photo = decode_image(image)
         if photo.size != env.image_size:
             raise EnvelopeError(
                 f"the recovery data is for a {env.image_size[0]}×{env.image_size[1]} image, not this one"
             )
         decoy = False
-        try:
-            if album_private is None:
-                raise WrongKey("no key was given")
-            content_key = keys.open_content_key(env.sealed_content_key, album_private)
-            envelope.verify_envelope(env, content_key)
-        except WrongKey:
-            if decoy_password is None:
-                raise
-            content_key, decoy = cipher.decoy_content_key(decoy_password, env.nonce), True
-        pixels = self._restore(photo, env, content_key, decoy)
-        return RecoveredPhoto(pixels, len(env.faces), decoy)
+        with watch("open"):
+            try:
+                if album_private is None:
+                    raise WrongKey("no key was given")
+                content_key = keys.open_content_key(env.sealed_content_key, album_private)
+                envelope.verify_envelope(env, content_key)
+            except WrongKey:
+                if decoy_password is None:
+                    raise
+                content_key, decoy = cipher.decoy_content_key(decoy_password, env.nonce), True
+        pixels = self._restore(photo, env, content_key, decoy, watch)
+        return RecoveredPhoto(pixels, len(env.faces), decoy, watch.seconds)
 
-    def _restore(self, photo: DecodedImage, env: envelope.Envelope, content_key: bytes, decoy: bool) -> np.ndarray:
+    def _restore(
+        self, photo: DecodedImage, env: envelope.Envelope, content_key: bytes, decoy: bool, watch: Stopwatch
+    ) -> np.ndarray:
         out = photo.pixels.copy()
         if not env.faces:
             return out
-        face_keys = [
-            cipher.derive_face_keys(content_key, env.nonce, i, self.codec.identity_dim) for i in range(len(env.faces))
-        ]
-        alignments = [Alignment(r.transform, self.codec.crop_size) for r in env.faces]
-        rendered: np.ndarray | None = None
-        if decoy or env.fidelity == "latent":
+        # stored pixels when we have them and the key is real; the codec's rendering otherwise
+        render = [decoy or r.pixels is None for r in env.faces]
+        with watch("cipher"):
+            face_keys = [
+                cipher.derive_face_keys(content_key, env.nonce, i, self.codec.identity_dim)
+                for i in range(len(env.faces))
+            ]
             identity = cipher.from_torus(
                 np.stack([cipher.decrypt(r.identity, k.pad) for r, k in zip(env.faces, face_keys, strict=True)])
             )
-            attributes = np.stack([r.attributes for r in env.faces])
-            rendered = self.codec.render(Latents(identity, attributes), typical=decoy)
+        rendered = None
+        if any(render):
+            with watch("render"):
+                attributes = np.stack([r.attributes for r in env.faces])
+                rendered = self.codec.render(Latents(identity, attributes), typical=decoy)
         rng = np.random.default_rng(int.from_bytes(env.nonce[8:], "little"))
-        for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
-            record, a, k = env.faces[i], alignments[i], face_keys[i]
-            mask = FaceMask.from_tuple(record.mask)
-            if rendered is None:
-                assert record.pixels is not None
-                stored = envelope.open_face_pixels(k.region_key, record.pixels, _face_aad(env.nonce, i, record.box))
-                _untouch(out, record.box, stored)
-            else:
-                current = crop(out, a)
-                matched = match_colours(rendered[i], current, mask.crop_weights(self.codec.crop_size))
-                composite_face(out, matched, a, mask, record.box, rng)
+        with watch("composite"):
+            for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
+                record, k = env.faces[i], face_keys[i]
+                if rendered is not None and render[i]:
+                    a, mask = Alignment(record.transform, self.codec.crop_size), FaceMask.from_tuple(record.mask)
+                    matched = match_colours(rendered[i], crop(out, a), mask.crop_weights(self.codec.crop_size))
+                    composite_face(out, matched, a, mask, record.box, rng)
+                else:
+                    assert record.pixels is not None
+                    aad = _face_aad(env.nonce, i, record.box)
+                    _untouch(out, record.box, envelope.open_face_pixels(k.region_key, record.pixels, aad))
         return out
+
+
+class Stopwatch:
+    """Seconds spent per stage, accumulated over ``with watch("stage"):`` blocks."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _to_crop(points: np.ndarray, alignment: Alignment) -> np.ndarray:
