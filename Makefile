@@ -16,18 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until the web app lands, "the product" is the CLI: a key, a photo anonymized and recovered.
+# The whole product on one machine: migrate, a private Redis if none answers at REDIS_URL, a
+# Celery worker and the ASGI server on http://127.0.0.1:8000/ (webapp/run.py; Ctrl-C stops all).
 run: $(STAMP)
-	mkdir -p out
-	$(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('out/astronaut.png')"
-	test -f out/album.key || $(PY) -m cipher_worker keygen --out out/album.key --public-out out/album.pub
-	$(PY) -m cipher_worker anonymize out/astronaut.png out/astronaut.veil.png --public-key out/album.pub
-	$(PY) -m cipher_worker recover out/astronaut.veil.png out/astronaut.recovered.png --key out/album.key
-	@echo "open out/astronaut.veil.png (a stranger) and out/astronaut.recovered.png (the original); see README for the CLI"
+	$(PY) -m webapp.run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cipher_worker tests
-	$(VENV)/bin/ruff format --check cipher_worker tests
+	$(VENV)/bin/ruff check cipher_worker webapp tests manage.py
+	$(VENV)/bin/ruff format --check cipher_worker webapp tests manage.py
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code

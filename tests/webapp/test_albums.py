@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+from PIL import Image
+
+from cipher_worker import keys
+from cipher_worker.errors import VeilError
+from webapp.albums import tasks, transit
+from webapp.albums.models import Album, Photo
+from webapp.limits import RequestBodyLimit
+
+from .factories import PASSPHRASE, AlbumFactory, PhotoFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def jpeg(width: int = 64, height: int = 48) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 90, 60)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def upload(client: Client, album: Album, data: bytes, name: str = "photo.jpg", **extra: Any) -> Any:
+    return client.post(
+        reverse("albums:upload", args=[album.pk]),
+        {"photos": SimpleUploadedFile(name, data, content_type="image/jpeg")},
+        HTTP_ACCEPT="application/json",
+        **extra,
+    )
+
+
+# --- albums ------------------------------------------------------------------------------
+
+
+def test_create_an_album_with_a_passphrase(owner_client: Client, user: Any) -> None:
+    response = owner_client.post(
+        reverse("albums:create"), {"name": "Lake house", "passphrase": PASSPHRASE, "passphrase_again": PASSPHRASE}
+    )
+
+    album = Album.objects.get()
+    assert response.status_code == 302 and response.url == album.get_absolute_url()
+    assert album.owner == user and album.name == "Lake house"
+    assert keys.public_key_from_private(album.key_slots.get().unwrap(PASSPHRASE)) == album.public_key_bytes
+    page = owner_client.get(response.url)
+    assert "Lake house" in page.content.decode() and album.fingerprint in page.content.decode()
+
+
+def test_an_album_is_not_made_when_the_passphrases_differ(owner_client: Client) -> None:
+    response = owner_client.post(
+        reverse("albums:create"), {"name": "Lake house", "passphrase": PASSPHRASE, "passphrase_again": "other one"}
+    )
+
+    assert response.status_code == 200 and "The two passphrases differ." in response.content.decode()
+    assert not Album.objects.exists()
+
+
+def test_the_album_list_shows_only_my_albums(owner_client: Client, user: Any) -> None:
+    AlbumFactory(owner=user, name="Mine")
+    AlbumFactory(name="Someone else's")
+
+    page = owner_client.get(reverse("albums:list")).content.decode()
+    assert "Mine" in page and "Someone else" not in page
+
+
+def test_another_users_album_and_photos_are_not_found(owner_client: Client) -> None:
+    theirs = AlbumFactory(owner=UserFactory())
+    photo = PhotoFactory(album=theirs, status=Photo.Status.FAILED, retryable=True)
+
+    assert owner_client.get(reverse("albums:detail", args=[theirs.pk])).status_code == 404
+    assert owner_client.get(reverse("albums:statuses", args=[theirs.pk])).status_code == 404
+    assert upload(owner_client, theirs, jpeg()).status_code == 404
+    assert owner_client.get(reverse("albums:photo-image", args=[photo.pk])).status_code == 404
+    assert owner_client.get(reverse("albums:photo-thumbnail", args=[photo.pk])).status_code == 404
+    assert owner_client.post(reverse("albums:photo-retry", args=[photo.pk])).status_code == 404
+    assert theirs.photos.count() == 1
+
+
+def test_the_album_page_shows_photos_newest_first_with_their_state(owner_client: Client, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    done = PhotoFactory(album=album, status=Photo.Status.DONE, faces=1)
+    failed = PhotoFactory(album=album, status=Photo.Status.FAILED, failure_reason="the file is empty")
+    queued = PhotoFactory(album=album)
+
+    page = owner_client.get(album.get_absolute_url()).content.decode()
+    positions = [page.index(f'data-photo-id="{p.pk}"') for p in (queued, failed, done)]
+    assert positions == sorted(positions)
+    assert 'data-status="failed"' in page and "the file is empty" in page
+    assert "1 face anonymized" in page and "badge-queued" in page
+    assert "multiple" in page and "/static/album.js" in page
+
+
+# --- uploads -----------------------------------------------------------------------------
+
+
+def test_an_upload_is_queued_sealed_in_redis_and_the_task_carries_only_its_id(
+    owner_client: Client, user: Any, fresh_redis: redis.Redis, django_capture_on_commit_callbacks: Any
+) -> None:
+    album = AlbumFactory(owner=user)
+    data = (DATA / "person_a_2.jpg").read_bytes()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(owner_client, album, data)
+
+    assert response.status_code == 201
+    [sent] = response.json()["photos"]
+    photo = Photo.objects.get()
+    assert sent == {
+        "photo_id": str(photo.pk),
+        "album_id": str(album.pk),
+        "status": "queued",
+        "progress": 0.0,
+        "message": "Queued…",
+        "thumbnail_url": None,
+    }
+    # The transit copy opens with the workers' key, expires, and is the only copy of the bytes.
+    assert transit.get_upload(photo.pk) == data
+    assert 0 < fresh_redis.ttl(transit.transit_key(photo.pk)) <= 900
+    [message] = [json.loads(m) for m in fresh_redis.lrange("celery", 0, -1)]
+    assert message["headers"]["task"] == "albums.anonymize_photo"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([str(photo.pk)], {})
+    for key in fresh_redis.scan_iter():
+        if fresh_redis.type(key) == b"string":
+            assert data[1000:1064] not in fresh_redis.get(key)  # nothing of the photo in the clear
+
+
+def test_several_photos_in_one_form_post(owner_client: Client, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    files = [SimpleUploadedFile(f"p{i}.jpg", jpeg(), content_type="image/jpeg") for i in range(3)]
+
+    response = owner_client.post(reverse("albums:upload", args=[album.pk]), {"photos": files})
+
+    assert response.status_code == 302
+    assert album.photos.filter(status=Photo.Status.QUEUED).count() == 3
+    assert "3 photos queued" in owner_client.get(album.get_absolute_url()).content.decode()
+
+
+def test_an_oversize_photo_is_refused_with_413(owner_client: Client, user: Any, settings: Any) -> None:
+    settings.VEIL_MAX_UPLOAD_MB = 1
+    settings.VEIL_MAX_UPLOAD_BYTES = 1000
+    album = AlbumFactory(owner=user)
+
+    response = upload(owner_client, album, b"\xff" * 1001)
+
+    assert response.status_code == 413
+    assert response.json() == {"error": "This photo is too large: Veil accepts photos up to 1 MB."}
+    assert not album.photos.exists()
+
+
+def test_an_empty_post_asks_for_a_photo(owner_client: Client, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    response = owner_client.post(reverse("albums:upload", args=[album.pk]), HTTP_ACCEPT="application/json")
+    assert response.status_code == 400 and response.json()["error"] == "Choose at least one photo to upload."
+
+
+def test_the_asgi_guard_refuses_a_large_body_before_django_sees_it() -> None:
+    called: list[str] = []
+    body = [{"type": "http.request", "body": b"x" * 101, "more_body": False}]
+
+    async def django(scope: Any, receive: Any, send: Any) -> None:
+        called.append(scope["path"])
+
+    async def receive() -> dict[str, Any]:
+        return body.pop()
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    guard = RequestBodyLimit(django, max_bytes=100, max_upload_mb=40, drain_bytes=1000)
+    scope = {"type": "http", "path": "/albums/x/photos/", "headers": [(b"content-length", b"101")]}
+    async_to_sync(guard)(scope, receive, send)
+
+    assert called == [] and body == []  # read to the end, so the client can read the answer
+    assert sent[0]["status"] == 413
+    assert sent[1]["body"] == b"This photo is too large: Veil accepts photos up to 40 MB."
+
+    sent.clear()
+    body.append({"type": "http.request", "body": b"never read", "more_body": False})
+    huge = {**scope, "headers": [(b"content-length", b"5000")]}
+    async_to_sync(guard)(huge, receive, send)
+    assert called == [] and len(body) == 1 and sent[0]["status"] == 413  # too big to drain
+
+
+def test_the_asgi_guard_cuts_off_a_chunked_body_that_grows_too_large() -> None:
+    chunks = [{"type": "http.request", "body": b"x" * 60, "more_body": True} for _ in range(3)]
+    chunks[-1]["more_body"] = False
+    seen: list[str] = []
+
+    async def django(scope: Any, receive: Any, send: Any) -> None:
+        while (message := await receive())["type"] != "http.disconnect":
+            seen.append(message["type"])
+        seen.append("disconnect")
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    guard = RequestBodyLimit(django, max_bytes=100, max_upload_mb=40)
+    async_to_sync(guard)({"type": "http", "headers": [(b"accept", b"application/json")]}, receive, send)
+
+    assert seen == ["http.request", "disconnect"] and chunks == []
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"]) == {"error": "This photo is too large: Veil accepts photos up to 40 MB."}
+
+
+# --- the task's bookkeeping (the model itself runs in test_integration) ------------------
+
+
+def test_an_upload_that_expired_before_a_worker_came_fails_with_a_reason(user: Any) -> None:
+    photo = PhotoFactory(album=AlbumFactory(owner=user))
+
+    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "failed"
+
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.FAILED and not photo.retryable
+    assert photo.failure_reason == "the upload expired before a worker got to it; please upload again"
+
+
+def test_a_failed_photo_is_retried_while_its_upload_is_in_transit(
+    owner_client: Client, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    album = AlbumFactory(owner=user)
+    photo = PhotoFactory(album=album, status=Photo.Status.FAILED, retryable=True, failure_reason=tasks.OUR_FAULT)
+    transit.put_upload(photo.pk, jpeg())
+
+    with django_capture_on_commit_callbacks() as queued:
+        response = owner_client.post(reverse("albums:photo-retry", args=[photo.pk]), HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 200 and response.json()["photo"]["status"] == "queued"
+    assert len(queued) == 1
+    transit.discard_upload(photo.pk)
+    gone = owner_client.post(reverse("albums:photo-retry", args=[photo.pk]), HTTP_ACCEPT="application/json")
+    assert gone.status_code == 409
+
+
+# --- serving anonymized files ------------------------------------------------------------
+
+
+def test_the_owner_gets_the_anonymized_image_and_thumbnail(owner_client: Client, user: Any) -> None:
+    image = jpeg(800, 600)
+    photo = PhotoFactory(
+        album=AlbumFactory(owner=user),
+        status=Photo.Status.DONE,
+        format="JPEG",
+        faces=0,
+        image=default_storage.save("photos/a/x.jpg", ContentFile(image)),
+        thumbnail=default_storage.save("photos/a/x.thumb.jpg", ContentFile(tasks.make_thumbnail(image))),
+    )
+
+    full = owner_client.get(reverse("albums:photo-image", args=[photo.pk]))
+    assert full.status_code == 200 and full["Content-Type"] == "image/jpeg"
+    assert b"".join(full.streaming_content) == image
+    assert "private" in full["Cache-Control"]
+    thumb = owner_client.get(reverse("albums:photo-thumbnail", args=[photo.pk]))
+    assert Image.open(io.BytesIO(b"".join(thumb.streaming_content))).size == (400, 300)
+
+    statuses = owner_client.get(reverse("albums:statuses", args=[photo.album_id]), {"ids": str(photo.pk)})
+    assert statuses.json()["photos"][0]["thumbnail_url"] == reverse("albums:photo-thumbnail", args=[photo.pk])
+
+
+def test_a_photo_deleted_before_a_worker_came_leaves_nothing_in_transit(user: Any) -> None:
+    photo = PhotoFactory(album=AlbumFactory(owner=user))
+    transit.put_upload(photo.pk, jpeg())
+    photo.album.delete()
+
+    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "deleted"
+    assert not transit.has_upload(photo.pk)
+
+
+def test_a_model_that_will_not_load_is_our_fault_and_the_photo_stays_retryable(
+    owner_client: Client, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_deployment() -> None:
+        raise VeilError("dcgan64_encoder.pt is missing; rebuild it with `python -m cipher_worker.train`")
+
+    monkeypatch.setattr(tasks.cipher_api, "get_pipeline", broken_deployment)
+    photo = PhotoFactory(album=AlbumFactory(owner=user))
+    transit.put_upload(photo.pk, jpeg())
+
+    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "failed"
+
+    photo.refresh_from_db()
+    assert photo.failure_reason == tasks.OUR_FAULT and photo.retryable
+    assert transit.has_upload(photo.pk)  # kept until its TTL, for the retry
+    assert "Try again" in owner_client.get(photo.album.get_absolute_url()).content.decode()

@@ -1,0 +1,1 @@
+"""Sign up, log in, log out (Django's auth with Veil's pages)."""

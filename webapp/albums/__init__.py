@@ -1,0 +1,1 @@
+"""Albums, their key slots and photos: upload, the anonymization task, the album pages."""

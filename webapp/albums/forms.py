@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+MIN_PASSPHRASE = 8
+
+
+class AlbumForm(forms.Form):
+    name = forms.CharField(max_length=120, widget=forms.TextInput(attrs={"autofocus": True}))
+    passphrase = forms.CharField(
+        label="Album passphrase",
+        min_length=MIN_PASSPHRASE,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=(
+            "Unlocks the real faces of this album. Veil never stores it and cannot reset it: "
+            "without it the original faces are lost for good."
+        ),
+    )
+    passphrase_again = forms.CharField(
+        label="Passphrase again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        first, second = cleaned.get("passphrase"), cleaned.get("passphrase_again")
+        if first and second and first != second:
+            self.add_error("passphrase_again", "The two passphrases differ.")
+        return cleaned

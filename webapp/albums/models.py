@@ -1,0 +1,179 @@
+"""Albums, their key slots and their photos.
+
+What the database holds is what a thief may read: album public keys in the clear, album
+private keys only wrapped in key slots (Argon2id + AES-GCM, `cipher_worker.keys`), and for
+each photo the anonymized image, a thumbnail and the sealed recovery envelope.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, ClassVar
+
+from django.conf import settings
+from django.db import models, transaction
+from django.urls import reverse
+
+from cipher_worker import keys
+from webapp.realtime.status import PhotoStatusMessage, photo_status_message
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+class AlbumQuerySet(models.QuerySet["Album"]):
+    def owned_by(self, user_id: int) -> AlbumQuerySet:
+        return self.filter(owner_id=user_id)
+
+
+class AlbumManager(models.Manager["Album"]):
+    def get_queryset(self) -> AlbumQuerySet:
+        return AlbumQuerySet(self.model, using=self._db)
+
+    def owned_by(self, user_id: int) -> AlbumQuerySet:
+        return self.get_queryset().owned_by(user_id)
+
+    def create_with_passphrase(self, *, owner: User, name: str, passphrase: str) -> Album:
+        """A new album with a fresh X25519 key pair; the private key is kept only in the owner's slot."""
+        private, public = keys.generate_album_keypair()
+        slot = keys.wrap_private_key(private, passphrase)
+        del private  # the raw private key goes no further than this frame
+        with transaction.atomic():
+            album = self.create(owner=owner, name=name, public_key=public)
+            AlbumKeySlot.objects.create(
+                album=album, kind=AlbumKeySlot.Kind.OWNER, label=AlbumKeySlot.OWNER_LABEL, slot=slot.to_bytes()
+            )
+        return album
+
+
+class Album(models.Model):
+    # UUIDs keep album addresses unguessable and say nothing about how many albums exist.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="albums")
+    name = models.CharField(max_length=120)
+    public_key = models.BinaryField(max_length=32)  # raw X25519; workers anonymize with it
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects: ClassVar[AlbumManager] = AlbumManager()
+
+    class Meta:
+        ordering: ClassVar[list[str]] = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("albums:detail", args=[self.pk])
+
+    @property
+    def public_key_bytes(self) -> bytes:
+        return bytes(self.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        return keys.key_fingerprint(self.public_key_bytes)
+
+
+class AlbumKeySlot(models.Model):
+    """The album private key wrapped by one password: the owner's passphrase or a recipient's."""
+
+    class Kind(models.TextChoices):
+        OWNER = "owner", "Owner"
+        RECIPIENT = "recipient", "Recipient"
+
+    OWNER_LABEL = "owner"
+
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="key_slots")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    label = models.CharField(max_length=120)
+    slot = models.BinaryField(max_length=256)  # keys.KeySlot.to_bytes()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(
+                fields=["album"], condition=models.Q(kind="owner"), name="one_owner_slot_per_album"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.album} / {self.label}"
+
+    def unwrap(self, password: str) -> bytes:
+        """The album's raw private key; raises cipher_worker.errors.WrongKey for another password."""
+        return keys.unwrap_private_key(keys.KeySlot.from_bytes(bytes(self.slot)), password)
+
+
+class PhotoQuerySet(models.QuerySet["Photo"]):
+    def owned_by(self, user_id: int) -> PhotoQuerySet:
+        return self.filter(album__owner_id=user_id)
+
+
+class Photo(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        DETECTING = "detecting", "Finding faces"
+        ANONYMIZING = "anonymizing", "Anonymizing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    IN_PROGRESS: ClassVar[frozenset[str]] = frozenset({Status.QUEUED, Status.DETECTING, Status.ANONYMIZING})
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="photos")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)  # 0..1 within the whole job
+    failure_reason = models.CharField(max_length=300, blank=True)
+    # True when the failure was ours (not the photo's) and the upload may still be processed again.
+    retryable = models.BooleanField(default=False)
+    # The anonymized image and its thumbnail; the original is never stored.
+    image = models.FileField(max_length=255, blank=True)
+    thumbnail = models.FileField(max_length=255, blank=True)
+    envelope = models.BinaryField(null=True, blank=True)  # sealed recovery data (cipher_worker.envelope)
+    format = models.CharField(max_length=8, blank=True)  # JPEG, PNG or WEBP
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    faces = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects: ClassVar[PhotoQuerySet] = PhotoQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering: ClassVar[list[str]] = ["-created_at"]
+        indexes: ClassVar[list[models.Index]] = [models.Index(fields=["album", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"photo {self.pk} ({self.status})"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
+
+    @property
+    def status_message(self) -> str:
+        """The sentence a tile shows under its badge."""
+        if self.status == self.Status.FAILED:
+            return self.failure_reason
+        if self.status == self.Status.DONE:
+            if not self.faces:
+                return "No faces found"
+            return "1 face anonymized" if self.faces == 1 else f"{self.faces} faces anonymized"
+        return str(self.Status(self.status).label) + "…"
+
+    def image_url(self) -> str | None:
+        return reverse("albums:photo-image", args=[self.pk]) if self.image else None
+
+    def thumbnail_url(self) -> str | None:
+        return reverse("albums:photo-thumbnail", args=[self.pk]) if self.thumbnail else None
+
+    def live_status(self) -> PhotoStatusMessage:
+        """This photo's state as the status message the page receives over the websocket."""
+        return photo_status_message(
+            photo_id=self.pk,
+            album_id=self.album_id,
+            status=self.status,
+            progress=1.0 if self.status == self.Status.DONE else self.progress,
+            message=self.status_message,
+            thumbnail_url=self.thumbnail_url(),
+        )

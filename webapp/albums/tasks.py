@@ -1,0 +1,190 @@
+"""Celery tasks: thin wrappers that hand a photo to ``cipher_worker`` and store what it returns.
+
+A task gets only a photo id. The original bytes wait in the transit store (sealed, with a TTL)
+and are deleted once the photo is finished, so a worker killed mid-photo gets the task
+redelivered (``acks_late`` + ``reject_on_worker_lost``) while the upload is still there.
+Nothing is half-stored: files are written first, then the row is updated in one transaction,
+and the files are removed again if that fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from celery import shared_task
+from celery.signals import worker_process_init
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from PIL import Image
+
+from cipher_worker import api as cipher_api
+from cipher_worker.errors import VeilError, WrongKey
+from cipher_worker.imageio import FORMATS, decode_image, encode_image
+from cipher_worker.pipeline import AnonymizedPhoto
+from webapp.realtime.status import photo_status_message, send_status
+
+from . import transit
+from .models import Photo
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_PX = 400
+UPLOAD_EXPIRED = "the upload expired before a worker got to it; please upload again"
+OUR_FAULT = "something went wrong on our side; the photo can be tried again"
+WRONG_TRANSIT_KEY = "this upload was sealed for other workers and cannot be opened here; please upload again"
+
+# cipher_worker's progress stages → the photo states a person sees
+_STAGE_STATUS = {
+    "decoding": Photo.Status.DETECTING,
+    "detecting": Photo.Status.DETECTING,
+    "anonymizing": Photo.Status.ANONYMIZING,
+    "encoding": Photo.Status.ANONYMIZING,
+}
+
+
+@worker_process_init.connect
+def load_model(**_: object) -> None:
+    """Load the model once in each worker process (after the fork, so CUDA stays usable)."""
+    try:
+        cipher_api.get_pipeline()
+    except Exception:
+        log.exception("the anonymization model could not be loaded; photos will fail until it can be")
+
+
+@shared_task(name="albums.anonymize_photo", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def anonymize_photo(photo_id: str) -> str:
+    """Anonymize one uploaded photo; returns its final status (for logs and tests)."""
+    try:
+        job = PhotoJob.for_id(photo_id)
+    except Photo.DoesNotExist:  # deleted (with its album) before a worker came
+        transit.discard_upload(photo_id)
+        return "deleted"
+    return job.run()
+
+
+@dataclass
+class PhotoJob:
+    photo: Photo
+    _last_status: str = field(default="", init=False)
+    _last_progress: float = field(default=-1.0, init=False)
+
+    @classmethod
+    def for_id(cls, photo_id: str) -> PhotoJob:
+        return cls(Photo.objects.select_related("album").get(pk=uuid.UUID(str(photo_id))))
+
+    @property
+    def owner_id(self) -> int:
+        return self.photo.album.owner_id
+
+    def run(self) -> str:
+        photo = self.photo
+        if photo.status == Photo.Status.DONE:  # a redelivery after the work was committed
+            transit.discard_upload(photo.pk)
+            return photo.status
+        try:
+            data = transit.get_upload(photo.pk)
+        except WrongKey:
+            return self.fail(WRONG_TRANSIT_KEY, discard=True)
+        if data is None:
+            return self.fail(UPLOAD_EXPIRED, discard=False)
+        self.report("detecting", 0.0)
+        try:
+            cipher_api.get_pipeline()  # loaded at worker start; a model that will not load is our fault
+        except Exception:
+            log.exception("the anonymization model could not be loaded for photo %s", photo.pk)
+            return self.fail(OUR_FAULT, discard=False, retryable=True)
+        try:
+            result = cipher_api.anonymize_photo(data, photo.album.public_key_bytes, progress=self.report)
+        except VeilError as exc:  # the photo's own problem (not an image, too large, …): say which
+            return self.fail(str(exc), discard=True)
+        except Exception:
+            log.exception("anonymizing photo %s failed", photo.pk)
+            return self.fail(OUR_FAULT, discard=False, retryable=True)
+        finally:
+            del data
+        try:
+            self.store(result)
+        except Exception:
+            log.exception("storing photo %s failed", photo.pk)
+            return self.fail(OUR_FAULT, discard=False, retryable=True)
+        transit.discard_upload(photo.pk)
+        self.announce()
+        return photo.status
+
+    def report(self, stage: str, fraction: float) -> None:
+        """cipher_worker's progress callback: the row follows stage changes, the page every 10 %."""
+        status = _STAGE_STATUS.get(stage, Photo.Status.ANONYMIZING)
+        if status != self._last_status:
+            Photo.objects.filter(pk=self.photo.pk).update(status=status, progress=fraction)
+            self.photo.status, self.photo.progress = status, fraction
+        elif fraction - self._last_progress < 0.1:
+            return
+        self._last_status, self._last_progress = status, fraction
+        send_status(
+            self.owner_id,
+            photo_status_message(
+                photo_id=self.photo.pk,
+                album_id=self.photo.album_id,
+                status=status,
+                progress=fraction,
+                message=str(Photo.Status(status).label) + "…",
+            ),
+        )
+
+    def store(self, result: AnonymizedPhoto) -> None:
+        """Write the image and thumbnail, then fill the row in one transaction (files removed on failure)."""
+        photo = self.photo
+        base = f"photos/{photo.album_id}/{uuid.uuid4().hex}"
+        written: list[str] = []
+        try:
+            written.append(default_storage.save(base + FORMATS[result.format], ContentFile(result.image)))
+            written.append(default_storage.save(f"{base}.thumb.jpg", ContentFile(make_thumbnail(result.image))))
+            with transaction.atomic():
+                fields = {
+                    "status": Photo.Status.DONE,
+                    "progress": 1.0,
+                    "failure_reason": "",
+                    "retryable": False,
+                    "image": written[0],
+                    "thumbnail": written[1],
+                    "envelope": result.envelope,
+                    "format": result.format,
+                    "width": result.size[0],
+                    "height": result.size[1],
+                    "faces": len(result.faces),
+                }
+                if not Photo.objects.filter(pk=photo.pk).update(**fields):
+                    raise Photo.DoesNotExist(f"photo {photo.pk} was deleted while it was being anonymized")
+        except BaseException:
+            for name in written:
+                default_storage.delete(name)
+            raise
+        for name, value in fields.items():
+            setattr(photo, name, value)
+
+    def fail(self, reason: str, *, discard: bool, retryable: bool = False) -> str:
+        """Mark the photo failed with a human reason; ``discard`` drops the transit copy now."""
+        photo = self.photo
+        if discard:
+            transit.discard_upload(photo.pk)
+        Photo.objects.filter(pk=photo.pk).update(
+            status=Photo.Status.FAILED, failure_reason=reason[:300], retryable=retryable
+        )
+        photo.status, photo.failure_reason, photo.retryable = Photo.Status.FAILED, reason[:300], retryable
+        self.announce()
+        return photo.status
+
+    def announce(self) -> None:
+        send_status(self.owner_id, self.photo.live_status())
+
+
+def make_thumbnail(image: bytes, size: int = THUMBNAIL_PX) -> bytes:
+    """A JPEG of at most ``size`` px on its longer side, made from the anonymized image."""
+    pixels = decode_image(image).pixels
+    thumb = Image.fromarray(pixels)
+    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return encode_image(np.asarray(thumb), "JPEG", quality=82)

@@ -1,0 +1,67 @@
+"""The transit store: an upload waits in Redis for a worker, sealed to the workers' key.
+
+The web process seals the original bytes to the transit public key (``keys.seal`` with the
+context ``b"veil/upload/" + photo id``, so a blob cannot be replayed as another photo) and
+stores them under ``veil:transit:<photo id>`` with a TTL. The Celery message carries only the
+photo id. The worker reads the blob, opens it with the transit private key and deletes it
+once the photo is finished; if no worker ever finishes it, Redis drops it at the TTL.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+
+import redis
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from cipher_worker import keys
+
+KEY_PREFIX = "veil:transit:"
+
+
+@functools.cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def client() -> redis.Redis:
+    """The process-wide Redis connection pool for REDIS_URL."""
+    return _client(settings.REDIS_URL)
+
+
+def transit_key(photo_id: uuid.UUID | str) -> str:
+    return f"{KEY_PREFIX}{photo_id}"
+
+
+def seal_context(photo_id: uuid.UUID | str) -> bytes:
+    return b"veil/upload/" + str(photo_id).encode("ascii")
+
+
+def put_upload(photo_id: uuid.UUID | str, data: bytes) -> None:
+    """Seal ``data`` to the workers and leave it in Redis for VEIL_TRANSIT_TTL seconds."""
+    sealed = keys.seal(data, settings.VEIL_TRANSIT_PUBLIC_KEY, seal_context(photo_id))
+    client().set(transit_key(photo_id), sealed, ex=settings.VEIL_TRANSIT_TTL)
+
+
+def get_upload(photo_id: uuid.UUID | str) -> bytes | None:
+    """The original bytes of an upload, or None if it expired or was already finished.
+
+    Raises cipher_worker.errors.WrongKey if the blob was sealed to another transit key.
+    """
+    private = settings.VEIL_TRANSIT_PRIVATE_KEY
+    if private is None:
+        raise ImproperlyConfigured("this process has no VEIL_TRANSIT_PRIVATE_KEY, so it cannot run photo tasks")
+    sealed = client().get(transit_key(photo_id))
+    if sealed is None:
+        return None
+    return keys.open_sealed(bytes(sealed), private, seal_context(photo_id))  # type: ignore[arg-type]
+
+
+def discard_upload(photo_id: uuid.UUID | str) -> None:
+    client().delete(transit_key(photo_id))
+
+
+def has_upload(photo_id: uuid.UUID | str) -> bool:
+    return bool(client().exists(transit_key(photo_id)))

@@ -1,0 +1,173 @@
+"""Album pages, uploads and the owner-only photo files.
+
+Every lookup goes through ``owned_by(user)``: another user's album or photo is a 404, never a
+403, so its existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.db.models import Count, Q
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_POST
+
+from cipher_worker.imageio import FORMATS
+from webapp.limits import too_large_message
+
+from .forms import AlbumForm
+from .models import Album, Photo
+from .uploads import QueueUnavailable, accept_upload, retry_photo
+
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+class AuthedRequest(HttpRequest):
+    """A request behind @login_required: its user is a real account."""
+
+    user: User
+
+
+def _owned_album(request: AuthedRequest, album_id: uuid.UUID) -> Album:
+    return get_object_or_404(Album.objects.owned_by(request.user.pk), pk=album_id)
+
+
+def _owned_photo(request: AuthedRequest, photo_id: uuid.UUID) -> Photo:
+    return get_object_or_404(Photo.objects.owned_by(request.user.pk).select_related("album"), pk=photo_id)
+
+
+def _wants_json(request: AuthedRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+@login_required
+@require_GET
+def album_list(request: AuthedRequest) -> HttpResponse:
+    albums = Album.objects.owned_by(request.user.pk).annotate(
+        photo_count=Count("photos"),
+        done_count=Count("photos", filter=Q(photos__status=Photo.Status.DONE)),
+    )
+    return render(request, "albums/album_list.html", {"albums": albums})
+
+
+@login_required
+def album_create(request: AuthedRequest) -> HttpResponse:
+    form = AlbumForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        album = Album.objects.create_with_passphrase(
+            owner=request.user, name=form.cleaned_data["name"], passphrase=form.cleaned_data["passphrase"]
+        )
+        messages.success(request, f"Album “{album.name}” is ready. Keep its passphrase safe.")
+        return redirect(album)
+    return render(request, "albums/album_form.html", {"form": form})
+
+
+@login_required
+@require_GET
+def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
+    album = _owned_album(request, album_id)
+    photos = album.photos.all()
+    return render(
+        request,
+        "albums/album_detail.html",
+        {"album": album, "photos": photos, "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB},
+    )
+
+
+@login_required
+@require_POST
+def upload_photos(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
+    """Queue the posted ``photos`` (one per request from the page's script; several without it)."""
+    album = _owned_album(request, album_id)
+    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.VEIL_MAX_REQUEST_BYTES:
+        return _upload_error(request, album, too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
+    files = request.FILES.getlist("photos")
+    if not files:
+        return _upload_error(request, album, "Choose at least one photo to upload.", 400)
+    if any(f.size is None or f.size > settings.VEIL_MAX_UPLOAD_BYTES for f in files):
+        return _upload_error(request, album, too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
+    photos: list[Photo] = []
+    try:
+        for upload in files:
+            # MemoryFileUploadHandler is the only upload handler: this never reads from disk.
+            photos.append(accept_upload(album, upload.read()))
+    except QueueUnavailable as exc:
+        return _upload_error(request, album, str(exc), 503)
+    if _wants_json(request):
+        return JsonResponse({"photos": [p.live_status()["data"] for p in photos]}, status=201)
+    count = len(photos)
+    messages.success(request, f"{count} photo{'s' if count != 1 else ''} queued for anonymization.")
+    return redirect(album)
+
+
+def _upload_error(request: AuthedRequest, album: Album, text: str, status: int) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"error": text}, status=status)
+    messages.error(request, text)
+    response = render(
+        request,
+        "albums/album_detail.html",
+        {"album": album, "photos": album.photos.all(), "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB},
+    )
+    response.status_code = status
+    return response
+
+
+@login_required
+@require_GET
+def photo_statuses(request: AuthedRequest, album_id: uuid.UUID) -> JsonResponse:
+    """The live status of the album's photos (``?ids=a,b`` for some): what a page that missed
+    websocket messages while reconnecting asks for."""
+    album = _owned_album(request, album_id)
+    photos = album.photos.all()
+    ids = [part for part in request.GET.get("ids", "").split(",") if part]
+    if ids:
+        try:
+            photos = photos.filter(pk__in=[uuid.UUID(i) for i in ids[:500]])
+        except ValueError:
+            return JsonResponse({"error": "ids must be photo ids"}, status=400)
+    return JsonResponse({"photos": [p.live_status()["data"] for p in photos]})
+
+
+@login_required
+@require_POST
+def photo_retry(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
+    photo = _owned_photo(request, photo_id)
+    if retry_photo(photo):
+        return JsonResponse({"photo": photo.live_status()["data"]}) if _wants_json(request) else redirect(photo.album)
+    text = "This photo can no longer be retried; please upload it again."
+    if _wants_json(request):
+        return JsonResponse({"error": text}, status=409)
+    messages.error(request, text)
+    return redirect(photo.album)
+
+
+@login_required
+@require_GET
+@cache_control(private=True, max_age=3600)
+def photo_image(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
+    photo = _owned_photo(request, photo_id)
+    if not photo.image:
+        return HttpResponse(status=404)
+    ext = FORMATS.get(photo.format, "")
+    return FileResponse(
+        photo.image.open("rb"),
+        content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"),
+        filename=f"veil-{photo.pk}{ext}",
+    )
+
+
+@login_required
+@require_GET
+@cache_control(private=True, max_age=3600)
+def photo_thumbnail(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
+    photo = _owned_photo(request, photo_id)
+    if not photo.thumbnail:
+        return HttpResponse(status=404)
+    return FileResponse(photo.thumbnail.open("rb"), content_type="image/jpeg")

@@ -1,0 +1,1 @@
+"""Live updates to browsers over a Channels websocket: typed status messages, per-user groups."""

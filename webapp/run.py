@@ -1,0 +1,163 @@
+"""``make run``: the whole product on one machine, stopped together with Ctrl-C.
+
+1. migrate the database;
+2. use the Redis at REDIS_URL, or start a private ``redis-server`` (no persistence) if
+   nothing answers there and it is a local address;
+3. start a Celery worker and the ASGI server (uvicorn) on VEIL_HOST:VEIL_PORT
+   (127.0.0.1:8000), print the URL, and wait;
+4. on Ctrl-C (or when any child exits) stop every child it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+INSTALL_REDIS = """\
+Nothing answers at {url}, and redis-server is not installed, so Veil cannot start one.
+Install Redis, then run `make run` again:
+    Debian/Ubuntu:  sudo apt-get install redis-server
+    Fedora:         sudo dnf install redis
+    macOS:          brew install redis
+or point REDIS_URL at a Redis you already run."""
+
+
+def say(text: str) -> None:
+    print(f"[veil] {text}", flush=True)
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class Supervisor:
+    """The child processes of one ``make run``; each in its own session so Ctrl-C reaches us first."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+        self.children.append((name, process))
+        return process
+
+    def first_exit(self) -> tuple[str, int] | None:
+        for name, process in self.children:
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, grace: float = 15.0) -> None:
+        # Web first, then the worker (it finishes its photo: a warm shutdown), Redis last.
+        for name, process in reversed(self.children):
+            if process.poll() is None:
+                say(f"stopping {name}")
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    say(f"{name} did not stop in {grace:.0f} s; killing it")
+                    _signal_group(process, signal.SIGKILL)
+                    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)  # the child leads its own process group (start_new_session)
+
+
+def start_private_redis(supervisor: Supervisor, url: str, env: dict[str, str]) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if host not in LOCAL_HOSTS:
+        raise SystemExit(f"Nothing answers at REDIS_URL={url}; it is not a local address, so Veil will not start one.")
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit(INSTALL_REDIS.format(url=url))
+    say(f"nothing answers at {url}: starting a private redis-server on 127.0.0.1:{port} (no persistence)")
+    argv = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv += ["--loglevel", "warning"]
+    process = supervisor.start("redis-server", argv, env)
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            supervisor.stop()
+            raise SystemExit(f"redis-server did not come up on port {port}; is the port taken?")
+        time.sleep(0.1)
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    redis_url = env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+    host, port = env.get("VEIL_HOST", "127.0.0.1"), env.get("VEIL_PORT", "8000")
+    python = sys.executable
+
+    say("migrating the database")
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+
+    supervisor = Supervisor()
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if redis_answers(redis_url):
+            say(f"using the Redis at {redis_url}")
+        else:
+            start_private_redis(supervisor, redis_url, env)
+        concurrency = env.get("VEIL_WORKER_CONCURRENCY", "1")
+        supervisor.start(
+            "celery worker",
+            [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO", "--concurrency", concurrency],
+            env,
+        )
+        web = [python, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port]
+        supervisor.start("web server", [*web, "--lifespan", "off", "--no-access-log"], env)
+        announced = False
+        while not stopping:
+            if not announced and listening(host, int(port)):
+                say(f"Veil is running at http://{host}:{port}/  (Ctrl-C stops everything)")
+                announced = True
+            exited = supervisor.first_exit()
+            if exited is not None:
+                say(f"{exited[0]} exited with code {exited[1]}; stopping the rest")
+                return exited[1] or 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        supervisor.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Every setting of Veil's web app, read from the environment here and nowhere else.
+
+The defaults run the whole product on one developer machine (``make run``):
+
+==========================  ==============================================================
+variable                    meaning (default)
+==========================  ==============================================================
+DEBUG                       ``1``/``0`` (1)
+SECRET_KEY                  Django's signing key (a fixed development key, with a warning
+                            when DEBUG is off)
+ALLOWED_HOSTS               comma-separated host names (localhost, 127.0.0.1, [::1])
+CSRF_TRUSTED_ORIGINS        comma-separated origins behind a proxy (none)
+DATABASE_URL                ``sqlite:///…/var/db.sqlite3``; ``postgres://…`` for Postgres
+REDIS_URL                   ``redis://127.0.0.1:6379/0``: the Celery broker, the Channels
+                            layer and the transit store of uploads
+VEIL_VAR_DIR                where local state lives (``<repo>/var``)
+MEDIA_ROOT                  anonymized photos, thumbnails (``var/media``)
+STATIC_ROOT                 ``collectstatic`` output (none: whitenoise serves static/)
+VEIL_MAX_UPLOAD_MB          largest photo accepted, in MB (40)
+VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads with; with
+                            DEBUG on and nothing set, one is made once in var/transit.key
+VEIL_TRANSIT_PUBLIC_KEY     base64 public half: all a web process that runs no task needs
+VEIL_TRANSIT_TTL            seconds an upload waits in Redis for a worker (900)
+LOG_LEVEL                   root log level (INFO)
+==========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import warnings
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from cipher_worker.keys import generate_album_keypair, public_key_from_private
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
+SECRET_KEY = os.environ.get("SECRET_KEY") or _DEV_SECRET_KEY
+if SECRET_KEY == _DEV_SECRET_KEY and not DEBUG:
+    warnings.warn(
+        "SECRET_KEY is not set: using the development key with DEBUG off; set SECRET_KEY in production",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+VAR_DIR = Path(os.environ.get("VEIL_VAR_DIR") or BASE_DIR / "var")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "webapp.accounts",
+    "webapp.albums",
+    "webapp.realtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+ASGI_APPLICATION = "webapp.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # A test database in a file, not in memory, so a real Celery worker process can share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "albums:list"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Deployments run collectstatic into STATIC_ROOT; without it (development, tests) whitenoise
+# serves straight from the finders.
+STATIC_ROOT = Path(os.environ["STATIC_ROOT"]) if os.environ.get("STATIC_ROOT") else None
+WHITENOISE_USE_FINDERS = True
+# Under ASGI Django reads a FileResponse (a static file, a photo) in a thread and says so once
+# per process; for files of this size that is the intended behaviour, not a problem.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
+
+# Only anonymized photos and thumbnails live here, and they are served by views that check
+# ownership (there is no public MEDIA_URL route).
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or VAR_DIR / "media")
+MEDIA_URL = "media/"
+
+# --- uploads: originals stay in memory, never in a temporary file -------------------------
+VEIL_MAX_UPLOAD_MB = int(os.environ.get("VEIL_MAX_UPLOAD_MB", "40"))
+VEIL_MAX_UPLOAD_BYTES = VEIL_MAX_UPLOAD_MB * 1024 * 1024
+# A request body may exceed one photo by its multipart framing; webapp.asgi refuses larger
+# bodies before reading them, so Django's ASGI body buffer never rolls over to disk.
+VEIL_MAX_REQUEST_BYTES = VEIL_MAX_UPLOAD_BYTES + 256 * 1024
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = VEIL_MAX_REQUEST_BYTES + 1
+DATA_UPLOAD_MAX_NUMBER_FILES = 100
+
+# --- Redis: Celery broker, Channels layer, transit store ---------------------------------
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # channels_redis blocks 5 s per BZPOPMIN; redis-py 8 also times reads out at 5 s by
+            # default, so a busy machine would drop websockets. Give reads room beyond the block.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": "veil:channels:",
+        },
+    }
+}
+
+
+# --- the transit key: uploads cross Redis sealed to the workers' key ----------------------
+def _decode_key(name: str, value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name} is not valid base64") from exc
+    if len(raw) != 32:
+        raise ImproperlyConfigured(f"{name} must be 32 bytes (base64 of a raw X25519 key), not {len(raw)}")
+    return raw
+
+
+def _development_transit_key(path: Path) -> bytes:
+    """The dev transit private key in ``path``, made once (mode 0600) and shared by web and workers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _decode_key(str(path), path.read_text(encoding="ascii"))
+    private, _ = generate_album_keypair()
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(base64.b64encode(private).decode("ascii") + "\n")
+    return private
+
+
+def _transit_keys() -> tuple[bytes | None, bytes]:
+    private_b64 = os.environ.get("VEIL_TRANSIT_PRIVATE_KEY")
+    public_b64 = os.environ.get("VEIL_TRANSIT_PUBLIC_KEY")
+    if private_b64:
+        private = _decode_key("VEIL_TRANSIT_PRIVATE_KEY", private_b64)
+        public = public_key_from_private(private)
+        if public_b64 and _decode_key("VEIL_TRANSIT_PUBLIC_KEY", public_b64) != public:
+            raise ImproperlyConfigured("VEIL_TRANSIT_PUBLIC_KEY is not the public half of VEIL_TRANSIT_PRIVATE_KEY")
+        return private, public
+    if public_b64:
+        return None, _decode_key("VEIL_TRANSIT_PUBLIC_KEY", public_b64)
+    if DEBUG:
+        private = _development_transit_key(VAR_DIR / "transit.key")
+        return private, public_key_from_private(private)
+    raise ImproperlyConfigured(
+        "set VEIL_TRANSIT_PRIVATE_KEY (workers; web too if it has no VEIL_TRANSIT_PUBLIC_KEY); "
+        "`python manage.py transit_keygen` makes a pair"
+    )
+
+
+# Django's error pages hide settings whose names contain KEY, so this never shows in a traceback.
+VEIL_TRANSIT_PRIVATE_KEY, VEIL_TRANSIT_PUBLIC_KEY = _transit_keys()
+VEIL_TRANSIT_TTL = int(os.environ.get("VEIL_TRANSIT_TTL", "900"))
+# A task whose worker vanished (machine lost, not just a pool child: that one is requeued at
+# once) is redelivered after this long; it must come back while its upload is still in transit.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(60, VEIL_TRANSIT_TTL * 2 // 3)}
+
+# --- security headers that cost nothing in development -----------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.shortcuts import redirect
+from django.urls import include, path
+
+urlpatterns = [
+    path("", lambda request: redirect("albums:list"), name="home"),
+    path("accounts/", include("webapp.accounts.urls")),
+    path("", include("webapp.albums.urls")),
+    path("admin/", admin.site.urls),
+]
