@@ -40,7 +40,10 @@ def recover_photo(
     envelope: bytes,
     *,
     album_private: bytes | None = None,
+    content_key: bytes | None = None,
     decoy_password: str | None = None,
     codec: str | None = None,
 ) -> RecoveredPhoto:
-    return get_pipeline(codec).recover(image, envelope, album_private=album_private, decoy_password=decoy_password)
+    return get_pipeline(codec).recover(
+        image, envelope, album_private=album_private, content_key=content_key, decoy_password=decoy_password
+    )

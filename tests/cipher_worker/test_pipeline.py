@@ -152,3 +152,15 @@ def test_anonymized_faces_keep_their_place(pipeline, group_exact):
         bx0, by0, bx1, by1 = before.box
         cx, cy = after.box[0] + after.box[2] / 2, after.box[1] + after.box[3] / 2
         assert bx0 < cx < bx1 and by0 < cy < by1
+
+
+def test_recovery_with_the_opened_content_key(pipeline, group_exact, group_png, album_keys):
+    """The web app opens the content key itself and sends only that to a worker."""
+    from cipher_worker.keys import open_content_key
+
+    env = envelope.Envelope.from_bytes(group_exact.envelope)
+    content_key = open_content_key(env.sealed_content_key, album_keys[0])
+    recovered = pipeline.recover(group_exact.image, group_exact.envelope, content_key=content_key)
+    assert np.array_equal(recovered.pixels, decode(group_png))
+    with pytest.raises(EnvelopeTampered):
+        pipeline.recover(group_exact.image, group_exact.envelope, content_key=bytes(32))
