@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import secrets
 import shlex
 import sys
 import time
@@ -245,23 +246,25 @@ def _random_pads(count: int, dim: int) -> list[cipher.FacePad]:
     ]
 
 
-def key_algebra(pipeline: Pipeline, version: Version, private: bytes, judges: Judges) -> dict[str, Any]:
-    """Sequential anonymization, any-order and combined decryption, and a wrong key, on the real
-    identities of ``version``'s faces (decrypted from its envelope)."""
+def key_algebra(
+    pipeline: Pipeline, photo: EvalPhoto, faces: list[Face], version: Version, private: bytes, judges: Judges
+) -> dict[str, Any]:
+    """Sequential anonymization, any-order and combined decryption on the real identities of
+    ``version``'s faces (decrypted from its envelope); and a wrong key, judged in the photo as a
+    person would see it (the decoy recovery: the stored u′ decrypted with a wrong pad)."""
     env = envelope.Envelope.from_bytes(version.result.envelope)
     if not env.faces:
         return {}
     codec, dim = pipeline.codec, pipeline.codec.identity_dim
     u = _open_identities(env, private, dim)
     attributes = np.stack([r.attributes for r in env.faces])
-    p1, p2, p3 = _random_pads(len(u), dim), _random_pads(len(u), dim), _random_pads(len(u), dim)
+    p1, p2 = _random_pads(len(u), dim), _random_pads(len(u), dim)
     e12 = np.stack([cipher.encrypt(cipher.encrypt(u[i], p1[i]), p2[i]) for i in range(len(u))])
     decrypted = {
         "p1_then_p2": np.stack([cipher.decrypt(cipher.decrypt(e12[i], p1[i]), p2[i]) for i in range(len(u))]),
         "p2_then_p1": np.stack([cipher.decrypt(cipher.decrypt(e12[i], p2[i]), p1[i]) for i in range(len(u))]),
         "combined": np.stack([cipher.decrypt(e12[i], cipher.combine(p1[i], p2[i])) for i in range(len(u))]),
     }
-    wrong = np.stack([cipher.decrypt(e12[i], p3[i]) for i in range(len(u))])
 
     def render(identity: np.ndarray, typical: bool) -> np.ndarray:
         return codec.render(Latents(cipher.from_torus(identity), attributes), typical=typical)
@@ -271,15 +274,17 @@ def key_algebra(pipeline: Pipeline, version: Version, private: bytes, judges: Ju
     for name, d in decrypted.items():
         out[f"{name}_bit_exact"] = bool(np.array_equal(d, u))
         out[f"{name}_pixel_identical"] = bool(np.array_equal(render(d, False), reference))
-    wrong_faces, anonymized = render(wrong, False), render(e12, True)
-    face = _render_face(reference[0], codec.template)
+    wrong_key = secrets.token_hex(8)
+    wrong = pipeline.recover(version.result.image, version.result.envelope, decoy_password=wrong_key).pixels
+    wrong_faces = judges.detector.detect(wrong)
     sface = judges.sface
-    out["wrong_vs_original_cosines"] = [
-        sface.similarity(w, face, r, face) for w, r in zip(wrong_faces, reference, strict=True)
-    ]
-    out["wrong_vs_anonymized_cosines"] = [
-        sface.similarity(w, face, a, face) for w, a in zip(wrong_faces, anonymized, strict=True)
-    ]
+    out["wrong_vs_original_cosines"], out["wrong_vs_anonymized_cosines"] = [], []
+    matches = zip(faces, match_faces(faces, wrong_faces), match_faces(faces, version.faces), strict=True)
+    for face, j, k in matches:
+        seen = face_at(face.landmarks, face.box) if j is None else wrong_faces[j]
+        out["wrong_vs_original_cosines"].append(sface.similarity(photo.pixels, face, wrong, seen))
+        anonymized = _anonymized_face(face, version, k)
+        out["wrong_vs_anonymized_cosines"].append(sface.similarity(version.pixels, anonymized, wrong, seen))
     return out
 
 
@@ -382,7 +387,7 @@ def evaluate_photo(
     pu = privacy_and_utility(photo, faces, versions, judges)
     pu["blanked_cosines"] = blanked_cosines(pipeline, photo, faces, judges)
     rec = recovery(pipeline, photo, faces, versions, private, judges)
-    algebra = key_algebra(pipeline, versions[0], private, judges)
+    algebra = key_algebra(pipeline, photo, faces, versions[0], private, judges)
     size = (photo.pixels.shape[1], photo.pixels.shape[0])
     return summarise_photo(photo.name, size, len(faces), pu, rec), pu, algebra
 
@@ -555,8 +560,8 @@ def _algebra_rows(a: dict[str, Any]) -> list[list[str]]:
             ]
         )
     for key, label in (
-        ("wrong_vs_original", "wrong key vs original reconstruction"),
-        ("wrong_vs_anonymized", "wrong key vs anonymized face"),
+        ("wrong_vs_original", "wrong key (decoy photo) vs original face"),
+        ("wrong_vs_anonymized", "wrong key (decoy photo) vs anonymized face"),
     ):
         value = f"max {fmt(a[f'{key}_max_cosine'])}, mean {fmt(a[f'{key}_mean_cosine'])}"
         ok = None if a[f"{key}_max_cosine"] is None else a[f"{key}_max_cosine"] < SFACE_SAME_PERSON
