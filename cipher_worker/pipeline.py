@@ -105,12 +105,12 @@ class Pipeline:
                 strangers = Latents(cipher.from_torus(u_enc), latents.attributes)
             with watch("render"):
                 rendered = self.codec.render(strangers, typical=True)
-            crop_weights = self.mask.crop_weights(self.codec.crop_size)
+            skin_weights = self.mask.skin().crop_weights(self.codec.crop_size)
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
             for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
                 with watch("composite"):
                     box = face_box(self.mask, a, photo.size)
-                    matched = match_colours(rendered[i], crops[i], crop_weights)
+                    matched = match_colours(rendered[i], crops[i], skin_weights)
                     weights = composite_face(out, matched, a, self.mask, box, rng)
                 pixels = None
                 if fidelity == "exact":
@@ -216,7 +216,8 @@ class Pipeline:
                 record, k = env.faces[i], face_keys[i]
                 if rendered is not None and render[i]:
                     a, mask = Alignment(record.transform, self.codec.crop_size), FaceMask.from_tuple(record.mask)
-                    matched = match_colours(rendered[i], crop(out, a), mask.crop_weights(self.codec.crop_size))
+                    skin_weights = mask.skin().crop_weights(self.codec.crop_size)
+                    matched = match_colours(rendered[i], crop(out, a), skin_weights)
                     composite_face(out, matched, a, mask, record.box, rng)
                 else:
                     assert record.pixels is not None
