@@ -33,6 +33,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m cipher_worker bench --out docs/bench.md
+	$(PY) -m webapp.bench --out docs/bench-web.md
 
 eval: $(STAMP)
 	$(PY) -m cipher_worker eval --out docs/eval.md
