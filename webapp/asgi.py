@@ -1,4 +1,4 @@
-"""The ASGI entry point: Django for HTTP, Channels for the websocket at /ws/updates/.
+"""The ASGI entry point: Django for HTTP, Channels for the websockets of webapp.realtime.routing.
 
 Uploads are bounded here, before Django reads them: Django's ASGI handler buffers a request
 body in a SpooledTemporaryFile that rolls over to disk past FILE_UPLOAD_MAX_MEMORY_SIZE, and an

@@ -21,6 +21,13 @@ VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads w
                             DEBUG on and nothing set, one is made once in var/transit.key
 VEIL_TRANSIT_PUBLIC_KEY     base64 public half: all a web process that runs no task needs
 VEIL_TRANSIT_TTL            seconds an upload waits in Redis for a worker (900)
+VEIL_UNLOCK_TTL             seconds an unlock request (a sealed content key) waits for a
+                            worker (120)
+VEIL_UNLOCK_TRIES           unlock attempts per key slot per window (5); successes give theirs
+                            back
+VEIL_UNLOCK_WINDOW          seconds of that window (900)
+VEIL_UNLOCK_FORMAT          how recovered photos travel to the browser: PNG (lossless: the
+                            real faces pixel for pixel) or JPEG (about 6× smaller) (PNG)
 LOG_LEVEL                   root log level (INFO)
 ==========================  ==============================================================
 """
@@ -80,6 +87,13 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.albums",
     "webapp.realtime",
+    "webapp.sharing",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from static files, no CDN
+    "webapp.dashboard",
+    "webapp.api",
 ]
 
 MIDDLEWARE = [
@@ -238,6 +252,37 @@ VEIL_TRANSIT_TTL = int(os.environ.get("VEIL_TRANSIT_TTL", "900"))
 # A task whose worker vanished (machine lost, not just a pool child: that one is requeued at
 # once) is redelivered after this long; it must come back while its upload is still in transit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(60, VEIL_TRANSIT_TTL * 2 // 3)}
+
+# --- unlocking: real faces recovered on the fly for one viewing session, never stored --------
+VEIL_UNLOCK_TTL = int(os.environ.get("VEIL_UNLOCK_TTL", "120"))
+VEIL_UNLOCK_TRIES = int(os.environ.get("VEIL_UNLOCK_TRIES", "5"))
+VEIL_UNLOCK_WINDOW = int(os.environ.get("VEIL_UNLOCK_WINDOW", "900"))
+VEIL_UNLOCK_FORMAT = os.environ.get("VEIL_UNLOCK_FORMAT", "PNG").upper()
+if VEIL_UNLOCK_FORMAT not in {"PNG", "JPEG"}:
+    raise ImproperlyConfigured(f"VEIL_UNLOCK_FORMAT must be PNG or JPEG, not {VEIL_UNLOCK_FORMAT}")
+
+# --- the REST API (webapp.api): token auth for scripts, the session for the browsable API ----
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # first, so an unauthenticated request gets 401 with `WWW-Authenticate: Token`
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Veil API",
+    "DESCRIPTION": "Albums, photo uploads and their anonymization status. Authenticate with "
+    "`Authorization: Token <key>` (a key from /api/token/).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # --- security headers that cost nothing in development -----------------------------------
 SESSION_COOKIE_HTTPONLY = True

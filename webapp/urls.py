@@ -8,5 +8,8 @@ urlpatterns = [
     path("", lambda request: redirect("albums:list"), name="home"),
     path("accounts/", include("webapp.accounts.urls")),
     path("", include("webapp.albums.urls")),
+    path("", include("webapp.sharing.urls")),
+    path("dashboard/", include("webapp.dashboard.urls")),
+    path("api/", include("webapp.api.urls")),
     path("admin/", admin.site.urls),
 ]

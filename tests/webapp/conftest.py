@@ -1,19 +1,35 @@
 """Fixtures of the web app tests: the test Redis database (14, flushed per test), a scratch
-MEDIA_ROOT, users and logged-in clients. Settings come from pyproject's pytest ``env``."""
+MEDIA_ROOT, users and logged-in clients, and a real Celery worker process for the integration
+tests. Settings come from pyproject's pytest ``env``."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
 from django.conf import settings as django_settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.test import Client
+
+from webapp.albums.models import Photo
 
 from .factories import UserFactory
 
 TEST_REDIS_DB = 14
+ROOT = Path(__file__).resolve().parents[2]
+FINISHED = {"done", "failed"}
+WAIT = 300.0  # seconds: the worker loads the model before its first photo
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +46,11 @@ def redis_db() -> redis.Redis:
 
 
 @pytest.fixture(autouse=True)
-def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
-    redis_db.flushdb()
+def fresh_redis(request: pytest.FixtureRequest, redis_db: redis.Redis) -> redis.Redis:
+    # Not for a test with a real worker: the worker's queue bindings live in this database. Worker
+    # tests are transactional, and pytest-django runs those after all others.
+    if "worker" not in request.fixturenames:
+        redis_db.flushdb()
     return redis_db
 
 
@@ -51,3 +70,66 @@ def user(db: None) -> AbstractBaseUser:
 def owner_client(client: Client, user: AbstractBaseUser) -> Client:
     client.force_login(user)
     return client
+
+
+# --- a real Celery worker (integration tests) ----------------------------------------------
+# ``fresh_redis`` does not flush for a test that uses ``worker``, so the running worker keeps
+# its queue bindings.
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    media_root: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_for_photo(self, photo_id: str) -> Photo:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            photo = Photo.objects.get(pk=photo_id)
+            if photo.status in FINISHED:
+                return photo
+            assert self.process.poll() is None, f"the worker died:\n{self.output()}"
+            time.sleep(0.2)
+        pytest.fail(f"photo {photo_id} is still {photo.status} after {WAIT:.0f} s; worker log:\n{self.output()}")
+
+
+def database_url(db: dict[str, Any]) -> str:
+    """A DATABASE_URL for the test database that this process created."""
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or ''}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup: None, redis_db: redis.Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """``celery -A webapp worker`` (prefork, one child that loads the model at worker_process_init)
+    on the real Redis broker and the test database, with its own MEDIA_ROOT."""
+    redis_db.flushdb()
+    scratch = tmp_path_factory.mktemp("worker")
+    media_root, log = scratch / "media", scratch / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "webapp.settings",
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "MEDIA_ROOT": str(media_root),
+    }
+    argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--concurrency", "1", "--loglevel", "INFO"]
+    argv += ["--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"tests-{os.getpid()}@%h"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    yield Worker(process, media_root, log)
+    os.killpg(process.pid, signal.SIGTERM)  # warm shutdown of the worker we started, children included
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

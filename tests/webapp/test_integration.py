@@ -6,16 +6,8 @@ model at ``worker_process_init``) on the real Redis broker (database 14) and the
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -24,7 +16,6 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from PIL import Image
@@ -36,77 +27,18 @@ from webapp.albums import transit
 from webapp.albums.models import Photo
 from webapp.asgi import application
 
+from .conftest import FINISHED, ROOT, WAIT, Worker
 from .factories import AlbumFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
-FINISHED = {"done", "failed"}
-WAIT = 300.0  # seconds: the worker loads the model before its first photo
-
-
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    media_root: Path
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def database_url(db: dict[str, Any]) -> str:
-    """A DATABASE_URL for the test database that this process created."""
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    user = quote(db.get("USER") or "")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{db.get('HOST') or ''}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
 def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
     # Overrides the per-test flush: the running worker's queue bindings live in this database.
     return redis_db
-
-
-@pytest.fixture(scope="module")
-def worker(django_db_setup: None, redis_db: redis.Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    redis_db.flushdb()
-    scratch = tmp_path_factory.mktemp("worker")
-    media_root, log = scratch / "media", scratch / "worker.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "webapp.settings",
-        "DATABASE_URL": database_url(connection.settings_dict),
-        "MEDIA_ROOT": str(media_root),
-    }
-    argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--concurrency", "1", "--loglevel", "INFO"]
-    argv += ["--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"tests-{os.getpid()}@%h"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    yield Worker(process, media_root, log)
-    os.killpg(process.pid, signal.SIGTERM)  # warm shutdown of the worker we started, children included
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_for_photo(worker: Worker, photo_id: str) -> Photo:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        photo = Photo.objects.get(pk=photo_id)
-        if photo.status in FINISHED:
-            return photo
-        assert worker.process.poll() is None, f"the worker died:\n{worker.output()}"
-        time.sleep(0.2)
-    pytest.fail(f"photo {photo_id} is still {photo.status} after {WAIT:.0f} s; worker log:\n{worker.output()}")
 
 
 def test_a_real_photo_is_anonymized_by_a_worker_and_the_page_hears_done(
@@ -181,7 +113,7 @@ def test_a_file_that_is_not_an_image_fails_with_a_reason(
     )
     assert response.status_code == 201
 
-    photo = wait_for_photo(worker, response.json()["photos"][0]["photo_id"])
+    photo = worker.wait_for_photo(response.json()["photos"][0]["photo_id"])
     assert photo.status == "failed" and not photo.retryable
     assert photo.failure_reason == "the file is not an image Veil can read (JPEG, PNG, WebP, …)"
     assert not photo.image and not redis_db.exists(transit.transit_key(photo.pk))

@@ -10,10 +10,13 @@ and the files are removed again if that fails.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
+import torch
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.core.files.base import ContentFile
@@ -49,6 +52,11 @@ _STAGE_STATUS = {
 @worker_process_init.connect
 def load_model(**_: object) -> None:
     """Load the model once in each worker process (after the fork, so CUDA stays usable)."""
+    # Each pool process gets its share of the cores: two processes with two torch threads each
+    # on two cores ran slower than one process (126 vs 184 photos/min).
+    share = max(1, (os.cpu_count() or 1) // int(os.environ.get("VEIL_WORKER_CONCURRENCY") or 1))
+    torch.set_num_threads(share)
+    cv2.setNumThreads(share)
     try:
         cipher_api.get_pipeline()
     except Exception:

@@ -1,4 +1,11 @@
-"""The transit store: an upload waits in Redis for a worker, sealed to the workers' key.
+"""The transit store: what a worker needs waits in Redis, sealed to the workers' key.
+
+Two kinds of entry, both sealed with ``keys.seal`` to the transit public key, both with a TTL:
+uploads (below) and unlock requests (``veil:transit:unlock:<random id>``: a photo's opened
+content key or a decoy password, with the viewing session's key; see webapp.sharing). A worker
+takes an unlock request with GETDEL, so it is gone from Redis the moment it is used.
+
+Uploads:
 
 The web process seals the original bytes to the transit public key (``keys.seal`` with the
 context ``b"veil/upload/" + photo id``, so a blob cannot be replayed as another photo) and
@@ -19,6 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from cipher_worker import keys
 
 KEY_PREFIX = "veil:transit:"
+UNLOCK_PREFIX = KEY_PREFIX + "unlock:"
 
 
 @functools.cache
@@ -65,3 +73,38 @@ def discard_upload(photo_id: uuid.UUID | str) -> None:
 
 def has_upload(photo_id: uuid.UUID | str) -> bool:
     return bool(client().exists(transit_key(photo_id)))
+
+
+def _transit_private_key() -> bytes:
+    private = settings.VEIL_TRANSIT_PRIVATE_KEY
+    if private is None:
+        raise ImproperlyConfigured("this process has no VEIL_TRANSIT_PRIVATE_KEY, so it cannot run photo tasks")
+    return private
+
+
+def unlock_key(transit_id: str) -> str:
+    return f"{UNLOCK_PREFIX}{transit_id}"
+
+
+def unlock_context(photo_id: uuid.UUID | str) -> bytes:
+    return b"veil/unlock/" + str(photo_id).encode("ascii")
+
+
+def put_unlock(photo_id: uuid.UUID | str, request: bytes, ttl: int) -> str:
+    """Seal an unlock request for ``photo_id`` to the workers; returns its transit id (random, 128 bits)."""
+    transit_id = uuid.uuid4().hex
+    sealed = keys.seal(request, settings.VEIL_TRANSIT_PUBLIC_KEY, unlock_context(photo_id))
+    client().set(unlock_key(transit_id), sealed, ex=ttl)
+    return transit_id
+
+
+def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
+    """The unlock request, removed from Redis as it is read; None if it expired or was taken.
+
+    Raises cipher_worker.errors.WrongKey if it was sealed to another key or for another photo.
+    """
+    private = _transit_private_key()
+    sealed = client().getdel(unlock_key(transit_id))
+    if sealed is None:
+        return None
+    return keys.open_sealed(bytes(sealed), private, unlock_context(photo_id))  # type: ignore[arg-type]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from webapp.limits import too_large_message
 from webapp.realtime.status import send_status
 
 from . import transit
@@ -19,6 +23,47 @@ class QueueUnavailable(Exception):
     """Redis or the broker did not take the upload; nothing was kept."""
 
     message = "Veil's photo queue is not reachable right now; please try again in a minute."
+
+
+class UploadRefused(Exception):
+    """An upload refused with a reason a person can act on; nothing of it was kept.
+
+    ``status`` is the HTTP code the web page and the API answer with (400, 413 or 503).
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+NO_PHOTO = "Choose at least one photo to upload."
+
+
+def check_request_size(content_length: int) -> None:
+    """Refuse (413) a request body larger than one photo and its framing, before it is parsed."""
+    if content_length > settings.VEIL_MAX_REQUEST_BYTES:
+        raise UploadRefused(too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
+
+
+def accept_uploads(album: Album, files: Sequence[UploadedFile]) -> list[Photo]:
+    """Queue every posted file into ``album`` (the web page's upload and the API's share this path).
+
+    Raises UploadRefused when there is no file (400), a file is too large (413) or the queue is
+    down (503, photos queued before it stay queued).
+    """
+    if not files:
+        raise UploadRefused(NO_PHOTO, 400)
+    if any(f.size is None or f.size > settings.VEIL_MAX_UPLOAD_BYTES for f in files):
+        raise UploadRefused(too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
+    photos: list[Photo] = []
+    try:
+        for upload in files:
+            # MemoryFileUploadHandler is the only upload handler: this never reads from disk.
+            photos.append(accept_upload(album, upload.read()))
+    except QueueUnavailable as exc:
+        raise UploadRefused(str(exc), 503) from exc
+    return photos
 
 
 def accept_upload(album: Album, data: bytes) -> Photo:

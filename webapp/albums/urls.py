@@ -14,5 +14,6 @@ urlpatterns = [
     path("albums/<uuid:album_id>/photos/status/", views.photo_statuses, name="statuses"),
     path("photos/<uuid:photo_id>/image/", views.photo_image, name="photo-image"),
     path("photos/<uuid:photo_id>/thumbnail/", views.photo_thumbnail, name="photo-thumbnail"),
+    path("photos/<uuid:photo_id>/download/", views.photo_download, name="photo-download"),
     path("photos/<uuid:photo_id>/retry/", views.photo_retry, name="photo-retry"),
 ]

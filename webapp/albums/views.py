@@ -18,12 +18,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
+from cipher_worker import envelope
 from cipher_worker.imageio import FORMATS
-from webapp.limits import too_large_message
 
 from .forms import AlbumForm
 from .models import Album, Photo
-from .uploads import QueueUnavailable, accept_upload, retry_photo
+from .uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -85,20 +85,11 @@ def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 def upload_photos(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     """Queue the posted ``photos`` (one per request from the page's script; several without it)."""
     album = _owned_album(request, album_id)
-    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.VEIL_MAX_REQUEST_BYTES:
-        return _upload_error(request, album, too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
-    files = request.FILES.getlist("photos")
-    if not files:
-        return _upload_error(request, album, "Choose at least one photo to upload.", 400)
-    if any(f.size is None or f.size > settings.VEIL_MAX_UPLOAD_BYTES for f in files):
-        return _upload_error(request, album, too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
-    photos: list[Photo] = []
     try:
-        for upload in files:
-            # MemoryFileUploadHandler is the only upload handler: this never reads from disk.
-            photos.append(accept_upload(album, upload.read()))
-    except QueueUnavailable as exc:
-        return _upload_error(request, album, str(exc), 503)
+        check_request_size(int(request.META.get("CONTENT_LENGTH") or 0))
+        photos = accept_uploads(album, request.FILES.getlist("photos"))
+    except UploadRefused as exc:
+        return _upload_error(request, album, exc.message, exc.status)
     if _wants_json(request):
         return JsonResponse({"photos": [p.live_status()["data"] for p in photos]}, status=201)
     count = len(photos)
@@ -152,7 +143,28 @@ def photo_retry(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
 @require_GET
 @cache_control(private=True, max_age=3600)
 def photo_image(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    photo = _owned_photo(request, photo_id)
+    return photo_image_response(_owned_photo(request, photo_id))
+
+
+@login_required
+@require_GET
+@cache_control(private=True, max_age=3600)
+def photo_thumbnail(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
+    return photo_thumbnail_response(_owned_photo(request, photo_id))
+
+
+@login_required
+@require_GET
+@cache_control(private=True, no_cache=True)
+def photo_download(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
+    return photo_download_response(_owned_photo(request, photo_id))
+
+
+# --- the photo files, shared with the share-link views (webapp.sharing) --------------------
+
+
+def photo_image_response(photo: Photo) -> HttpResponseBase:
+    """The anonymized image, shown inline."""
     if not photo.image:
         return HttpResponse(status=404)
     ext = FORMATS.get(photo.format, "")
@@ -163,11 +175,21 @@ def photo_image(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase
     )
 
 
-@login_required
-@require_GET
-@cache_control(private=True, max_age=3600)
-def photo_thumbnail(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    photo = _owned_photo(request, photo_id)
+def photo_thumbnail_response(photo: Photo) -> HttpResponseBase:
     if not photo.thumbnail:
         return HttpResponse(status=404)
     return FileResponse(photo.thumbnail.open("rb"), content_type="image/jpeg")
+
+
+def photo_download_response(photo: Photo) -> HttpResponseBase:
+    """The anonymized image as an attachment; with its recovery envelope embedded when the
+    album's owner chose so (the stored file never has one: it lives in the database)."""
+    if not photo.image:
+        return HttpResponse(status=404)
+    with photo.image.open("rb") as f:
+        data = f.read()
+    if photo.album.downloads_include_envelope and photo.envelope:
+        data = envelope.embed(data, bytes(photo.envelope))
+    response = HttpResponse(data, content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"))
+    response["Content-Disposition"] = f'attachment; filename="veil-{photo.pk}{FORMATS.get(photo.format, "")}"'
+    return response

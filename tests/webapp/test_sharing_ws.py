@@ -1,0 +1,336 @@
+"""The unlock websockets with the real channels_redis layer: who may connect, what a wrong,
+revoked, expired or rate-limited unlock hears, what a real or decoy unlock queues for the
+workers (sealed), and how a worker's sealed result reaches the page. The worker's side is
+played here by hand; the real worker is in test_sharing_integration.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from webapp.albums import transit
+from webapp.albums.models import Album, AlbumKeySlot
+from webapp.asgi import application
+from webapp.sharing import protocol, tasks, unlocking
+from webapp.sharing.models import UnlockAttempt
+
+from .factories import PASSPHRASE, AlbumFactory, UserFactory
+from .test_sharing import GRANDMA, done_photo, recipient
+
+# The consumer reads the database from another thread: committed data only.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost:8000")
+
+
+def share_socket(album: Album, *headers: tuple[bytes, bytes], token: str | None = None) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, f"/ws/share/{token or album.share_token}/", headers=[ORIGIN, *headers])
+
+
+def owner_socket(album: Album, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, f"/ws/albums/{album.pk}/unlock/", headers=list(headers))
+
+
+def session_cookie(user: Any) -> tuple[bytes, bytes]:
+    client = Client()
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return (b"cookie", f"{name}={client.cookies[name].value}".encode())
+
+
+def unlock(slot: AlbumKeySlot | int, password: str) -> dict[str, Any]:
+    return {"type": "unlock", "data": {"slot": slot if isinstance(slot, int) else slot.pk, "password": password}}
+
+
+def connects(ws: WebsocketCommunicator) -> bool:
+    async def scenario() -> bool:
+        connected, _ = await ws.connect()
+        await ws.disconnect()
+        return connected
+
+    return async_to_sync(scenario)()
+
+
+def exchange(ws: WebsocketCommunicator, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+    """Connect, send each request and collect the text answer to it."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        answers = []
+        for request in requests:
+            await ws.send_json_to(request)
+            answers.append(await ws.receive_json_from(timeout=10))
+        await ws.disconnect()
+        return answers
+
+    return async_to_sync(scenario)()
+
+
+def queued_tasks(client: redis.Redis) -> list[list[Any]]:
+    """The args of every recover task waiting in the broker."""
+    found = []
+    for raw in client.lrange("celery", 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == "sharing.recover_photo":
+            args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            assert kwargs == {}
+            found.append(args)
+    return found
+
+
+# --- who may connect -------------------------------------------------------------------------
+
+
+def test_anyone_with_the_link_connects_and_nobody_else() -> None:
+    album = AlbumFactory()
+    assert connects(share_socket(album))  # no login: the token is the capability
+    assert not connects(share_socket(album, token="x" * 32))
+    evil = WebsocketCommunicator(
+        application, f"/ws/share/{album.share_token}/", headers=[(b"origin", b"https://evil.example")]
+    )
+    assert not connects(evil)
+
+
+def test_the_album_page_socket_is_for_its_owner_only() -> None:
+    owner, stranger = UserFactory(), UserFactory()
+    album = AlbumFactory(owner=owner)
+    assert connects(owner_socket(album, ORIGIN, session_cookie(owner)))
+    assert not connects(owner_socket(album, ORIGIN))
+    assert not connects(owner_socket(album, ORIGIN, session_cookie(stranger)))
+    assert not connects(owner_socket(album, (b"origin", b"https://evil.example"), session_cookie(owner)))
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def test_a_wrong_password_hears_a_clear_sentence_and_is_logged() -> None:
+    album = AlbumFactory()
+    done_photo(album)
+    slot = recipient(album)
+
+    [answer] = exchange(share_socket(album), unlock(slot, "grandpa's garden"))
+
+    assert answer == {
+        "type": "unlock.refused",
+        "data": {"code": "wrong_password", "message": "That password does not open this album."},
+    }
+    logged = UnlockAttempt.objects.get()
+    assert (logged.slot_id, logged.outcome, logged.via) == (slot.pk, "wrong_password", "share_link")
+
+
+def test_revoked_expired_and_malformed_unlocks_are_refused_with_sentences() -> None:
+    album = AlbumFactory()
+    gone = recipient(album, "Tom", "tom's own password")
+    gone_id = gone.pk
+    gone.delete()
+    late = recipient(album, "Ann", "ann's own password", expires_at=timezone.now() - timedelta(days=1))
+
+    revoked, expired, malformed = exchange(
+        share_socket(album),
+        unlock(gone_id, "tom's own password"),
+        unlock(late, "ann's own password"),
+        {"type": "unlock", "data": {"slot": late.pk}},
+    )
+
+    assert revoked["data"] == {"code": "revoked", "message": unlocking.REVOKED}
+    assert expired["data"]["code"] == "expired" and expired["data"]["message"].startswith("Access for Ann ended on")
+    assert malformed["data"] == {"code": "bad_request", "message": "Choose your name and type your password."}
+
+
+def test_the_sixth_try_is_refused_without_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    album = AlbumFactory()
+    slot = recipient(album)
+    limiter = unlocking.limiter()
+    for _ in range(settings.VEIL_UNLOCK_TRIES):  # five wrong tries already made
+        assert limiter.reserve(slot.pk).allowed
+    monkeypatch.setattr(AlbumKeySlot, "unwrap", lambda *a: pytest.fail("Argon2 ran past the limit"))
+
+    [answer] = exchange(share_socket(album), unlock(slot, GRANDMA))
+
+    assert answer["data"] == {"code": "rate_limited", "message": "Too many tries; try again in 15 minutes."}
+    assert UnlockAttempt.objects.get().outcome == "rate_limited"
+
+
+def test_a_link_rotated_while_the_page_is_open_stops_working_at_once() -> None:
+    album = AlbumFactory()
+    slot = recipient(album)
+    ws = share_socket(album)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        await sync_to_async(album.rotate_share_token)()
+        await ws.send_json_to(unlock(slot, GRANDMA))
+        answer = await ws.receive_json_from(timeout=10)
+        closed = await ws.receive_output(timeout=5)
+        return answer, closed
+
+    answer, closed = async_to_sync(scenario)()
+    assert answer["data"]["code"] == "link_gone"
+    assert answer["data"]["message"].startswith("This share link no longer works")
+    assert closed == {"type": "websocket.close", "code": 4404}
+    assert not UnlockAttempt.objects.exists()
+
+
+# --- what an unlock queues, and how results come back --------------------------------------------
+
+
+def test_an_unlock_queues_sealed_keys_and_pushes_the_workers_result(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    (with_faces, content_key), _ = done_photo(album), done_photo(album, faces=0)
+    slot = recipient(album)
+    ws = share_socket(album)
+    photo_id = str(with_faces.pk)
+    recovered = b"\x89PNG pretend these are the real faces"
+
+    async def scenario() -> tuple[dict[str, Any], list[Any], bytes, dict[str, Any], list[Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.send_json_to(unlock(slot, GRANDMA))
+        started = await ws.receive_json_from(timeout=10)
+        [args] = queued_tasks(fresh_redis)
+        # Play the worker: take the sealed request, answer sealed under the session key.
+        [key] = fresh_redis.keys(transit.UNLOCK_PREFIX + "*")
+        sealed_request = fresh_redis.get(key)
+        request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], photo_id) or b"")
+        sealed = protocol.seal_result(request.session_key, args[3], photo_id, recovered)
+        layer = get_channel_layer()
+        await layer.send(args[2], {"type": "unlock.result", "session": args[3], "photo_id": photo_id, "sealed": sealed})
+        frame = await ws.receive_from(timeout=10)
+        finished = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return started, [args, request, sealed_request], frame, finished, []
+
+    started, (args, request, sealed_request), frame, finished, _ = async_to_sync(scenario)()
+
+    # Only the photo with faces is recovered; the task message holds ids and nothing else.
+    assert started == {"type": "unlock.started", "data": {"session": args[3], "photos": [photo_id]}}
+    assert args[0] == photo_id and args[2].startswith("specific.")
+    assert request.content_key == content_key and request.decoy_password is None
+    assert content_key not in sealed_request and request.session_key not in sealed_request
+    assert len(sealed_request) == 32 + 12 + 256 + 16  # padded: a decoy request looks the same
+    assert not fresh_redis.keys(transit.UNLOCK_PREFIX + "*")  # taken with GETDEL
+    header, image = protocol.parse_photo_frame(frame)
+    assert header == {
+        "type": "unlock.photo",
+        "data": {"session": args[3], "photo_id": photo_id, "content_type": "image/png"},
+    }
+    assert image == recovered
+    assert finished["data"] == {"session": args[3], "recovered": 1, "failed": 0}
+    slot.refresh_from_db()
+    assert slot.last_unlocked_at is not None
+    assert UnlockAttempt.objects.get().outcome == "success"
+
+
+def test_the_transit_entry_expires_quickly(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    done_photo(album)
+    exchange(share_socket(album), unlock(album.key_slots.get(kind="owner"), PASSPHRASE))
+
+    [key] = fresh_redis.keys(transit.UNLOCK_PREFIX + "*")
+    assert 0 < fresh_redis.ttl(key) <= settings.VEIL_UNLOCK_TTL
+
+
+def test_results_of_another_session_or_after_lock_are_dropped(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    photo, _ = done_photo(album)
+    photo_id = str(photo.pk)
+    owner_slot = album.key_slots.get(kind="owner").pk
+    ws = share_socket(album)
+
+    async def scenario() -> tuple[bool, bool, dict[str, Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.send_json_to(unlock(owner_slot, PASSPHRASE))
+        await ws.receive_json_from(timeout=10)
+        [args] = queued_tasks(fresh_redis)
+        request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], photo_id) or b"")
+        layer = get_channel_layer()
+        # Sealed under a key that is not this session's: the consumer cannot open it.
+        forged = protocol.seal_result(os.urandom(32), args[3], photo_id, b"not from our worker")
+        await layer.send(args[2], {"type": "unlock.result", "session": "other", "photo_id": photo_id, "sealed": forged})
+        ignored = await ws.receive_nothing(timeout=0.5)
+        await ws.send_json_to({"type": "lock"})
+        real = protocol.seal_result(request.session_key, args[3], photo_id, b"late")
+        await layer.send(args[2], {"type": "unlock.result", "session": args[3], "photo_id": photo_id, "sealed": real})
+        dropped = await ws.receive_nothing(timeout=0.5)
+        # A result sealed with the wrong key for the live session is a failure, not a photo.
+        await ws.send_json_to(unlock(owner_slot, PASSPHRASE))
+        started = await ws.receive_json_from(timeout=10)
+        session = started["data"]["session"]
+        await layer.send(args[2], {"type": "unlock.result", "session": session, "photo_id": photo_id, "sealed": forged})
+        failed = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return ignored, dropped, failed
+
+    ignored, dropped, failed = async_to_sync(scenario)()
+    assert ignored and dropped
+    assert failed["type"] == "unlock.failed" and failed["data"]["photo_id"] == photo_id
+
+
+def test_a_worker_that_finds_the_request_expired_tells_the_page(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    photo, _ = done_photo(album)
+    owner_slot = album.key_slots.get(kind="owner").pk
+    ws = share_socket(album)
+
+    async def scenario() -> dict[str, Any]:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.send_json_to(unlock(owner_slot, PASSPHRASE))
+        await ws.receive_json_from(timeout=10)
+        [args] = queued_tasks(fresh_redis)
+        fresh_redis.delete(transit.unlock_key(args[1]))  # as if its TTL had passed
+        assert await sync_to_async(tasks.recover_photo.run)(*args) == "failed"
+        failed = await ws.receive_json_from(timeout=10)
+        finished = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return {"failed": failed, "finished": finished}
+
+    got = async_to_sync(scenario)()
+    assert got["failed"]["data"]["message"] == tasks.EXPIRED and got["failed"]["data"]["photo_id"] == str(photo.pk)
+    assert got["finished"]["data"]["recovered"] == 0 and got["finished"]["data"]["failed"] == 1
+
+
+def test_decoy_mode_queues_the_typed_password_like_a_real_unlock(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    album.decoy_mode = True
+    album.save(update_fields=["decoy_mode"])
+    photo, _ = done_photo(album)
+    slot = recipient(album)
+
+    [answer] = exchange(share_socket(album), unlock(slot, "a wrong guess"))
+
+    assert answer["type"] == "unlock.started" and answer["data"]["photos"] == [str(photo.pk)]
+    [args] = queued_tasks(fresh_redis)
+    [key] = fresh_redis.keys(transit.UNLOCK_PREFIX + "*")
+    assert len(fresh_redis.get(key)) == 32 + 12 + 256 + 16  # the same size as a real request
+    request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], args[0]) or b"")
+    assert request.decoy_password == "a wrong guess" and request.content_key is None
+    assert UnlockAttempt.objects.get().outcome == "wrong_password"  # the owner still sees it
+
+
+def test_the_owner_unlocks_from_the_album_page() -> None:
+    owner = UserFactory()
+    album = AlbumFactory(owner=owner)
+    photo, _ = done_photo(album)
+
+    [answer] = exchange(
+        owner_socket(album, ORIGIN, session_cookie(owner)), unlock(album.key_slots.get(kind="owner"), PASSPHRASE)
+    )
+
+    assert answer["type"] == "unlock.started" and answer["data"]["photos"] == [str(photo.pk)]
+    assert UnlockAttempt.objects.get().via == "album_page"

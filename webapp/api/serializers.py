@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from webapp.albums.forms import MIN_PASSPHRASE
+from webapp.albums.models import Album, Photo
+
+
+def _absolute(context: dict[str, Any], path: str) -> str:
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+class AlbumSerializer(serializers.ModelSerializer):
+    """An album as its owner sees it (list views annotate the photo counts in the same query)."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:album-detail")
+    photos_url = serializers.SerializerMethodField()
+    fingerprint = serializers.CharField(read_only=True, help_text="Fingerprint of the album's public key.")
+    photo_count = serializers.IntegerField(read_only=True)
+    done_count = serializers.IntegerField(read_only=True, help_text="Photos anonymized and stored.")
+
+    class Meta:
+        model = Album
+        fields = ("id", "url", "name", "created_at", "fingerprint", "photo_count", "done_count", "photos_url")
+        read_only_fields = fields
+
+    def get_photos_url(self, album: Album) -> str:
+        return _absolute(self.context, reverse("api:album-photos", args=[album.pk]))
+
+
+class AlbumCreateSerializer(serializers.Serializer):
+    """What the new-album form asks for: the album passphrase wraps the album's private key."""
+
+    name = serializers.CharField(max_length=120)
+    passphrase = serializers.CharField(
+        write_only=True,
+        min_length=MIN_PASSPHRASE,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Unlocks the real faces of this album. Veil never stores it and cannot reset it.",
+    )
+
+
+class PhotoSerializer(serializers.ModelSerializer):
+    """A photo's processing state; the file URLs need the same authentication as the API."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:photo-detail")
+    album = serializers.PrimaryKeyRelatedField(read_only=True)
+    message = serializers.CharField(source="status_message", read_only=True, help_text="What the album page shows.")
+    image_url = serializers.SerializerMethodField(help_text="The anonymized photo, once done.")
+    thumbnail_url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField(help_text="The anonymized photo as an attachment.")
+
+    class Meta:
+        model = Photo
+        fields = (
+            "id",
+            "url",
+            "album",
+            "status",
+            "progress",
+            "message",
+            "failure_reason",
+            "retryable",
+            "faces",
+            "format",
+            "width",
+            "height",
+            "created_at",
+            "updated_at",
+            "image_url",
+            "thumbnail_url",
+            "download_url",
+        )
+        read_only_fields = fields
+
+    def to_representation(self, instance: Photo) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if instance.status == Photo.Status.DONE:
+            data["progress"] = 1.0
+        return data
+
+    def _file_url(self, photo: Photo, present: bool, view_name: str) -> str | None:
+        return _absolute(self.context, reverse(view_name, args=[photo.pk])) if present else None
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_image_url(self, photo: Photo) -> str | None:
+        return self._file_url(photo, bool(photo.image), "api:photo-image")
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_thumbnail_url(self, photo: Photo) -> str | None:
+        return self._file_url(photo, bool(photo.thumbnail), "api:photo-thumbnail")
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_download_url(self, photo: Photo) -> str | None:
+        return self._file_url(photo, bool(photo.image), "api:photo-download")
+
+
+class PhotoUploadSerializer(serializers.Serializer):
+    """The multipart form of an upload (documentation only: the upload path checks the files)."""
+
+    photos = serializers.ListField(
+        child=serializers.FileField(), help_text="One or more photos (JPEG, PNG, WebP, …), each in a `photos` part."
+    )

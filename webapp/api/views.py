@@ -1,0 +1,237 @@
+"""The REST API: albums, photo uploads and their status, and the anonymized files.
+
+Everything reuses the web app's own paths: albums are made by
+``Album.objects.create_with_passphrase`` (key pair + owner slot), uploads go through
+``albums.uploads.accept_uploads`` (memory only, sealed to the transit store, task queued) and
+files are served by the album views' response helpers. As on the pages, another user's album
+or photo is a 404.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import render
+from django.utils.cache import patch_cache_control
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_variables
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from webapp.albums.models import Album, Photo
+from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
+from webapp.albums.views import photo_download_response, photo_image_response, photo_thumbnail_response
+
+from .serializers import AlbumCreateSerializer, AlbumSerializer, PhotoSerializer, PhotoUploadSerializer
+
+
+class Refused(APIException):
+    """An upload refused for a reason the client can act on, with the web page's wording."""
+
+    def __init__(self, refusal: UploadRefused) -> None:
+        super().__init__(detail=refusal.message)
+        self.status_code = refusal.status
+
+
+class AnyFileRenderer(BaseRenderer):
+    """Lets a download answer any ``Accept`` (an ``<img>`` asks for image/*); errors stay JSON."""
+
+    media_type = "*/*"
+    format = "image"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return data if isinstance(data, bytes) else json.dumps(data).encode()
+
+
+FILE_RENDERERS = [JSONRenderer, AnyFileRenderer]
+IMAGE_RESPONSES = {(200, "image/*"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="Not found")}
+NO_FORMAT = [OpenApiParameter("format", exclude=True)]  # AnyFileRenderer's format is no real choice
+
+
+class UploadAwareSchema(AutoSchema):
+    """The photos action lists (GET, paginated) and uploads (POST, a plain list) on one URL."""
+
+    def _get_paginator(self) -> Any:
+        return super()._get_paginator() if self.method == "GET" else None
+
+
+def owned_albums(request: Request) -> QuerySet[Album]:
+    return (
+        Album.objects.owned_by(request.user.pk)
+        .annotate(
+            photo_count=Count("photos"),
+            done_count=Count("photos", filter=Q(photos__status=Photo.Status.DONE)),
+        )
+        .order_by("-created_at")  # an aggregate drops Meta.ordering, and pages need an order
+    )
+
+
+@extend_schema(tags=["albums"])
+@extend_schema_view(
+    list=extend_schema(summary="Your albums, newest first"),
+    retrieve=extend_schema(summary="One of your albums"),
+)
+class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Your albums. Creating one makes its key pair; its passphrase is the only way back to the real faces."""
+
+    serializer_class = AlbumSerializer
+    schema = UploadAwareSchema()
+
+    def get_queryset(self) -> QuerySet[Album]:
+        return owned_albums(self.request)
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        if self.action == "create":
+            return AlbumCreateSerializer
+        if self.action == "photos":
+            return PhotoSerializer
+        return AlbumSerializer
+
+    @extend_schema(
+        summary="Make an album",
+        description="Makes the album's key pair; the passphrase wraps its private key (the owner's key slot).",
+        request=AlbumCreateSerializer,
+        responses={201: AlbumSerializer},
+    )
+    @method_decorator(sensitive_variables("passphrase"))
+    def create(self, request: Request) -> Response:
+        form = AlbumCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        passphrase = form.validated_data["passphrase"]
+        album = Album.objects.create_with_passphrase(
+            owner=request.user, name=form.validated_data["name"], passphrase=passphrase
+        )
+        data = AlbumSerializer(self.get_queryset().get(pk=album.pk), context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="The album's photos, newest first",
+        parameters=[
+            OpenApiParameter(
+                "status", str, enum=[s.value for s in Photo.Status], description="Only photos in this state"
+            )
+        ],
+        responses=PhotoSerializer(many=True),
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Upload photos (multipart, one or more `photos` parts)",
+        description="Each photo is queued for anonymization; poll its `url` until `status` is done or failed.",
+        request={"multipart/form-data": PhotoUploadSerializer},
+        responses={
+            201: PhotoSerializer(many=True),
+            400: OpenApiResponse(description="No photo in the request"),
+            413: OpenApiResponse(description="A photo is larger than the limit"),
+            503: OpenApiResponse(description="The photo queue is unreachable; try again later"),
+        },
+    )
+    @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser])
+    def photos(self, request: Request, pk: str | None = None) -> Response:
+        album = self.get_object()
+        if request.method == "POST":
+            return self._upload(request, album)
+        photos = album.photos.all()
+        wanted = request.query_params.get("status")
+        if wanted:
+            photos = photos.filter(status=wanted)
+        page = self.paginate_queryset(photos)
+        serializer = PhotoSerializer(page, many=True, context=self.get_serializer_context())
+        return self.get_paginated_response(serializer.data)
+
+    def _upload(self, request: Request, album: Album) -> Response:
+        try:
+            # the size check comes before request.FILES makes Django parse the body
+            check_request_size(int(request.META.get("CONTENT_LENGTH") or 0))
+            photos = accept_uploads(album, request.FILES.getlist("photos"))
+        except UploadRefused as exc:
+            raise Refused(exc) from exc
+        data = PhotoSerializer(photos, many=True, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["photos"])
+@extend_schema_view(retrieve=extend_schema(summary="A photo's status"))
+class PhotoViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """One photo: its status while it is processed, then its anonymized files."""
+
+    serializer_class = PhotoSerializer
+
+    def get_queryset(self) -> QuerySet[Photo]:
+        return Photo.objects.owned_by(self.request.user.pk).select_related("album")
+
+    @extend_schema(summary="The anonymized photo, inline", parameters=NO_FORMAT, responses=IMAGE_RESPONSES)
+    @action(detail=True, methods=["get"], renderer_classes=FILE_RENDERERS)
+    def image(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        response = photo_image_response(self.get_object())
+        patch_cache_control(response, private=True, max_age=3600)
+        return response
+
+    @extend_schema(summary="The photo's thumbnail (JPEG, 400 px)", parameters=NO_FORMAT, responses=IMAGE_RESPONSES)
+    @action(detail=True, methods=["get"], renderer_classes=FILE_RENDERERS)
+    def thumbnail(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        response = photo_thumbnail_response(self.get_object())
+        patch_cache_control(response, private=True, max_age=3600)
+        return response
+
+    @extend_schema(
+        summary="Download the anonymized photo",
+        description="An attachment; it embeds the recovery envelope when the album's owner chose so.",
+        parameters=NO_FORMAT,
+        responses=IMAGE_RESPONSES,
+    )
+    @action(detail=True, methods=["get"], renderer_classes=FILE_RENDERERS)
+    def download(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        response = photo_download_response(self.get_object())
+        patch_cache_control(response, private=True, no_cache=True)
+        return response
+
+    @extend_schema(
+        summary="Queue a failed photo again",
+        request=None,
+        responses={200: PhotoSerializer, 409: OpenApiResponse(description="The photo can no longer be retried")},
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        photo = self.get_object()
+        if not retry_photo(photo):
+            return Response(
+                {"detail": "This photo can no longer be retried; please upload it again."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(self.get_serializer(photo).data)
+
+
+# --- the API token page --------------------------------------------------------------------
+
+
+@login_required
+@never_cache
+def api_token(request: HttpRequest) -> HttpResponse:
+    """Make, replace or revoke the signed-in user's API token; a new key is shown once."""
+    token = Token.objects.filter(user=request.user).first()
+    new_key = None
+    if request.method == "POST":
+        if token is not None:
+            token.delete()
+            token = None
+        if request.POST.get("action") != "revoke":
+            token = Token.objects.create(user=request.user)
+            new_key = token.key
+    return render(request, "api/token.html", {"token": token, "new_key": new_key})

@@ -1,0 +1,1 @@
+"""Sharing an album: recipients (key slots), the share link, unlocking the real faces."""

@@ -1,0 +1,221 @@
+"""The unlock websockets: /ws/share/<token>/ (anyone with the link) and /ws/albums/<id>/unlock/
+(the owner's album page). Both speak the protocol of webapp.sharing.protocol.
+
+The share token is the capability, so anonymous sockets are welcome there, but the album is
+looked up again for every message: a link rotated while the page is open stops working at
+once. Origins are checked by AllowedHostsOriginValidator in webapp.asgi.
+
+Each unlock makes a fresh viewing session: a random key K that lives only in this consumer.
+Workers send each recovered photo sealed under K through the channel layer; the consumer
+opens it and sends it to the browser in a binary frame, then forgets it. Closing the socket
+(or a reload) forgets K, and results still on their way can no longer be opened by anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from cipher_worker.errors import WrongKey
+from webapp.albums.models import Album
+
+from . import protocol
+from .models import UnlockAttempt
+from .tasks import OUR_FAULT
+from .unlocking import Refused, begin_unlock
+
+CLOSE_NOT_FOUND = 4404
+LINK_GONE = "This share link no longer works: the album's owner has replaced it. Ask them for the new one."
+ALBUM_GONE = "This album no longer exists."
+TOO_SLOW = "No worker recovered this photo in time; press “Show real faces” again."
+BAD_REQUEST = "Choose your name and type your password."
+GRACE = 60  # seconds beyond the longest transit wait before the page is told to stop waiting
+
+
+@dataclass
+class ViewingSession:
+    id: str
+    key: bytes = field(repr=False)
+    pending: set[str]
+    recovered: int = 0
+    failed: int = 0
+    watchdog: asyncio.Task[None] | None = None
+
+
+class UnlockConsumer(AsyncJsonWebsocketConsumer):
+    via: str = UnlockAttempt.Via.SHARE_LINK
+    gone_message = LINK_GONE
+    session: ViewingSession | None = None
+
+    # --- which album: one per socket, checked again for every message -------------------
+    @database_sync_to_async
+    def current_album(self) -> Album | None:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        if await self.current_album() is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        if self.session is not None and self.session.watchdog is not None:
+            self.session.watchdog.cancel()
+        self.session = None
+
+    # --- from the browser ----------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        try:
+            content = json.loads(text_data or "")
+        except ValueError:
+            content = None
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == protocol.LOCK:
+            self.forget()
+            return
+        album = await self.current_album()
+        if album is None:
+            self.forget()
+            await self.send_json(protocol.refusal("link_gone", self.gone_message))
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        request = _unlock_request(content) if kind == protocol.UNLOCK else None
+        if request is None:
+            await self.send_json(protocol.refusal("bad_request", BAD_REQUEST))
+            return
+        await self.unlock(album, *request)
+
+    async def unlock(self, album: Album, slot_id: int, password: str) -> None:
+        self.forget()  # a new unlock replaces the last one; its late results are dropped
+        session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
+        outcome = await database_sync_to_async(begin_unlock)(
+            album,
+            slot_id,
+            password,
+            session_id=session_id,
+            session_key=key,
+            reply_channel=self.channel_name,
+            via=self.via,
+        )
+        del password
+        if isinstance(outcome, Refused):
+            await self.send_json(protocol.refusal(outcome.code, outcome.message))
+            return
+        session = ViewingSession(session_id, key, set(outcome.photo_ids))
+        self.session = session
+        photos = [*outcome.photo_ids, *outcome.failed]
+        await self.send_json(protocol.message(protocol.STARTED, session=session_id, photos=photos))
+        for photo_id, text in outcome.failed.items():
+            await self._failed(session, photo_id, text)
+        if session.pending:
+            session.watchdog = asyncio.create_task(self._give_up_after(session, outcome.longest_wait + GRACE))
+        else:
+            await self._finish(session)
+
+    # --- from the workers, through the channel layer ------------------------------------
+    async def unlock_result(self, event: dict[str, Any]) -> None:
+        session, photo_id = self._awaited(event)
+        if session is None:
+            return
+        try:
+            image = protocol.open_result(session.key, session.id, photo_id, bytes(event.get("sealed") or b""))
+        except WrongKey:
+            await self._failed(session, photo_id, OUR_FAULT)
+            return
+        content_type = protocol.CONTENT_TYPES[settings.VEIL_UNLOCK_FORMAT]
+        session.pending.discard(photo_id)
+        session.recovered += 1
+        await self.send(bytes_data=protocol.photo_frame(session.id, photo_id, content_type, image))
+        del image
+        if not session.pending:
+            await self._finish(session)
+
+    async def unlock_failure(self, event: dict[str, Any]) -> None:
+        session, photo_id = self._awaited(event)
+        if session is not None:
+            await self._failed(session, photo_id, str(event.get("message") or OUR_FAULT))
+
+    def _awaited(self, event: dict[str, Any]) -> tuple[ViewingSession | None, str]:
+        """The current session if ``event`` is one of its photos still on the way."""
+        session, photo_id = self.session, str(event.get("photo_id", ""))
+        if session is None or event.get("session") != session.id or photo_id not in session.pending:
+            return None, photo_id
+        return session, photo_id
+
+    async def _failed(self, session: ViewingSession, photo_id: str, text: str) -> None:
+        session.pending.discard(photo_id)
+        session.failed += 1
+        await self.send_json(protocol.message(protocol.FAILED, session=session.id, photo_id=photo_id, message=text))
+        if not session.pending:
+            await self._finish(session)
+
+    async def _finish(self, session: ViewingSession) -> None:
+        if session.watchdog is not None and session.watchdog is not asyncio.current_task():
+            session.watchdog.cancel()
+        await self.send_json(
+            protocol.message(protocol.FINISHED, session=session.id, recovered=session.recovered, failed=session.failed)
+        )
+
+    async def _give_up_after(self, session: ViewingSession, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        with contextlib.suppress(Exception):  # the socket may be closing
+            for photo_id in sorted(session.pending):
+                if self.session is session:
+                    await self._failed(session, photo_id, TOO_SLOW)
+
+
+def _unlock_request(content: dict[str, Any]) -> tuple[int, str] | None:
+    """(slot id, password) of a well-formed unlock message, else None."""
+    data = content.get("data")
+    if not isinstance(data, dict):
+        return None
+    slot, password = data.get("slot"), data.get("password")
+    if isinstance(slot, str) and slot.isascii() and slot.isdigit() and len(slot) <= 18:
+        slot = int(slot)
+    if not isinstance(slot, int) or isinstance(slot, bool) or not 0 < slot < 2**63:
+        return None
+    if not isinstance(password, str) or not 0 < len(password) <= protocol.MAX_PASSWORD_CHARS:
+        return None
+    return slot, password
+
+
+class ShareUnlockConsumer(UnlockConsumer):
+    """/ws/share/<token>/: the share token is the capability; no login needed."""
+
+    via = UnlockAttempt.Via.SHARE_LINK
+    gone_message = LINK_GONE
+
+    @database_sync_to_async
+    def current_album(self) -> Album | None:
+        token = self.scope["url_route"]["kwargs"]["token"]
+        return Album.objects.filter(share_token=token).first()
+
+
+class OwnerUnlockConsumer(UnlockConsumer):
+    """/ws/albums/<id>/unlock/: the owner's own album page (a logged-in session)."""
+
+    via = UnlockAttempt.Via.ALBUM_PAGE
+    gone_message = ALBUM_GONE
+
+    @database_sync_to_async
+    def current_album(self) -> Album | None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return None
+        album_id = self.scope["url_route"]["kwargs"]["album_id"]
+        return Album.objects.owned_by(user.pk).filter(pk=album_id).first()

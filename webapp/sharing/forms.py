@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any, ClassVar
+
+from django import forms
+from django.utils import timezone
+
+from webapp.albums.forms import MIN_PASSPHRASE
+from webapp.albums.models import Album, AlbumKeySlot
+
+
+def _owner_passphrase_field() -> forms.CharField:
+    return forms.CharField(
+        label="Your album passphrase",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Needed to hand the album's key to someone else; Veil does not keep it.",
+        error_messages={"required": "Type your album passphrase."},
+    )
+
+
+def end_of_day(day: datetime.date) -> datetime.datetime:
+    """Access "until 5 March" lasts to the end of that day (in the site's time zone)."""
+    start = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time())
+    return timezone.make_aware(start)
+
+
+class ExpiryField(forms.DateField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.DateInput(attrs={"type": "date"}))
+        super().__init__(**kwargs)
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        if value and value < timezone.localdate():
+            raise forms.ValidationError("Choose today or a later day.")
+
+
+class RecipientForm(forms.Form):
+    GENERATE, CHOOSE = "generate", "choose"
+
+    name = forms.CharField(
+        max_length=120,
+        error_messages={"required": "Give this person a name."},
+        help_text="How this person finds themselves in the “Show real faces” list, e.g. “Grandma”.",
+    )
+    password_choice = forms.ChoiceField(
+        label="Their password",
+        choices=[(GENERATE, "Make one for me (shown once)"), (CHOOSE, "I will choose it")],
+        initial=GENERATE,
+        widget=forms.RadioSelect,
+    )
+    password = forms.CharField(
+        label="Password you choose",
+        required=False,
+        strip=False,
+        min_length=MIN_PASSPHRASE,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=f"At least {MIN_PASSPHRASE} characters. Give it to them yourself; Veil never shows it again.",
+    )
+    expires_on = ExpiryField(label="Access until (optional)", help_text="Leave empty for access until you remove it.")
+    owner_passphrase = _owner_passphrase_field()
+
+    def __init__(self, *args: Any, album: Album, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.album = album
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Give this person a name.")
+        if name.casefold() == AlbumKeySlot.OWNER_LABEL:
+            raise forms.ValidationError("“owner” is the album owner's own name here; choose another.")
+        if self.album.key_slots.filter(label__iexact=name).exists():
+            raise forms.ValidationError("Someone of that name can already unlock this album.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        chosen = cleaned.get("password_choice") == self.CHOOSE
+        if chosen and not cleaned.get("password") and not self.has_error("password"):
+            self.add_error("password", "Type the password you want them to use.")
+        return cleaned
+
+    @property
+    def expires_at(self) -> datetime.datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        return end_of_day(day) if day else None
+
+
+class ExpiryForm(forms.Form):
+    expires_on = ExpiryField(label="Access until")
+
+
+class AlbumSettingsForm(forms.ModelForm):
+    class Meta:
+        model = Album
+        fields = ("decoy_mode", "downloads_include_envelope")
+        labels: ClassVar[dict[str, str]] = {
+            "decoy_mode": "Decoy mode",
+            "downloads_include_envelope": "Downloads carry the recovery data",
+        }
+        help_texts: ClassVar[dict[str, str]] = {
+            "decoy_mode": (
+                "A wrong password shows plausible wrong faces instead of an error, so a guesser cannot "
+                "tell they failed. Wrong tries are still limited and listed below."
+            ),
+            "downloads_include_envelope": (
+                "A downloaded photo then carries its sealed recovery data, so the file alone and a key "
+                "bring the real faces back (with Veil's command line). Off: downloads are anonymized only."
+            ),
+        }
+
+
+class RotateKeyForm(forms.Form):
+    owner_passphrase = _owner_passphrase_field()
+    confirm = forms.BooleanField(
+        label="I understand that every recipient is removed and must be added again.",
+        error_messages={"required": "Tick the box to confirm that every recipient will be removed."},
+    )

@@ -1,0 +1,102 @@
+"""Recipients are key slots: the album private key wrapped by each family member's own password.
+
+Adding one needs the owner's album passphrase, because only a password can unwrap the private
+key that the new slot wraps. The key is unwrapped in this process's memory, wrapped again
+and dropped; neither password nor key is stored, logged or sent anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+
+from cipher_worker import envelope, keys
+from cipher_worker.errors import WrongKey
+from webapp.albums.models import Album, AlbumKeySlot, Photo
+
+WRONG_OWNER_PASSPHRASE = "That is not this album's passphrase."
+
+
+class SharingError(Exception):
+    """A refusal with a sentence to show the owner."""
+
+
+def owner_slot(album: Album) -> AlbumKeySlot:
+    return album.key_slots.get(kind=AlbumKeySlot.Kind.OWNER)
+
+
+def _album_private_key(album: Album, owner_passphrase: str) -> bytes:
+    try:
+        return owner_slot(album).unwrap(owner_passphrase)
+    except WrongKey:
+        raise SharingError(WRONG_OWNER_PASSPHRASE) from None
+
+
+def add_recipient(
+    album: Album, *, owner_passphrase: str, name: str, password: str, expires_at: datetime | None = None
+) -> AlbumKeySlot:
+    """A new key slot named ``name`` that ``password`` opens; SharingError for a wrong passphrase."""
+    private = _album_private_key(album, owner_passphrase)
+    try:
+        wrapped = keys.wrap_private_key(private, password)
+    finally:
+        del private
+    return AlbumKeySlot.objects.create(
+        album=album,
+        kind=AlbumKeySlot.Kind.RECIPIENT,
+        label=name,
+        slot=wrapped.to_bytes(),
+        expires_at=expires_at,
+    )
+
+
+def revoke_recipient(slot: AlbumKeySlot) -> None:
+    """Delete a recipient's slot: their password opens nothing from now on."""
+    if slot.is_owner:
+        raise SharingError("The owner's key cannot be removed.")
+    slot.delete()
+
+
+@dataclass(frozen=True)
+class Rotation:
+    photos: int  # photos whose content key was sealed again
+    removed_recipients: list[str]
+
+
+def rotate_album_key(album: Album, owner_passphrase: str) -> Rotation:
+    """A new album key pair: every photo's content key re-sealed to it, the owner slot re-wrapped
+    with the same passphrase, and every recipient slot removed (the server never has their
+    passwords, so the owner adds them again). All or nothing, in one transaction."""
+    with transaction.atomic():
+        album = Album.objects.select_for_update().get(pk=album.pk)
+        if album.photos.filter(status__in=Photo.IN_PROGRESS).exists():
+            raise SharingError("Some photos are still being anonymized; rotate the key once they are all done.")
+        old_private = _album_private_key(album, owner_passphrase)
+        new_private, new_public = keys.generate_album_keypair()
+        try:
+            count = 0
+            for photo in album.photos.exclude(envelope=None).only("pk", "envelope").iterator():
+                env = envelope.Envelope.from_bytes(bytes(photo.envelope))  # type: ignore[arg-type]
+                content_key = keys.open_content_key(env.sealed_content_key, old_private)
+                resealed = dataclasses.replace(
+                    env, sealed_content_key=keys.seal_content_key(content_key, new_public), mac=b""
+                )
+                # The envelope's MAC covers the sealed key, so it is computed again.
+                sealed = envelope.seal_envelope(resealed, content_key).to_bytes()
+                del content_key
+                Photo.objects.filter(pk=photo.pk).update(envelope=sealed)
+                count += 1
+            slot = owner_slot(album)
+            slot.slot = keys.wrap_private_key(new_private, owner_passphrase).to_bytes()
+            slot.save(update_fields=["slot"])
+        finally:
+            del old_private, new_private
+        recipients = album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT)
+        removed = list(recipients.values_list("label", flat=True))
+        recipients.delete()
+        album.public_key = new_public
+        album.save(update_fields=["public_key"])
+    return Rotation(count, removed)

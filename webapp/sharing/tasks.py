@@ -1,0 +1,106 @@
+"""The worker's half of an unlock: one photo's real faces, recovered in memory for one session.
+
+The task message holds ids only (photo, transit entry, reply channel, session). The worker
+takes the sealed request from the transit store (deleting it as it reads), opens it with the
+transit private key, recovers the photo, encodes it and sends it to the consumer's channel
+sealed under the session key. The recovered pixels exist only in this process's memory, for
+the length of the task: nothing is written to disk, the database, Redis or the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from celery import shared_task
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from cipher_worker import api as cipher_api
+from cipher_worker.errors import VeilError, WrongKey
+from cipher_worker.imageio import encode_image
+from webapp.albums import transit
+from webapp.albums.models import Photo
+
+from . import protocol
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "This photo waited too long for a free worker; press “Show real faces” again."
+GONE = "This photo is no longer in the album."
+OUR_FAULT = "Something went wrong on our side while recovering this photo; please try again."
+SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
+
+
+@shared_task(name="sharing.recover_photo", ignore_result=True)
+def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
+    """Recover one photo for one viewing session; returns "sent" or "failed" (for logs and tests)."""
+    try:
+        payload = transit.take_unlock(transit_id, photo_id)
+    except WrongKey:
+        return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
+    if payload is None:
+        return _fail(reply_channel, session_id, photo_id, EXPIRED)
+    try:
+        request = protocol.UnlockRequest.from_bytes(payload)
+    except ValueError:
+        return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
+    finally:
+        del payload
+    try:
+        photo = Photo.objects.get(pk=uuid.UUID(photo_id), status=Photo.Status.DONE)
+        with photo.image.open("rb") as f:
+            image = f.read()
+    except (Photo.DoesNotExist, FileNotFoundError):
+        return _fail(reply_channel, session_id, photo_id, GONE)
+    try:
+        recovered = cipher_api.recover_photo(
+            image,
+            bytes(photo.envelope),
+            content_key=request.content_key,
+            decoy_password=request.decoy_password,
+        )
+        # PNG (the default) keeps the recovered faces pixel for pixel; JPEG is smaller.
+        encoded = encode_image(recovered.pixels, settings.VEIL_UNLOCK_FORMAT)
+        del recovered
+        sealed = protocol.seal_result(request.session_key, session_id, photo_id, encoded)
+        del encoded
+    except VeilError as exc:  # the photo's own problem (altered recovery data, another codec…)
+        return _fail(reply_channel, session_id, photo_id, _sentence(str(exc)))
+    except Exception:
+        log.exception("recovering photo %s failed", photo_id)  # the traceback holds no pixels or keys
+        return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
+    finally:
+        del request, image
+    _send(reply_channel, {"type": "unlock.result", "session": session_id, "photo_id": photo_id, "sealed": sealed})
+    return "sent"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else OUR_FAULT
+
+
+def _fail(reply_channel: str, session_id: str, photo_id: str, text: str) -> str:
+    _send(reply_channel, {"type": "unlock.failure", "session": session_id, "photo_id": photo_id, "message": text})
+    return "failed"
+
+
+def _send(channel: str, event: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    deadline = time.monotonic() + SEND_PATIENCE
+    while True:
+        try:
+            async_to_sync(layer.send)(channel, event)
+            return
+        except ChannelFull:
+            if time.monotonic() > deadline:
+                log.warning("a page is not reading its unlock results; dropped photo %s", event.get("photo_id"))
+                return
+            time.sleep(0.2)

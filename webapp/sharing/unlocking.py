@@ -1,0 +1,221 @@
+"""Starting an unlock in the web process: check the recipient, limit tries, open the keys, queue.
+
+``begin_unlock`` runs in the websocket consumer's thread. It unwraps the chosen key slot with
+the typed password (Argon2id), opens each photo's sealed content key with the album private
+key and drops that key again; each content key goes to a worker only sealed to the transit
+key together with the viewing session's key (webapp.sharing.protocol). Every attempt is
+recorded for the owner, without the password.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+from django.utils import timezone
+from django.utils.formats import date_format
+from kombu.exceptions import OperationalError
+
+from cipher_worker import envelope, keys
+from cipher_worker.errors import VeilError, WrongKey
+from webapp.albums import transit
+from webapp.albums.models import Album, AlbumKeySlot, Photo
+
+from . import protocol
+from .models import UnlockAttempt
+from .tasks import recover_photo
+
+log = logging.getLogger(__name__)
+
+WRONG_PASSWORD = "That password does not open this album."
+REVOKED = "This name can no longer unlock this album; ask the album's owner."
+QUEUE_DOWN = "Veil's photo queue is not reachable right now; please try again in a minute."
+KEY_MISMATCH = "This photo's key does not match the album's key; it cannot be shown unlocked."
+
+
+def too_many_tries(seconds: int) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return f"Too many tries; try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def expired(slot: AlbumKeySlot) -> str:
+    assert slot.expires_at is not None
+    until = date_format(timezone.localtime(slot.expires_at), "j F Y, H:i")
+    return f"Access for {slot.label} ended on {until}; ask the album's owner to extend it."
+
+
+class TryLimiter:
+    """At most ``limit`` unlock tries per key slot per ``window`` seconds, counted in Redis.
+
+    A try is reserved before the password is checked (so parallel guesses cannot overrun the
+    limit) and given back when it succeeds: only wrong passwords use the allowance up. The
+    window starts at the first try and is not extended by later ones.
+    """
+
+    PREFIX = "veil:unlock-tries:"
+
+    def __init__(self, client: redis.Redis, limit: int, window: int) -> None:
+        self.client, self.limit, self.window = client, limit, window
+
+    def key(self, subject: int | str) -> str:
+        return f"{self.PREFIX}{subject}"
+
+    def reserve(self, subject: int | str) -> Tries:
+        """Take one try for ``subject`` (a key slot id) if the window has one left."""
+        key = self.key(subject)
+        pipe = self.client.pipeline()  # MULTI/EXEC; SET NX starts the window (Redis 6 has no EXPIRE NX)
+        pipe.set(key, 0, ex=self.window, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = pipe.execute()
+        return Tries(int(count) <= self.limit, max(int(ttl), 1), int(count) == self.limit + 1)
+
+    def give_back(self, subject: int | str) -> None:
+        self.client.decr(self.key(subject))
+
+
+@dataclass(frozen=True)
+class Tries:
+    allowed: bool
+    wait: int  # seconds until the window ends
+    first_refusal: bool  # the first try refused in this window (the one worth logging)
+
+
+def limiter() -> TryLimiter:
+    return TryLimiter(transit.client(), settings.VEIL_UNLOCK_TRIES, settings.VEIL_UNLOCK_WINDOW)
+
+
+@dataclass
+class Refused:
+    code: str
+    message: str
+
+
+@dataclass
+class Started:
+    """The photos queued for this session, and those that failed before any worker saw them."""
+
+    photo_ids: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    longest_wait: int = 0  # seconds the last transit entry may wait for a worker
+
+
+def begin_unlock(
+    album: Album,
+    slot_id: int,
+    password: str,
+    *,
+    session_id: str,
+    session_key: bytes,
+    reply_channel: str,
+    via: str,
+) -> Started | Refused:
+    """Check and open one unlock; every outcome but a flood of refusals is logged for the owner."""
+    try:
+        return _begin_unlock(
+            album,
+            slot_id,
+            password,
+            session_id=session_id,
+            session_key=session_key,
+            reply_channel=reply_channel,
+            via=via,
+        )
+    except redis.RedisError:
+        log.exception("the unlock try counter is not reachable")
+        return Refused("unavailable", QUEUE_DOWN)
+
+
+def _begin_unlock(
+    album: Album,
+    slot_id: int,
+    password: str,
+    *,
+    session_id: str,
+    session_key: bytes,
+    reply_channel: str,
+    via: str,
+) -> Started | Refused:
+    tries = limiter()
+    slot = AlbumKeySlot.objects.filter(album=album, pk=slot_id).first()
+    if slot is None:
+        # No password is checked, but the log is kept from flooding: unknown names share a limit.
+        if tries.reserve(f"unknown:{album.pk}").allowed:
+            UnlockAttempt.objects.create(album=album, outcome=UnlockAttempt.Outcome.REVOKED, via=via)
+        return Refused("revoked", REVOKED)
+
+    def record(outcome: str) -> None:
+        UnlockAttempt.objects.create(album=album, slot=slot, slot_label=slot.label, outcome=outcome, via=via)
+
+    if slot.is_expired():
+        record(UnlockAttempt.Outcome.EXPIRED)
+        return Refused("expired", expired(slot))
+    reserved = tries.reserve(slot.pk)
+    if not reserved.allowed:  # refused before any Argon2 work; logged once per window
+        if reserved.first_refusal:
+            record(UnlockAttempt.Outcome.RATE_LIMITED)
+        return Refused("rate_limited", too_many_tries(reserved.wait))
+    try:
+        private: bytes | None = slot.unwrap(password)
+    except WrongKey:
+        private = None
+    if private is None:
+        record(UnlockAttempt.Outcome.WRONG_PASSWORD)
+        if not album.decoy_mode:
+            return Refused("wrong_password", WRONG_PASSWORD)
+        # Decoy mode: carry on exactly like a real unlock, with the typed password instead of keys.
+        requests = ((photo, protocol.UnlockRequest(session_key, decoy_password=password)) for photo in _photos(album))
+        return _queue(requests, session_id, reply_channel)
+    tries.give_back(slot.pk)
+    record(UnlockAttempt.Outcome.SUCCESS)
+    AlbumKeySlot.objects.filter(pk=slot.pk).update(last_unlocked_at=timezone.now())
+    try:
+        return _queue(_real_requests(album, private, session_key), session_id, reply_channel)
+    finally:
+        del private
+
+
+def _photos(album: Album) -> Iterator[Photo]:
+    """The album's finished photos that have faces to bring back, newest first as on the page."""
+    photos = album.photos.filter(status=Photo.Status.DONE, faces__gt=0).exclude(envelope=None)
+    yield from photos.only("pk", "envelope").iterator()
+
+
+def _real_requests(
+    album: Album, private: bytes, session_key: bytes
+) -> Iterator[tuple[Photo, protocol.UnlockRequest | str]]:
+    for photo in _photos(album):
+        try:
+            sealed = envelope.Envelope.from_bytes(bytes(photo.envelope)).sealed_content_key  # type: ignore[arg-type]
+            content_key = keys.open_content_key(sealed, private)
+        except VeilError:
+            yield photo, KEY_MISMATCH
+            continue
+        yield photo, protocol.UnlockRequest(session_key, content_key=content_key)
+        del content_key
+
+
+def _queue(
+    requests: Iterator[tuple[Photo, protocol.UnlockRequest | str]], session_id: str, reply_channel: str
+) -> Started | Refused:
+    started = Started()
+    try:
+        for position, (photo, request) in enumerate(requests):
+            photo_id = str(photo.pk)
+            if isinstance(request, str):
+                started.failed[photo_id] = request
+                continue
+            # One more second of patience per photo queued ahead of this one.
+            ttl = settings.VEIL_UNLOCK_TTL + position
+            transit_id = transit.put_unlock(photo_id, request.to_bytes(), ttl)
+            recover_photo.delay(photo_id, transit_id, reply_channel, session_id)
+            started.photo_ids.append(photo_id)
+            started.longest_wait = ttl
+    except (redis.RedisError, OperationalError, OSError):
+        log.exception("could not queue an unlock of album photos")
+        return Refused("unavailable", QUEUE_DOWN)
+    return started
