@@ -39,6 +39,10 @@ THUMBNAIL_PX = 400
 UPLOAD_EXPIRED = "the upload expired before a worker got to it; please upload again"
 OUR_FAULT = "something went wrong on our side; the photo can be tried again"
 WRONG_TRANSIT_KEY = "this upload was sealed for other workers and cannot be opened here; please upload again"
+WORKER_LOST = "the worker stopped while anonymizing this photo; it can be tried again"
+# A killed worker's task comes back once by itself (acks_late); a photo that kills its worker
+# again is failed, retryable by hand, rather than crashing workers in a loop.
+MAX_ATTEMPTS = 2
 
 # cipher_worker's progress stages → the photo states a person sees
 _STAGE_STATUS = {
@@ -99,6 +103,9 @@ class PhotoJob:
             return self.fail(WRONG_TRANSIT_KEY, discard=True)
         if data is None:
             return self.fail(UPLOAD_EXPIRED, discard=False)
+        if transit.count_attempt(photo.pk) > MAX_ATTEMPTS:
+            transit.reset_attempts(photo.pk)
+            return self.fail(WORKER_LOST, discard=False, retryable=True)
         self.report("detecting", 0.0)
         try:
             cipher_api.get_pipeline()  # loaded at worker start; a model that will not load is our fault

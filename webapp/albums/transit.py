@@ -68,7 +68,26 @@ def get_upload(photo_id: uuid.UUID | str) -> bytes | None:
 
 
 def discard_upload(photo_id: uuid.UUID | str) -> None:
-    client().delete(transit_key(photo_id))
+    client().delete(transit_key(photo_id), attempts_key(photo_id))
+
+
+def attempts_key(photo_id: uuid.UUID | str) -> str:
+    return f"veil:attempts:{photo_id}"
+
+
+def count_attempt(photo_id: uuid.UUID | str) -> int:
+    """How many times a worker has started on this upload (this start included); lives as long
+    as the upload, so a photo that keeps killing its worker is noticed."""
+    key = attempts_key(photo_id)
+    with client().pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, settings.VEIL_TRANSIT_TTL)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+def reset_attempts(photo_id: uuid.UUID | str) -> None:
+    client().delete(attempts_key(photo_id))
 
 
 def has_upload(photo_id: uuid.UUID | str) -> bool:

@@ -97,6 +97,7 @@ def retry_photo(photo: Photo) -> bool:
     if photo.status != Photo.Status.FAILED or not photo.retryable or not transit.has_upload(photo.pk):
         return False
     Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.QUEUED, progress=0.0, failure_reason="")
+    transit.reset_attempts(photo.pk)  # a person asked again: the worker gets its full tries
     photo.refresh_from_db()
     transaction.on_commit(lambda: anonymize_photo.delay(str(photo.pk)))
     send_status(photo.album.owner_id, photo.live_status())
