@@ -25,10 +25,11 @@ import torch
 
 from . import keys
 from .detect import FaceDetector
-from .evaluate import DEFAULT_IMAGES, command_line, markdown_table
+from .evaluate import DEFAULT_IMAGES
 from .facemetrics import largest_face
 from .imageio import decode_image, encode_image, read_file
 from .pipeline import AnonymizedPhoto, Pipeline
+from .report import command_line, markdown_table, save_report
 
 CANVAS = (4000, 3000)  # (width, height): 12 MP
 FACE_WIDTHS = (200, 240, 280, 320, 360, 400)  # px, one per face
@@ -188,11 +189,7 @@ def run_benchmark(out: Path | None) -> dict[str, Any]:
         ok={k: result[k] <= v for k, v in BUDGETS.items()},
     )
     result["summary"] = _summary(result)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown_report(result))
-        result["report"] = str(out)
-        _log(f"wrote {out}")
+    save_report(result, out, markdown_report, _log)
     return result
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import secrets
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from .facemetrics import (
 )
 from .imageio import decode_image, encode_image, read_file
 from .pipeline import AnonymizedPhoto, Pipeline
+from .report import command_line, markdown_table, save_report
 
 DEFAULT_IMAGES = Path(__file__).parents[1] / "tests" / "data"
 KEYS_PER_FACE = 5
@@ -422,32 +422,11 @@ def run_evaluation(images_dir: Path | None, out: Path | None) -> dict[str, Any]:
     result["dlib"] = "available" if judges.dlib.available else f"unavailable: {judges.dlib.reason}"
     result["passed"] = {k: meets(k, result[k]) for k in TARGETS}
     result["summary"] = _summary_text(result)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown_report(result))
-        result["report"] = str(out)
-        _log(f"wrote {out}")
+    save_report(result, out, markdown_report, _log)
     return result
 
 
 # --- reporting ---------------------------------------------------------------------------
-
-
-def command_line() -> str:
-    """The command that started this process, as a user would type it."""
-    argv = sys.argv
-    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "cipher_worker":
-        return shlex.join(["python", "-m", "cipher_worker", *argv[1:]])
-    if argv and (argv[0].endswith(".py") or argv[0] == "-c"):
-        return shlex.join(["python", *argv])
-    return shlex.join(argv)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def fmt(value: Any, spec: str = ".3f") -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cipher_worker.evaluate import command_line, markdown_table
+from cipher_worker.report import command_line, markdown_table, save_report
 
 from .stats import log
 from .world import BenchError, Stack, bench_world
@@ -103,11 +103,7 @@ def run_benchmark(
     result["load_average_after"] = _load()
     result["ok"] = _verdicts(result)
     result["rows"] = rows(result)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown_report(result))
-        result["report"] = str(out)
-        log(f"wrote {out}")
+    save_report(result, out, markdown_report, log)
     return result
 
 

@@ -1,0 +1,38 @@
+"""The Markdown reports of ``eval`` and ``bench`` (and the web app's bench): one way to write them."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it."""
+    argv = sys.argv
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "cipher_worker":
+        return shlex.join(["python", "-m", "cipher_worker", *argv[1:]])
+    if argv and (argv[0].endswith(".py") or argv[0] == "-c"):
+        return shlex.join(["python", *argv])
+    return shlex.join(argv)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_report(
+    result: dict[str, Any], out: Path | None, render: Callable[[dict[str, Any]], str], log: Callable[[str], None]
+) -> None:
+    """Write ``render(result)`` to ``out`` (if given) and note where in ``result["report"]``."""
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(result))
+    result["report"] = str(out)
+    log(f"wrote {out}")
