@@ -65,6 +65,8 @@
       submit.disabled = false;
       if (!dialog.open) dialog.showModal();
       showError(data.message);
+      password.value = "";  // ready for the next try
+      password.focus();
       setStatus("", false);
       if (data.code === "link_gone") {
         submit.disabled = true;
@@ -155,6 +157,11 @@
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (!nameSelect.value) {
+      showError("Choose your name.");
+      nameSelect.focus();
+      return;
+    }
     if (!password.value) {
       showError("Type your password.");
       return;

@@ -1,5 +1,6 @@
-"""Stories 1–2 in a real browser: headless Chromium drives the product as a person would —
-sign up, create an album, upload several photos, watch them finish live, reload, log out.
+"""Stories 1–4 in a real browser: headless Chromium drives the product as a person would —
+sign up, create an album, upload several photos, watch them finish live, reload, log out; and
+share an album with a family member, who brings the real faces back with their own password.
 
 The stack is the real one: uvicorn serving webapp.asgi, a Celery worker process, Redis
 (database 14) and the test database. Chromium and ChromeDriver come from Debian
@@ -9,6 +10,7 @@ tests are skipped on a developer's machine and fail in CI.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -128,6 +130,13 @@ def fill(driver, fields: dict[str, str]) -> None:
         element.send_keys(value)
 
 
+def texts(driver, selector: str) -> list[str]:
+    """The text of every element ``selector`` matches; none (not an error) while a page is still loading."""
+    from selenium.webdriver.common.by import By
+
+    return [element.text for element in driver.find_elements(By.CSS_SELECTOR, selector)]
+
+
 def tile_states(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -141,7 +150,7 @@ def test_sign_up_create_an_album_upload_and_watch_photos_finish(web: str, browse
     driver.get(f"{web}/accounts/signup/")
     fill(driver, {"username": "grandma", "password1": "a-long-family-secret", "password2": "a-long-family-secret"})
     driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    wait_for(lambda: "grandma" in driver.find_element(By.CSS_SELECTOR, ".who").text, what="the signed-in header")
+    wait_for(lambda: texts(driver, ".who") == ["grandma"], what="the signed-in header")
 
     driver.get(f"{web}/albums/new/")
     fill(
@@ -166,3 +175,147 @@ def test_sign_up_create_an_album_upload_and_watch_photos_finish(web: str, browse
 
     driver.find_element(By.CSS_SELECTOR, ".site-header form button").click()
     wait_for(lambda: driver.find_elements(By.LINK_TEXT, "Log in"), what="the logged-out header")
+
+
+def fetch_bytes(driver, url: str) -> bytes:
+    """The bytes behind ``url`` as the page sees them (a blob: URL works only inside the page)."""
+    encoded = driver.execute_async_script(
+        """
+        const [url, done] = arguments;
+        fetch(url)
+          .then((response) => response.arrayBuffer())
+          .then((buffer) => {
+            const bytes = new Uint8Array(buffer);
+            let text = "";
+            for (let i = 0; i < bytes.length; i += 0x8000) {
+              text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+            }
+            done(btoa(text));
+          })
+          .catch((error) => done("error: " + error));
+        """,
+        url,
+    )
+    assert not encoded.startswith("error: "), f"the page could not fetch {url}: {encoded}"
+    return base64.b64decode(encoded)
+
+
+def test_a_family_member_unlocks_the_real_faces_with_their_password(web: str, browser, tmp_path: Path) -> None:
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    from cipher_worker.envelope import Envelope
+    from cipher_worker.imageio import decode_image
+    from webapp.albums.models import Photo
+
+    driver = browser
+    driver.set_script_timeout(60)
+    driver.get(f"{web}/")
+    driver.delete_all_cookies()  # whoever the last test left signed in, this story starts afresh
+
+    # 1. The owner signs up, makes an album and uploads one photo.
+    driver.get(f"{web}/accounts/signup/")
+    fill(driver, {"username": "aunt_ruth", "password1": "a-long-family-secret", "password2": "a-long-family-secret"})
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait_for(lambda: texts(driver, ".who") == ["aunt_ruth"], what="the signed-in header")
+    driver.get(f"{web}/albums/new/")
+    passphrase = "the reunion passphrase"
+    fill(driver, {"name": "Reunion", "passphrase": passphrase, "passphrase_again": passphrase})
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait_for(lambda: driver.find_elements(By.ID, "photo-input"), what="the album page")
+    original_path = DATA / "person_a_2.jpg"
+    driver.find_element(By.ID, "photo-input").send_keys(str(original_path))
+    wait_for(lambda: tile_states(driver) == ["done"], timeout=WAIT, what="the photo to be done")
+
+    # 2. On the Sharing page the owner adds "cousin" with a password of their choosing.
+    driver.find_element(By.LINK_TEXT, "Sharing").click()
+    wait_for(lambda: driver.find_elements(By.ID, "add-recipient"), what="the sharing page")
+    cousins_password = "cousin's own long password"
+    driver.find_element(By.CSS_SELECTOR, "input[name=password_choice][value=choose]").click()
+    wait_for(lambda: driver.find_element(By.NAME, "password").is_displayed(), what="the password field")
+    fill(driver, {"name": "cousin", "password": cousins_password, "owner_passphrase": passphrase})
+    driver.find_element(By.CSS_SELECTOR, "#add-recipient button[type=submit]").click()
+    added = "cousin can now unlock this album with the password you chose."
+    wait_for(lambda: added in texts(driver, ".messages .success"), what="the recipient to be added")
+    names = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#recipients tbody tr td:first-child")]
+    assert "cousin" in names, names
+    share_link = driver.find_element(By.ID, "share-link-input").get_attribute("value") or ""
+    assert share_link.startswith(f"{web}/s/"), share_link
+
+    # 3. Someone else, signed in as nobody, opens the link and types a wrong password.
+    driver.delete_all_cookies()
+    driver.get(share_link)
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#photo-grid .tile")) == 1, what="the shared grid")
+    tile = driver.find_element(By.CSS_SELECTOR, "#photo-grid .tile")
+    photo_id = tile.get_attribute("data-photo-id")
+    img = tile.find_element(By.TAG_NAME, "img")
+    anonymized_src = img.get_attribute("src") or ""
+    assert anonymized_src.startswith(f"{web}/s/"), anonymized_src
+    wait_for(lambda: driver.execute_script("return arguments[0].naturalWidth", img) > 0, what="the thumbnail")
+
+    driver.find_element(By.ID, "unlock-open").click()
+    dialog = driver.find_element(By.ID, "unlock-dialog")
+    wait_for(dialog.is_displayed, what="the unlock dialog")
+    Select(driver.find_element(By.ID, "unlock-name")).select_by_visible_text("cousin")
+    fill(driver, {"password": "not the cousin's password"})
+    driver.find_element(By.ID, "unlock-submit").click()
+    error = driver.find_element(By.ID, "unlock-error")
+    wait_for(error.is_displayed, timeout=60, what="the wrong-password message")
+    assert error.text == "That password does not open this album."
+    assert dialog.is_displayed()  # still open, ready for another try
+    assert img.get_attribute("src") == anonymized_src
+    assert "real" not in (tile.get_attribute("class") or "").split()
+
+    # 4. The right password: the real faces replace the stranger's in place, as a blob: image.
+    fill(driver, {"password": cousins_password})
+    driver.find_element(By.ID, "unlock-submit").click()
+    wait_for(
+        lambda: (img.get_attribute("src") or "").startswith("blob:"), timeout=WAIT, what="the recovered real faces"
+    )
+    wait_for(lambda: not dialog.is_displayed(), what="the dialog to close")
+    badge = tile.find_element(By.CSS_SELECTOR, ".real-badge")
+    assert badge.is_displayed() and badge.text == "Real faces"
+    assert "real" in (tile.get_attribute("class") or "").split()
+    status = driver.find_element(By.ID, "unlock-status")
+    wait_for(lambda: "Real faces shown on 1 photo" in status.text, what="the finished status")
+    assert driver.find_element(By.ID, "unlock-hide").is_displayed()
+    driver.save_screenshot(str(tmp_path / "unlocked.png"))
+
+    # The recovered pixels, as the page holds them, against the original upload and the anonymized
+    # image, over the face's box (from the photo's envelope; the database is shared). The blob's own
+    # bytes (a lossless PNG) are fetched in the page and decoded here, so no canvas colour management
+    # gets in the way.
+    original = decode_image(original_path.read_bytes()).pixels
+    recovered = decode_image(fetch_bytes(driver, img.get_attribute("src") or "")).pixels
+    full_anonymized = tile.find_element(By.CSS_SELECTOR, ".tile-image a").get_attribute("href") or ""
+    anonymized = decode_image(fetch_bytes(driver, full_anonymized)).pixels
+    assert recovered.shape == original.shape == anonymized.shape
+    assert driver.execute_script("return arguments[0].naturalWidth", img) == original.shape[1]
+    photo = Photo.objects.get(pk=photo_id)
+    x0, y0, x1, y1 = Envelope.from_bytes(bytes(photo.envelope)).faces[0].box
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, original.shape[1]), min(y1, original.shape[0])
+    assert x1 - x0 > 20 and y1 - y0 > 20, (x0, y0, x1, y1)
+
+    region = (slice(y0, y1), slice(x0, x1))
+
+    def face_difference(pixels: np.ndarray) -> float:
+        return float(np.abs(pixels[region].astype(np.int16) - original[region].astype(np.int16)).mean())
+
+    # Not exactly 0: the box's margin that the stranger's face did not touch comes back from the stored
+    # (re-encoded JPEG) anonymized image, within a level or two of the original; the touched pixels
+    # come back exactly. So: every pixel of the box is the original's or the anonymized image's.
+    recovered_error, anonymized_error = face_difference(recovered), face_difference(anonymized)
+    assert recovered_error < 1.0, f"the recovered face differs by {recovered_error:.2f} on average"
+    assert anonymized_error > 5.0, f"the anonymized face differs by only {anonymized_error:.2f}"
+    exact = (recovered[region] == original[region]).all(axis=-1)
+    assert (exact | (recovered[region] == anonymized[region]).all(axis=-1)).all()
+    assert exact.mean() > 0.5, f"only {exact.mean():.0%} of the face box came back exactly"
+
+    # 5. A reload forgets the real faces: the anonymized album is back.
+    driver.refresh()
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#photo-grid .tile")) == 1, what="the reloaded grid")
+    images = driver.find_elements(By.CSS_SELECTOR, "#photo-grid .tile img")
+    assert [i.get_attribute("src") for i in images] == [anonymized_src]
+    assert not driver.find_elements(By.CSS_SELECTOR, "#photo-grid .real-badge, #photo-grid .tile.real")
+    assert not driver.find_element(By.ID, "unlock-hide").is_displayed()

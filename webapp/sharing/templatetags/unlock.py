@@ -15,4 +15,7 @@ register = template.Library()
 @register.inclusion_tag("sharing/unlock_dialog.html")
 def unlock_dialog(album: Album, page: Literal["owner", "share"]) -> dict[str, Any]:
     socket = f"/ws/albums/{album.pk}/unlock/" if page == "owner" else f"/ws/share/{album.share_token}/"
-    return {"album": album, "slots": album.key_slots.all(), "socket_path": socket, "page": page}
+    slots = list(album.key_slots.all())  # the owner first
+    if page == "share":  # family members open share links: their names first, nobody chosen for them
+        slots = slots[1:] + slots[:1]
+    return {"album": album, "slots": slots, "socket_path": socket, "page": page}
