@@ -15,6 +15,10 @@ REDIS_URL                   ``redis://127.0.0.1:6379/0``: the Celery broker, the
                             layer and the transit store of uploads
 VEIL_VAR_DIR                where local state lives (``<repo>/var``)
 MEDIA_ROOT                  anonymized photos, thumbnails (``var/media``)
+VEIL_S3_BUCKET              store photos in this S3-compatible bucket instead of MEDIA_ROOT
+                            (needs ``pip install 'veil[s3]'``; credentials and endpoint from
+                            AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_S3_ENDPOINT_URL,
+                            AWS_S3_REGION_NAME) (none)
 STATIC_ROOT                 ``collectstatic`` output (none: whitenoise serves static/)
 VEIL_MAX_UPLOAD_MB          largest photo accepted, in MB (40)
 VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads with; with
@@ -165,6 +169,23 @@ warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume sy
 # Only anonymized photos and thumbnails live here, and they are served by views that check
 # ownership (there is no public MEDIA_URL route).
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or VAR_DIR / "media")
+# Several web and worker machines share one bucket (django-storages); files stay private: every
+# photo is served through a view that checks who asks, never by a public bucket URL.
+if os.environ.get("VEIL_S3_BUCKET"):
+    STORAGES = {
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": os.environ["VEIL_S3_BUCKET"],
+                "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+                "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+                "default_acl": "private",
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
+        },
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 MEDIA_URL = "media/"
 
 # --- uploads: originals stay in memory, never in a temporary file -------------------------

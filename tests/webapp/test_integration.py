@@ -118,3 +118,40 @@ def test_a_file_that_is_not_an_image_fails_with_a_reason(
     assert photo.failure_reason == "the file is not an image Veil can read (JPEG, PNG, WebP, …)"
     assert not photo.image and not redis_db.exists(transit.transit_key(photo.pk))
     assert photo.failure_reason in owner_client.get(album.get_absolute_url()).content.decode()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A complete PNG of width×height black pixels that is a few hundred KB on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width // 8 + 1)
+    body = b"".join(packer.compress(row * 1000) for _ in range(height // 1000)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("empty.jpg", b"", "the file is empty"),
+        ("bomb.png", _bomb_png(20_000, 10_000), "the image is too large (200 MP); the limit is 64 MP"),
+    ],
+)
+def test_an_empty_file_and_a_decompression_bomb_fail_with_a_reason(
+    worker: Worker, owner_client: Client, user: Any, name: str, data: bytes, reason: str
+) -> None:
+    album = AlbumFactory(owner=user)
+    response = owner_client.post(
+        reverse("albums:upload", args=[album.pk]),
+        {"photos": SimpleUploadedFile(name, data, content_type="image/png")},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 201, response.content  # the worker, not the web process, reads images
+    photo = worker.wait_for_photo(response.json()["photos"][0]["photo_id"])
+    assert (photo.status, photo.retryable, photo.failure_reason) == ("failed", False, reason), worker.output()
+    assert not photo.image and not photo.thumbnail
