@@ -164,12 +164,12 @@ class Stack:
     log_dir: Path
     children: dict[str, Child] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], **env: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name.replace(' ', '-')}.log"
         out = log.open("ab")
         process = subprocess.Popen(
-            argv, cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.children[name] = Child(name, process, log, out)
 
@@ -188,7 +188,8 @@ class Stack:
         argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--pool", "prefork"]
         argv += ["--concurrency", str(concurrency), "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h"]
         argv += ["--include", "webapp.bench.probe"]  # times the cipher inside the task; changes nothing else
-        self.start("worker", argv)
+        # as webapp/run.py's worker: each pool process takes its share of the cores
+        self.start("worker", argv, VEIL_WORKER_CONCURRENCY=str(concurrency))
 
     def check(self) -> None:
         """Raise if a child has exited."""
