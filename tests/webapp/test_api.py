@@ -299,3 +299,34 @@ def test_upload_through_the_api_then_poll_until_done(worker: Worker, user: Any, 
     image = api.get(status["image_url"])
     assert image.status_code == 200 and content(image)[:2] == b"\xff\xd8" and content(image) != original
     assert api.get(album["url"]).json()["done_count"] == 1
+
+
+def test_recipients_through_the_api(api: APIClient, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    url = f"/api/albums/{album.pk}/recipients/"
+
+    wrong = api.post(url, {"name": "Cousin", "owner_passphrase": "not the passphrase"}, format="json")
+    assert wrong.status_code == 400 and "owner_passphrase" in wrong.json()
+
+    made = api.post(url, {"name": "Cousin", "owner_passphrase": PASSPHRASE}, format="json")
+    assert made.status_code == 201 and "no-store" in made["Cache-Control"]
+    generated = made.json()["password"]  # Veil made one: shown this once
+    chosen = api.post(
+        url, {"name": "Aunt", "password": "aunt's own secret", "owner_passphrase": PASSPHRASE}, format="json"
+    )
+    assert chosen.status_code == 201 and "password" not in chosen.json()
+    duplicate = api.post(url, {"name": "aunt", "owner_passphrase": PASSPHRASE}, format="json")
+    assert duplicate.status_code == 400 and "name" in duplicate.json()
+
+    listed = api.get(url).json()
+    assert [r["name"] for r in listed] == ["Aunt", "Cousin"] and all("password" not in r for r in listed)
+    private = album.key_slots.get(kind="owner").unwrap(PASSPHRASE)
+    cousin = album.key_slots.get(pk=made.json()["id"])
+    assert cousin.unwrap(generated) == private
+
+    assert api.delete(f"{url}{cousin.pk}/").status_code == 204
+    assert [r["name"] for r in api.get(url).json()] == ["Aunt"]
+    owner = album.key_slots.get(kind="owner")
+    assert api.delete(f"{url}{owner.pk}/").status_code == 404  # the owner's slot is not a recipient
+    other = AlbumFactory()
+    assert api.get(f"/api/albums/{other.pk}/recipients/").status_code == 404

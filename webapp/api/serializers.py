@@ -107,3 +107,30 @@ class PhotoUploadSerializer(serializers.Serializer):
     photos = serializers.ListField(
         child=serializers.FileField(), help_text="One or more photos (JPEG, PNG, WebP, …), each in a `photos` part."
     )
+
+
+class RecipientSerializer(serializers.Serializer):
+    """A family member who can unlock the album's real faces with their own password."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(source="label", read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_unlocked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class RecipientCreateSerializer(serializers.Serializer):
+    """As the Sharing page's form: without ``password`` Veil makes one and returns it, once."""
+
+    name = serializers.CharField(max_length=120)
+    password = serializers.CharField(required=False, write_only=True, trim_whitespace=False)
+    expires_on = serializers.DateField(required=False, help_text="Access until the end of this day.")
+    owner_passphrase = serializers.CharField(
+        write_only=True, trim_whitespace=False, help_text="The album passphrase: it opens the key the new slot wraps."
+    )
+
+
+class RecipientCreatedSerializer(RecipientSerializer):
+    password = serializers.CharField(
+        read_only=True, required=False, help_text="Only when Veil made it: shown this once, stored nowhere."
+    )

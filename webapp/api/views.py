@@ -1,4 +1,4 @@
-"""The REST API: albums, photo uploads and their status, and the anonymized files.
+"""The REST API: albums, their recipients, photo uploads and their status, and the anonymized files.
 
 Everything reuses the web app's own paths: albums are made by
 ``Album.objects.create_with_passphrase`` (key pair + owner slot), uploads go through
@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_cache_control
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
@@ -27,17 +27,28 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from webapp.albums.models import Album, Photo
+from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 from webapp.albums.views import photo_download_response, photo_image_response, photo_thumbnail_response
+from webapp.sharing.forms import RecipientForm
+from webapp.sharing.passphrases import generate_passphrase
+from webapp.sharing.recipients import SharingError, add_recipient, revoke_recipient
 
-from .serializers import AlbumCreateSerializer, AlbumSerializer, PhotoSerializer, PhotoUploadSerializer
+from .serializers import (
+    AlbumCreateSerializer,
+    AlbumSerializer,
+    PhotoSerializer,
+    PhotoUploadSerializer,
+    RecipientCreatedSerializer,
+    RecipientCreateSerializer,
+    RecipientSerializer,
+)
 
 
 class Refused(APIException):
@@ -154,6 +165,53 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         page = self.paginate_queryset(photos)
         serializer = PhotoSerializer(page, many=True, context=self.get_serializer_context())
         return self.get_paginated_response(serializer.data)
+
+    @extend_schema(methods=["GET"], summary="Who can unlock the album", responses=RecipientSerializer(many=True))
+    @extend_schema(
+        methods=["POST"],
+        summary="Add a family member",
+        description="Needs the album passphrase. Without `password`, Veil makes one and returns it this once.",
+        request=RecipientCreateSerializer,
+        responses={201: RecipientCreatedSerializer, 400: OpenApiResponse(description="What to correct")},
+    )
+    @method_decorator(sensitive_variables("password", "owner_passphrase"))
+    @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
+    def recipients(self, request: Request, pk: str | None = None) -> Response:
+        album = self.get_object()
+        if request.method == "GET":
+            slots = album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT)
+            return Response(RecipientSerializer(slots, many=True).data)
+        # the Sharing page's form validates, so both say the same things
+        data = {k: v for k, v in request.data.items() if k in RecipientCreateSerializer().fields}
+        data["password_choice"] = RecipientForm.CHOOSE if data.get("password") else RecipientForm.GENERATE
+        form = RecipientForm(data, album=album)
+        if not form.is_valid():
+            return Response({k: [str(e) for e in v] for k, v in form.errors.items()}, status=400)
+        generated = form.cleaned_data["password_choice"] == RecipientForm.GENERATE
+        password = generate_passphrase() if generated else form.cleaned_data["password"]
+        try:
+            slot = add_recipient(
+                album,
+                owner_passphrase=form.cleaned_data["owner_passphrase"],
+                name=form.cleaned_data["name"],
+                password=password,
+                expires_at=form.expires_at,
+            )
+        except SharingError as exc:
+            return Response({"owner_passphrase": [str(exc)]}, status=400)
+        answer = dict(RecipientSerializer(slot).data)
+        if generated:
+            answer["password"] = password
+        response = Response(answer, status=status.HTTP_201_CREATED)
+        patch_cache_control(response, no_store=True)
+        return response
+
+    @extend_schema(summary="Remove a family member: their password opens nothing from now on", responses={204: None})
+    @action(detail=True, methods=["delete"], url_path=r"recipients/(?P<slot_id>\d+)")
+    def remove_recipient(self, request: Request, pk: str | None = None, slot_id: str | None = None) -> Response:
+        slot = get_object_or_404(self.get_object().key_slots, pk=slot_id, kind=AlbumKeySlot.Kind.RECIPIENT)
+        revoke_recipient(slot)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _upload(self, request: Request, album: Album) -> Response:
         try:
