@@ -37,8 +37,7 @@ from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 from webapp.albums.views import photo_download_response, photo_image_response, photo_thumbnail_response
 from webapp.sharing.forms import RecipientForm
-from webapp.sharing.passphrases import generate_passphrase
-from webapp.sharing.recipients import SharingError, add_recipient, revoke_recipient
+from webapp.sharing.recipients import revoke_recipient
 
 from .serializers import (
     AlbumCreateSerializer,
@@ -187,20 +186,12 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         form = RecipientForm(data, album=album)
         if not form.is_valid():
             return Response({k: [str(e) for e in v] for k, v in form.errors.items()}, status=400)
-        generated = form.cleaned_data["password_choice"] == RecipientForm.GENERATE
-        password = generate_passphrase() if generated else form.cleaned_data["password"]
-        try:
-            slot = add_recipient(
-                album,
-                owner_passphrase=form.cleaned_data["owner_passphrase"],
-                name=form.cleaned_data["name"],
-                password=password,
-                expires_at=form.expires_at,
-            )
-        except SharingError as exc:
-            return Response({"owner_passphrase": [str(exc)]}, status=400)
+        added = form.add_recipient()
+        if added is None:
+            return Response({k: [str(e) for e in v] for k, v in form.errors.items()}, status=400)
+        slot, password = added
         answer = dict(RecipientSerializer(slot).data)
-        if generated:
+        if password is not None:
             answer["password"] = password
         response = Response(answer, status=status.HTTP_201_CREATED)
         patch_cache_control(response, no_store=True)

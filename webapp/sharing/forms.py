@@ -9,6 +9,9 @@ from django.utils import timezone
 from webapp.albums.forms import MIN_PASSPHRASE
 from webapp.albums.models import Album, AlbumKeySlot
 
+from .passphrases import generate_passphrase
+from .recipients import SharingError, add_recipient
+
 
 def _owner_passphrase_field() -> forms.CharField:
     return forms.CharField(
@@ -88,6 +91,24 @@ class RecipientForm(forms.Form):
     def expires_at(self) -> datetime.datetime | None:
         day = self.cleaned_data.get("expires_on")
         return end_of_day(day) if day else None
+
+    def add_recipient(self) -> tuple[AlbumKeySlot, str | None] | None:
+        """The new slot and, if Veil made the password, that password (to show once); None when
+        the album passphrase is wrong, which is then this form's error."""
+        generated = self.cleaned_data["password_choice"] == self.GENERATE
+        password = generate_passphrase() if generated else self.cleaned_data["password"]
+        try:
+            slot = add_recipient(
+                self.album,
+                owner_passphrase=self.cleaned_data["owner_passphrase"],
+                name=self.cleaned_data["name"],
+                password=password,
+                expires_at=self.expires_at,
+            )
+        except SharingError as exc:
+            self.add_error("owner_passphrase", str(exc))
+            return None
+        return slot, password if generated else None
 
 
 class ExpiryForm(forms.Form):

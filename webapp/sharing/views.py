@@ -30,8 +30,7 @@ from webapp.albums.views import (
 
 from .forms import AlbumSettingsForm, ExpiryForm, RecipientForm, RotateKeyForm, end_of_day
 from .models import UnlockAttempt
-from .passphrases import generate_passphrase
-from .recipients import SharingError, add_recipient, revoke_recipient, rotate_album_key
+from .recipients import SharingError, revoke_recipient, rotate_album_key
 
 ATTEMPTS_SHOWN = 50
 FAILED_WINDOW = timedelta(days=30)
@@ -77,20 +76,11 @@ def recipient_add(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     form = RecipientForm(request.POST, album=album)
     if not form.is_valid():
         return _sharing_page(request, album, status=400, recipient_form=form)
-    generated = form.cleaned_data["password_choice"] == RecipientForm.GENERATE
-    password = generate_passphrase() if generated else form.cleaned_data["password"]
-    try:
-        slot = add_recipient(
-            album,
-            owner_passphrase=form.cleaned_data["owner_passphrase"],
-            name=form.cleaned_data["name"],
-            password=password,
-            expires_at=form.expires_at,
-        )
-    except SharingError as exc:
-        form.add_error("owner_passphrase", str(exc))
+    added = form.add_recipient()
+    if added is None:
         return _sharing_page(request, album, status=400, recipient_form=form)
-    if generated:
+    slot, password = added
+    if password is not None:
         link = request.build_absolute_uri(album.share_url())
         context = {"album": album, "slot": slot, "password": password, "share_link": link}
         return render(request, "sharing/recipient_added.html", context)
