@@ -10,13 +10,9 @@ from typing import Any
 
 
 def command_line() -> str:
-    """The command that started this process, as a user would type it."""
-    argv = sys.argv
-    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "cipher_worker":
-        return shlex.join(["python", "-m", "cipher_worker", *argv[1:]])
-    if argv and (argv[0].endswith(".py") or argv[0] == "-c"):
-        return shlex.join(["python", *argv])
-    return shlex.join(argv)
+    """The command that started this process, as a user would type it (``python -m …`` included:
+    ``sys.orig_argv`` keeps what ``sys.argv`` replaces with a module's path)."""
+    return shlex.join(["python", *sys.orig_argv[1:]])
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import platform
-import shlex
 import signal
 import sys
 import time
@@ -257,20 +256,13 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def _command() -> str:
-    argv0 = Path(sys.argv[0]) if sys.argv else Path()
-    if argv0.name == "__main__.py" and argv0.parent.name == "bench" and argv0.parent.parent.name == "webapp":
-        return shlex.join(["python", "-m", "webapp.bench", *sys.argv[1:]])
-    return command_line()
-
-
 def markdown_report(r: dict[str, Any]) -> str:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return "\n".join(
         [
             "# Veil web app benchmark",
             "",
-            f"Produced by `{_command()}` on {now}: {r['database']}, Django {r['django']}, Python {r['python']}, "
+            f"Produced by `{command_line()}` on {now}: {r['database']}, Django {r['django']}, Python {r['python']}, "
             f"{r['cpus']} CPUs, codec {r['codec']}; load average {r['load_average_before']} before, "
             f"{r['load_average_after']} after. How each number is measured: `webapp/bench/__init__.py`.",
             "",

@@ -9,10 +9,12 @@ recorded for the owner, without the password.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import ParamSpec
 
 import redis
 from django.conf import settings
@@ -28,6 +30,8 @@ from webapp.albums.models import Album, AlbumKeySlot, Photo
 from . import protocol
 from .models import UnlockAttempt
 from .tasks import recover_photo
+
+P = ParamSpec("P")
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,19 @@ class Started:
     longest_wait: int = 0  # seconds the last transit entry may wait for a worker
 
 
+def _refused_while_redis_is_down(begin: Callable[P, Started | Refused]) -> Callable[P, Started | Refused]:
+    @functools.wraps(begin)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> Started | Refused:
+        try:
+            return begin(*args, **kwargs)
+        except redis.RedisError:
+            log.exception("the unlock try counter is not reachable")
+            return Refused("unavailable", QUEUE_DOWN)
+
+    return guarded
+
+
+@_refused_while_redis_is_down
 def begin_unlock(
     album: Album,
     slot_id: int,
@@ -115,31 +132,6 @@ def begin_unlock(
     via: str,
 ) -> Started | Refused:
     """Check and open one unlock; every outcome but a flood of refusals is logged for the owner."""
-    try:
-        return _begin_unlock(
-            album,
-            slot_id,
-            password,
-            session_id=session_id,
-            session_key=session_key,
-            reply_channel=reply_channel,
-            via=via,
-        )
-    except redis.RedisError:
-        log.exception("the unlock try counter is not reachable")
-        return Refused("unavailable", QUEUE_DOWN)
-
-
-def _begin_unlock(
-    album: Album,
-    slot_id: int,
-    password: str,
-    *,
-    session_id: str,
-    session_key: bytes,
-    reply_channel: str,
-    via: str,
-) -> Started | Refused:
     tries = limiter()
     slot = AlbumKeySlot.objects.filter(album=album, pk=slot_id).first()
     if slot is None:
