@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import envelope, keys
+from .codecs import CODECS, CodecConfig, codec_config
 from .errors import BadInput, PassphraseRequired, VeilError, WrongKey
 from .imageio import encode_image, format_for_path, read_file
 
@@ -54,14 +55,22 @@ def cmd_keygen(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _codec(args: argparse.Namespace) -> CodecConfig:
+    """The codec the flags ask for, over the environment's ``VEIL_*`` settings."""
+    return codec_config(
+        args.codec, stylegan2_ckpt=args.stylegan2_ckpt, e4e_ckpt=args.e4e_ckpt, identity_layers=args.identity_layers
+    )
+
+
 def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
     from .api import anonymize_photo, get_pipeline
 
     fmt = format_for_path(args.output)
     public = keys.read_public_key_file(args.public_key)
-    get_pipeline()  # load the model first, so the time reported is the photo's
+    codec = _codec(args)
+    get_pipeline(codec)  # load the model first, so the time reported is the photo's
     started = time.perf_counter()
-    result = anonymize_photo(read_file(args.input), public, fidelity=args.fidelity, fmt=fmt)
+    result = anonymize_photo(read_file(args.input), public, fidelity=args.fidelity, fmt=fmt, codec=codec)
     _write(args.output, envelope.embed(result.image, result.envelope))
     report = {
         "input": str(args.input),
@@ -93,9 +102,10 @@ def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
         if not args.decoy:
             raise
     decoy_password = (passphrase or args.key.read_bytes().hex()) if args.decoy else None
-    get_pipeline()
+    codec = _codec(args)
+    get_pipeline(codec)
     started = time.perf_counter()
-    result = recover_photo(data, env, album_private=private, decoy_password=decoy_password)
+    result = recover_photo(data, env, album_private=private, decoy_password=decoy_password, codec=codec)
     _write(args.output, encode_image(result.pixels, fmt))
     return {
         "input": str(args.input),
@@ -121,13 +131,13 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import run_evaluation
 
-    return run_evaluation(args.images, args.out)
+    return run_evaluation(args.images, args.out, _codec(args))
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     from .bench import run_benchmark
 
-    return run_benchmark(args.out)
+    return run_benchmark(args.out, _codec(args))
 
 
 def _human(command: str, report: dict[str, Any]) -> str:
@@ -150,6 +160,16 @@ def _human(command: str, report: dict[str, Any]) -> str:
     return report.get("summary", "done")
 
 
+def _codec_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("codec (default: $VEIL_CODEC or dcgan64)")
+    g.add_argument("--codec", choices=CODECS, help="latent codec; the stylegan2 flags below imply stylegan2")
+    g.add_argument("--stylegan2-ckpt", metavar="PT", help="rosinality StyleGAN2 checkpoint ($VEIL_STYLEGAN2_CKPT)")
+    g.add_argument("--e4e-ckpt", metavar="PT", help="e4e or pSp encoder checkpoint ($VEIL_E4E_CKPT)")
+    g.add_argument(
+        "--identity-layers", metavar="A-B", help="W+ layers to encrypt, on the 18-layer scale (default 6-9)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cipher_worker", description="Veil's face cipher on the command line."
@@ -167,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", type=Path, required=True)
     p.add_argument("--fidelity", choices=("exact", "latent"), default="exact")
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    _codec_flags(p)
 
     p = sub.add_parser("recover", help="bring the original faces back")
     p.add_argument("input", type=Path)
@@ -175,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passphrase-file", type=Path)
     p.add_argument("--decoy", action="store_true", help="on a wrong key, show plausible wrong faces and exit 0")
     p.add_argument("--json", action="store_true")
+    _codec_flags(p)
 
     p = sub.add_parser("inspect", help="describe a photo's recovery envelope (no secrets)")
     p.add_argument("input", type=Path)
@@ -184,10 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="folder of photos (default: the bundled test photos)")
     p.add_argument("--out", type=Path, help="write a Markdown report here")
     p.add_argument("--json", action="store_true")
+    _codec_flags(p)
 
     p = sub.add_parser("bench", help="time the pipeline on a 12 MP photo with 6 faces")
     p.add_argument("--out", type=Path, help="write a Markdown table here")
     p.add_argument("--json", action="store_true")
+    _codec_flags(p)
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from .codecs import load_codec
+from .codecs import CodecConfig, codec_config, load_codec
 from .envelope import Fidelity
 from .pipeline import AnonymizedPhoto, Pipeline, Progress, RecoveredPhoto
 
@@ -13,14 +13,16 @@ _lock = threading.Lock()
 
 
 @functools.cache
-def _pipeline(codec: str | None) -> Pipeline:
-    return Pipeline(load_codec(codec))
+def _pipeline(config: CodecConfig) -> Pipeline:
+    return Pipeline(load_codec(config))
 
 
-def get_pipeline(codec: str | None = None) -> Pipeline:
-    """The process-wide pipeline for ``codec`` (default: ``$VEIL_CODEC`` or dcgan64)."""
+def get_pipeline(codec: str | CodecConfig | None = None) -> Pipeline:
+    """The process-wide pipeline for ``codec`` (default: the environment's, see ``codecs``),
+    one per codec configuration (checkpoints, identity layers)."""
+    config = codec if isinstance(codec, CodecConfig) else codec_config(codec)
     with _lock:
-        return _pipeline(codec)
+        return _pipeline(config)
 
 
 def anonymize_photo(
@@ -30,7 +32,7 @@ def anonymize_photo(
     fidelity: Fidelity = "exact",
     fmt: str | None = None,
     progress: Progress | None = None,
-    codec: str | None = None,
+    codec: str | CodecConfig | None = None,
 ) -> AnonymizedPhoto:
     return get_pipeline(codec).anonymize(data, album_public, fidelity=fidelity, fmt=fmt, progress=progress)
 
@@ -42,7 +44,7 @@ def recover_photo(
     album_private: bytes | None = None,
     content_key: bytes | None = None,
     decoy_password: str | None = None,
-    codec: str | None = None,
+    codec: str | CodecConfig | None = None,
 ) -> RecoveredPhoto:
     return get_pipeline(codec).recover(
         image, envelope, album_private=album_private, content_key=content_key, decoy_password=decoy_password

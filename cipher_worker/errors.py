@@ -45,3 +45,7 @@ class WrongKey(VeilError):
 
 class PassphraseRequired(WrongKey):
     pass
+
+
+class BadCheckpoint(BadInput):
+    """A model checkpoint is missing, truncated, of the wrong format or does not match its pair."""

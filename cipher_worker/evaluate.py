@@ -32,6 +32,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from . import cipher, envelope, keys
 from .align import align, crop
+from .codecs import CodecConfig
 from .codecs.base import Latents
 from .composite import composite_face, face_box
 from .detect import Face, FaceDetector
@@ -392,7 +393,7 @@ def evaluate_photo(
     return summarise_photo(photo.name, size, len(faces), pu, rec), pu, algebra
 
 
-def run_evaluation(images_dir: Path | None, out: Path | None) -> dict[str, Any]:
+def run_evaluation(images_dir: Path | None, out: Path | None, codec: CodecConfig | None = None) -> dict[str, Any]:
     """Evaluate the default pipeline on the astronaut and ``images_dir``'s photos; optionally
     write a Markdown report to ``out``. Returns every number plus a short ``summary``."""
     from .api import get_pipeline
@@ -400,7 +401,7 @@ def run_evaluation(images_dir: Path | None, out: Path | None) -> dict[str, Any]:
     global _started
     _started = time.perf_counter()
     _log("loading the pipeline and the evaluation models")
-    pipeline = get_pipeline()
+    pipeline = get_pipeline(codec)
     judges = Judges(FaceDetector(), SFaceRecogniser(), DlibRecogniser())
     if not judges.dlib.available:
         _log(f"dlib second opinion unavailable: {judges.dlib.reason}")

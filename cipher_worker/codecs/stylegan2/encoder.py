@@ -1,0 +1,373 @@
+"""The e4e and pSp face encoders of the ``stylegan2`` codec: aligned RGB face → W+ codes.
+
+Both are an IR-SE backbone (IR-SE-50 in the published models) with a feature pyramid and one
+small "style block" per W+ layer: blocks 0–2 read the coarsest features, 3–6 the middle ones,
+the rest the finest. pSp (GradualStyleEncoder) predicts every layer directly; e4e
+(Encoder4Editing) predicts one W and per-layer offsets from it.
+
+The modules keep the layer names of the original code, so the ``encoder.*`` tensors of a
+published checkpoint load with strict key and shape checks. The architecture is read off those
+tensors rather than hard-coded, which also lets tests use tiny random checkpoints in the very
+same format. At load time each BatchNorm that follows a convolution is folded into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ...errors import BadCheckpoint
+from .checkpoint import load_strict, read_checkpoint, require, sub_state
+
+WHAT = "e4e/pSp checkpoint"
+KINDS = {"Encoder4Editing": "e4e", "GradualStyleEncoder": "psp"}
+COARSE_END, MIDDLE_END = 3, 7  # style blocks [0, 3) read c3, [3, 7) read p2, the rest p1
+STAGES = 4  # every stage halves the resolution: c3 is input_size / 16
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a checkpoint's tensors say about the network."""
+
+    in_channels: int
+    units: tuple[tuple[int, int, int, int], ...]  # per body unit: in channels, depth, stride, SE hidden width
+    taps: tuple[int, int, int]  # body indices whose outputs are c1, c2, c3 (ends of stages 2, 3, 4)
+    style_convs: tuple[int, ...]  # stride-2 convolutions in each style block
+    style_dim: int
+
+    @property
+    def input_size(self) -> int:
+        return 16 * 2 ** self.style_convs[0]  # the coarse blocks take c3 (input / 16) down to 1×1
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class _IRSEUnit(nn.Module):
+    """bottleneck_IR_SE: BN → 3×3 conv → PReLU → strided 3×3 conv → BN → SE, plus a shortcut."""
+
+    def __init__(self, cin: int, depth: int, stride: int, se_hidden: int) -> None:
+        super().__init__()
+        self.shortcut_layer: nn.Module
+        if cin == depth:
+            self.shortcut_layer = nn.MaxPool2d(1, stride)  # a plain subsampling
+        else:
+            self.shortcut_layer = nn.Sequential(nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
+        self.res_layer = nn.Sequential(
+            nn.BatchNorm2d(cin),
+            nn.Conv2d(cin, depth, 3, 1, 1, bias=False),
+            nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(depth),
+            _SqueezeExcite(depth, se_hidden),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.res_layer(x) + self.shortcut_layer(x)
+
+
+class _EqualLinear(nn.Module):
+    """StyleGAN2's equalized-learning-rate linear layer (lr_mul 1): weights scaled by 1/√fan_in at run time."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.scale = 1 / math.sqrt(cin)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class _StyleBlock(nn.Module):
+    """GradualStyleBlock: stride-2 3×3 convs with LeakyReLU down to 1×1, then a linear layer → one W."""
+
+    def __init__(self, cin: int, width: int, n_convs: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(n_convs):
+            layers += [nn.Conv2d(cin if i == 0 else width, width, 3, 2, 1), nn.LeakyReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.linear = _EqualLinear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.convs(x).flatten(1))
+
+
+def _upsample_add(coarse: Tensor, lateral: Tensor) -> Tensor:
+    return F.interpolate(coarse, size=lateral.shape[-2:], mode="bilinear", align_corners=True) + lateral
+
+
+class StyleEncoder(nn.Module):
+    """e4e or pSp encoder: (N, 3, input_size, input_size) RGB in [-1, 1] → (N, n_styles, style_dim) W+."""
+
+    def __init__(self, kind: str, layout: Layout, latent_avg: Tensor | None = None) -> None:
+        super().__init__()
+        if kind not in ("e4e", "psp"):
+            raise ValueError(f"kind must be 'e4e' or 'psp', not {kind!r}")
+        self.kind = kind
+        self.input_size = layout.input_size
+        self.n_styles = len(layout.style_convs)
+        self.style_dim = layout.style_dim
+        self.taps = layout.taps
+        self.in_channels = layout.in_channels
+        stem = layout.units[0][0]
+        widths = [layout.units[i][1] for i in layout.taps]  # c1, c2, c3
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(layout.in_channels, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.PReLU(stem)
+        )
+        self.body = nn.Sequential(*(_IRSEUnit(*unit) for unit in layout.units))
+        self.styles = nn.ModuleList(_StyleBlock(widths[2], layout.style_dim, n) for n in layout.style_convs)
+        self.latlayer1 = nn.Conv2d(widths[1], widths[2], 1)
+        self.latlayer2 = nn.Conv2d(widths[0], widths[2], 1)
+        # added to the codes; not part of the state dict, which stays that of the original encoder
+        avg = torch.zeros(0) if latent_avg is None else latent_avg.reshape(-1, layout.style_dim).float()
+        self.register_buffer("latent_avg", avg, persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        expected = (self.in_channels, self.input_size, self.input_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"expected images of shape (N, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+            )
+        x = self.input_layer(images.contiguous(memory_format=torch.channels_last))
+        features = []
+        for i, unit in enumerate(self.body):
+            x = unit(x)
+            if i in self.taps:
+                features.append(x)
+        c1, c2, c3 = features
+        codes = []
+        for i, block in enumerate(self.styles):
+            if i == COARSE_END:
+                p2 = _upsample_add(c3, self.latlayer1(c2))
+            elif i == MIDDLE_END:
+                p1 = _upsample_add(p2, self.latlayer2(c1))
+            codes.append(block(c3 if i < COARSE_END else p2 if i < MIDDLE_END else p1))
+        w = torch.stack(codes, dim=1)
+        if self.kind == "e4e":  # block 0 gives the base W, the others offsets from it
+            w = torch.cat([w[:, :1], w[:, 1:] + w[:, :1]], dim=1)
+        if self.latent_avg.numel():
+            w = w + self.latent_avg  # (1 or n_styles, style_dim) broadcasts over the batch
+        return w
+
+    @torch.no_grad()
+    def fuse(self) -> StyleEncoder:
+        """Fold every BatchNorm that follows a convolution into it (eval-mode only; ~10% faster on CPU).
+        The BatchNorm that opens each residual branch stays: it precedes a zero-padded conv."""
+        pairs = [(self.input_layer, 0)] + [(unit.res_layer, 3) for unit in self.body]
+        pairs += [(unit.shortcut_layer, 0) for unit in self.body if isinstance(unit.shortcut_layer, nn.Sequential)]
+        for seq, i in pairs:
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
+        return self
+
+
+def infer_layout(state: Mapping[str, Tensor], where: str = WHAT) -> Layout:
+    """Read the architecture off an encoder state dict (keys without the ``encoder.`` prefix)."""
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise BadCheckpoint(f"{where} has no encoder.{key}")
+        return tuple(state[key].shape)
+
+    def count(pattern: str) -> int:
+        found = [int(m.group(1)) for k in state if (m := re.match(pattern, k))]
+        return max(found) + 1 if found else 0
+
+    stem = shape("input_layer.0.weight")
+    if len(stem) != 4:
+        raise BadCheckpoint(f"{where}: encoder.input_layer.0.weight has shape {stem}, not a 2D convolution")
+    units, cin, depths = [], stem[0], []
+    for i in range(count(r"body\.(\d+)\.")):
+        depth = shape(f"body.{i}.res_layer.1.weight")[0]
+        hidden = shape(f"body.{i}.res_layer.5.fc1.weight")[0]
+        first = not depths or depths[-1] != depth  # every stage opens with a stride-2 unit, as in IR-SE-50
+        units.append((cin, depth, 2 if first else 1, hidden))
+        depths.append(depth)
+        cin = depth
+    stage_ends = [i for i in range(len(depths)) if i + 1 == len(depths) or depths[i + 1] != depths[i]]
+    if len(stage_ends) != STAGES:
+        widths = "/".join(str(depths[i]) for i in stage_ends) or "none"
+        raise BadCheckpoint(
+            f"{where}: the encoder backbone has {len(stage_ends)} stages (widths {widths}); an IR-SE backbone has 4"
+        )
+    n_styles = count(r"styles\.(\d+)\.")
+    if n_styles == 0:
+        raise BadCheckpoint(f"{where} has no encoder.styles.*: not a GradualStyleEncoder/Encoder4Editing")
+    style_convs = tuple(count(rf"styles\.{i}\.convs\.(\d+)\.weight") // 2 + 1 for i in range(n_styles))
+    for i, n in enumerate(style_convs):
+        want = style_convs[0] + (0 if i < COARSE_END else 1 if i < MIDDLE_END else 2)
+        if n != want:
+            raise BadCheckpoint(
+                f"{where}: encoder style block {i} has {n} convolutions, expected {want} "
+                f"(block 0 has {style_convs[0]}: blocks 3-6 need one more, 7+ two more)"
+            )
+    return Layout(
+        in_channels=stem[1],
+        units=tuple(units),
+        taps=(stage_ends[1], stage_ends[2], stage_ends[3]),
+        style_convs=style_convs,
+        style_dim=shape("styles.0.linear.weight")[0],
+    )
+
+
+def load_encoder(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu", *, fuse: bool = True
+) -> tuple[StyleEncoder, dict[str, Tensor]]:
+    """Read an e4e/pSp checkpoint. Returns the encoder (eval mode, no grad, float32, on ``device``,
+    BatchNorms folded unless ``fuse=False``) and the generator state dict found under ``decoder.``
+    (prefix removed; {} when absent)."""
+    data = read_checkpoint(path, WHAT)
+    where = f"{WHAT} {path}"
+    if "g_ema" in data:
+        raise BadCheckpoint(
+            f"{path} is a rosinality StyleGAN2 checkpoint (g_ema), not an e4e/pSp encoder; pass it as VEIL_STYLEGAN2_CKPT"
+        )
+    state = require(data, "state_dict", WHAT, path)
+    opts = require(data, "opts", WHAT, path)
+    opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts  # dicts in every published checkpoint
+    if not isinstance(opts, dict) or "encoder_type" not in opts:
+        raise BadCheckpoint(f"{where} does not say its encoder_type in opts")
+    encoder_type = opts["encoder_type"]
+    if encoder_type not in KINDS:
+        raise BadCheckpoint(
+            f"{where} has encoder_type {encoder_type!r}; supported: Encoder4Editing (e4e), GradualStyleEncoder (pSp)"
+        )
+    encoder_state = sub_state(state, "encoder.")
+    layout = infer_layout(encoder_state, where)
+    if layout.in_channels != 3:
+        raise BadCheckpoint(
+            f"{where} encodes {layout.in_channels}-channel inputs (sketches, label maps), not RGB faces"
+        )
+    n_styles = _n_styles(opts, len(layout.style_convs))
+    if n_styles != len(layout.style_convs):
+        raise BadCheckpoint(
+            f"{where}: its opts ask for {n_styles} W+ layers but it has {len(layout.style_convs)} style blocks"
+        )
+
+    latent_avg = None
+    if opts.get("start_from_latent_avg", "latent_avg" in data):  # the originals add it exactly when this is set
+        latent_avg = require(data, "latent_avg", WHAT, path)
+        rows = latent_avg.numel() // layout.style_dim if isinstance(latent_avg, Tensor) else 0
+        if rows not in (1, n_styles) or rows * layout.style_dim != latent_avg.numel():
+            got = tuple(latent_avg.shape) if isinstance(latent_avg, Tensor) else type(latent_avg).__name__
+            raise BadCheckpoint(
+                f"{where}: latent_avg is {got}, expected ({layout.style_dim},) or ({n_styles}, {layout.style_dim})"
+            )
+
+    encoder = StyleEncoder(KINDS[encoder_type], layout, latent_avg)
+    load_strict(encoder, encoder_state, f"{where} (encoder)")
+    encoder.eval().requires_grad_(False)
+    if fuse:
+        encoder.fuse()
+    return encoder.to(device, memory_format=torch.channels_last), sub_state(state, "decoder.")
+
+
+def _n_styles(opts: Mapping[str, Any], found: int) -> int:
+    if opts.get("n_styles") is not None:
+        return int(opts["n_styles"])
+    size = opts.get("stylegan_size") or opts.get("output_size")
+    return 2 * int(math.log2(size)) - 2 if size else found  # neither saved: trust the tensors
+
+
+def make_layout(
+    widths: tuple[int, ...] = (64, 128, 256, 512),
+    units: tuple[int, ...] = (3, 4, 14, 3),
+    n_styles: int = 18,
+    style_dim: int = 512,
+    coarse_convs: int = 4,
+) -> Layout:
+    """The layout of an IR-SE encoder with these stage widths and depths (defaults: the published IR-SE-50)."""
+    if len(widths) != STAGES or len(units) != STAGES or any(a == b for a, b in zip(widths, widths[1:], strict=False)):
+        raise ValueError("need 4 stages whose consecutive widths differ (stages are told apart by width)")
+    body, cin = [], widths[0]
+    for width, count in zip(widths, units, strict=True):
+        se = max(width // 16, 1)
+        body += [(cin, width, 2, se)] + [(width, width, 1, se)] * (count - 1)
+        cin = width
+    ends = [sum(units[: i + 1]) - 1 for i in range(1, STAGES)]
+    convs = tuple(coarse_convs + (0 if i < COARSE_END else 1 if i < MIDDLE_END else 2) for i in range(n_styles))
+    return Layout(3, tuple(body), (ends[0], ends[1], ends[2]), convs, style_dim)
+
+
+def write_random_checkpoint(
+    path: str | os.PathLike[str],
+    kind: str,
+    *,
+    widths: tuple[int, ...] = (64, 128, 256, 512),
+    units: tuple[int, ...] = (3, 4, 14, 3),
+    n_styles: int = 18,
+    style_dim: int = 512,
+    coarse_convs: int = 4,
+    decoder_state: Mapping[str, Tensor] | None = None,
+    latent_avg: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write an e4e (``kind="e4e"``) or pSp (``"psp"``) checkpoint with random weights, laid out exactly as
+    the originals' training code saves it. The defaults are the published IR-SE-50 with 18 styles (≈1 GB);
+    the input size is 16·2^coarse_convs. BatchNorm statistics are random near mean 0 / variance 1, so
+    folding them is exercised and the outputs stay in a sensible range. For tests and benchmarks."""
+    if kind == "e4e" and n_styles % 2:
+        raise ValueError("e4e checkpoints give the generator size, not n_styles: n_styles must be even")
+    encoder = StyleEncoder(kind, make_layout(widths, units, n_styles, style_dim, coarse_convs))
+    gen = torch.Generator().manual_seed(seed)
+
+    def fill(tensor: Tensor, low: float, high: float) -> None:
+        tensor.copy_(torch.rand(tensor.shape, generator=gen) * (high - low) + low)
+
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                fill(module.weight, 0.5, 1.5)
+                fill(module.bias, -0.1, 0.1)
+                fill(module.running_mean, -0.1, 0.1)
+                fill(module.running_var, 0.5, 1.5)
+            elif isinstance(module, nn.PReLU):
+                fill(module.weight, 0.1, 0.3)
+            elif isinstance(module, nn.Conv2d | _EqualLinear):
+                fan_in = module.weight[0].numel()
+                scale = 1.0 if isinstance(module, _EqualLinear) else 1 / math.sqrt(fan_in)  # EqualLinear scales itself
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * scale)
+                if module.bias is not None:
+                    fill(module.bias, -0.1, 0.1)
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state |= {f"decoder.{k}": v for k, v in (decoder_state or {}).items()}
+    size = 2 ** ((n_styles + 2) // 2)  # the generator resolution that has n_styles W+ layers
+    opts: dict[str, Any] = {"exp_dir": "experiments/random", "dataset_type": "ffhq_encode"}
+    if kind == "e4e":
+        opts |= {"encoder_type": "Encoder4Editing", "stylegan_size": size, "start_from_latent_avg": latent_avg}
+    else:
+        opts |= {
+            "encoder_type": "GradualStyleEncoder",
+            "input_nc": 3,
+            "label_nc": 0,
+            "output_size": size,
+            "n_styles": n_styles,
+            "start_from_latent_avg": latent_avg,
+            "learn_in_w": False,
+        }
+    checkpoint: dict[str, Any] = {"state_dict": state, "opts": opts}
+    if latent_avg:  # saved exactly when start_from_latent_avg, already repeated to every layer
+        checkpoint["latent_avg"] = torch.randn(1, style_dim, generator=gen).repeat(n_styles, 1)
+    torch.save(checkpoint, path)
+    return Path(path)
