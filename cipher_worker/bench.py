@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import keys
+from .codecs import CodecConfig, codec_config
 from .detect import FaceDetector
 from .evaluate import DEFAULT_IMAGES
 from .facemetrics import largest_face
@@ -171,13 +172,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_benchmark(out: Path | None) -> dict[str, Any]:
-    """Benchmark the default pipeline on the 12 MP photo; optionally write a Markdown table to ``out``."""
+def run_benchmark(out: Path | None, codec: CodecConfig | None = None) -> dict[str, Any]:
+    """Benchmark the pipeline on the 12 MP photo; optionally write a Markdown table to ``out``.
+    The stylegan2 codec has its own benchmark (``bench_stylegan2``)."""
     from .api import get_pipeline
 
+    codec = codec or codec_config()
+    if codec.name == "stylegan2":
+        from .bench_stylegan2 import run
+
+        return run(out, codec)
     _log("building the 12 MP photo and loading the pipeline")
     photo = build_photo()
-    pipeline = get_pipeline()
+    pipeline = get_pipeline(codec)
     with one_core():
         result = measure(pipeline, photo)
     result.update(

@@ -146,6 +146,7 @@ def test_cli_converts_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert {p.name for p in tmp_path.iterdir()} == {src.name, out.name}  # no temporary file left behind
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.pt"
     assert main([str(tmp_path / "missing.pt"), str(out)]) == 2
@@ -162,6 +163,9 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "network.pkl").write_bytes(pickle.dumps({"G_ema": object()}))
     assert main([str(tmp_path / "network.pkl"), str(out)]) == 2
     assert "docs/stylegan2.md" in capsys.readouterr().err
+    torch.save({"G_ema": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")  # a whole module, not its state dict
+    assert main([str(tmp_path / "module.pt"), str(out)]) == 2
+    assert "pickled Python objects" in capsys.readouterr().err
     assert not out.exists()
 
     assert main([]) == 2  # usage error

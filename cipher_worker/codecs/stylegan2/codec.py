@@ -80,7 +80,7 @@ class StyleGAN2Codec(Codec):
             gen_digest, stats_home = file_fingerprint(generator_ckpt), Path(generator_ckpt)
         elif decoder_state:
             self.generator = build_generator(decoder_state, self.device, f"the decoder inside {encoder_ckpt}")
-            gen_digest, stats_home = b"decoder of the encoder checkpoint", Path(encoder_ckpt)
+            gen_digest, stats_home = b"decoder of " + enc_digest, Path(encoder_ckpt)
         else:
             raise BadInput(
                 f"{encoder_ckpt} has no decoder weights: give the generator too (VEIL_STYLEGAN2_CKPT / --stylegan2-ckpt)"

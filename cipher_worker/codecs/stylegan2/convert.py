@@ -30,10 +30,11 @@ The two implementations compute the same function, tensor for tensor:
   rosinality builds the same filter with the same ×4 upsampling gain as ``blur.kernel`` and
   ``upsample.kernel`` buffers, written here so the state dict loads strictly.
 
-What differs: ADA configs clamp the activations of their fp16 layers to ±``conv_clamp`` (256) and
-rosinality has no clamp, so outputs differ only where an activation exceeded that (rare in a
-trained model at inference; the clamp guards fp16 overflow in training). The converted model runs
-in float32 throughout (fp16 inputs are cast). Not expressible in the rosinality layout, and
+What differs: ADA's training configs set ``conv_clamp`` = 256, which clamps the output of every
+synthesis layer and ToRGB to ±256 (a guard against fp16 overflow, applied in fp32 layers too);
+rosinality has no clamp, so outputs differ only where an activation went beyond ±256 (never, in
+our random-weight comparisons). The converted model runs in float32 throughout (fp16 inputs are
+cast). Not expressible in the rosinality layout, and
 rejected: conditional models (``mapping.embed``), 'orig' and 'resnet' synthesis architectures,
 kernels other than 3×3/1×1, filters other than [1,3,3,1], non-RGB output, z_dim ≠ w_dim and
 StyleGAN3 generators. A non-default mapping lr multiplier or activation leaves no trace in a state
@@ -111,7 +112,8 @@ class _Reader:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise BadCheckpoint(f"{WHAT}: {key} is not a floating-point tensor")
         if shape is not None and (
-            t.ndim != len(shape) or any(want is not None and got != want for got, want in zip(t.shape, shape))
+            t.ndim != len(shape)
+            or any(want is not None and got != want for got, want in zip(t.shape, shape, strict=True))
         ):
             want_s = "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
             raise BadCheckpoint(f"{WHAT}: {key} has shape {tuple(t.shape)}, expected {want_s}")
@@ -151,7 +153,7 @@ def _check_filter(r: _Reader, key: str) -> None:
 
 def _mapping(r: _Reader, out: dict[str, torch.Tensor]) -> tuple[int, int]:
     if any(str(k).startswith("mapping.embed.") for k in r.state):
-        raise BadCheckpoint(f"{WHAT} is a conditional (class-label) generator; only unconditional ones can be converted")
+        raise BadCheckpoint(f"{WHAT} is a conditional (class-label) generator; only unconditional ones convert")
     indices = sorted(int(m.group(1)) for k in r.state if (m := _FC_RE.match(str(k))))
     if not indices or indices != list(range(len(indices))):
         raise BadCheckpoint(f"{WHAT}: mapping layers mapping.fc0… are missing or not numbered 0..n-1")
@@ -200,7 +202,9 @@ def _synthesis_layer(
     return c_out, noise
 
 
-def _torgb(r: _Reader, src: str, dst: str, *, c_in: int, w_dim: int, upsample: bool, out: dict[str, torch.Tensor]) -> None:
+def _torgb(
+    r: _Reader, src: str, dst: str, *, c_in: int, w_dim: int, upsample: bool, out: dict[str, torch.Tensor]
+) -> None:
     """ADA ``ToRGBLayer`` → rosinality ``ToRGB`` (same 1/√fan_in modulation, no demodulation)."""
     if not r.has(f"{src}.weight"):
         raise BadCheckpoint(
@@ -230,7 +234,8 @@ def convert_state_dict(data: Mapping[str, Any]) -> Converted:
     resolutions = sorted({int(m.group(1)) for k in r.state if (m := _BLOCK_RE.match(str(k)))})
     expected = [2**i for i in range(2, 2 + len(resolutions))]
     if resolutions != expected:
-        raise BadCheckpoint(f"{WHAT}: synthesis blocks are b{resolutions}, expected b4, b8, … doubling up to the output")
+        found = ", ".join(f"b{res}" for res in resolutions) or "none"
+        raise BadCheckpoint(f"{WHAT}: synthesis blocks are {found}; expected b4, b8, … doubling up to the output")
     if any(r.has(f"synthesis.b{res}.skip.weight") for res in resolutions):
         raise BadCheckpoint(f"{WHAT} uses the 'resnet' synthesis architecture; only 'skip' can be converted")
 
@@ -286,6 +291,10 @@ def load_ada(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return read_checkpoint(path, WHAT)
     except BadCheckpoint as exc:
+        if "Weights only load failed" in str(exc):  # torch's wording when the file pickles objects, not tensors
+            raise BadCheckpoint(
+                f"{WHAT} {path} holds pickled Python objects (a network pickle?), not just tensors; {_EXPORT_HINT}"
+            ) from None
         if Path(path).is_file() and not zipfile.is_zipfile(path):
             raise BadCheckpoint(f"{exc}; {_EXPORT_HINT}") from None
         raise

@@ -14,6 +14,7 @@ same format. At load time each BatchNorm that follows a convolution is folded in
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
@@ -171,14 +172,14 @@ class StyleEncoder(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> StyleEncoder:
-        """Fold every BatchNorm that follows a convolution into it (eval-mode only; ~10% faster on CPU).
-        The BatchNorm that opens each residual branch stays: it precedes a zero-padded conv."""
-        pairs = [(self.input_layer, 0)] + [(unit.res_layer, 3) for unit in self.body]
-        pairs += [(unit.shortcut_layer, 0) for unit in self.body if isinstance(unit.shortcut_layer, nn.Sequential)]
-        for seq, i in pairs:
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
+        """Fold each BatchNorm that follows a convolution into that convolution (eval mode only).
+        The BatchNorm opening each residual branch stays: it precedes a zero-padded conv, so it cannot fold."""
+        for seq in self.modules():
+            if isinstance(seq, nn.Sequential):
+                for i in range(len(seq) - 1):
+                    conv, bn = seq[i], seq[i + 1]
+                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                        seq[i], seq[i + 1] = fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
         return self
 
 
@@ -197,7 +198,7 @@ def infer_layout(state: Mapping[str, Tensor], where: str = WHAT) -> Layout:
     stem = shape("input_layer.0.weight")
     if len(stem) != 4:
         raise BadCheckpoint(f"{where}: encoder.input_layer.0.weight has shape {stem}, not a 2D convolution")
-    units, cin, depths = [], stem[0], []
+    units, cin, depths = [], stem[0], list[int]()
     for i in range(count(r"body\.(\d+)\.")):
         depth = shape(f"body.{i}.res_layer.1.weight")[0]
         hidden = shape(f"body.{i}.res_layer.5.fc1.weight")[0]
@@ -241,7 +242,8 @@ def load_encoder(
     where = f"{WHAT} {path}"
     if "g_ema" in data:
         raise BadCheckpoint(
-            f"{path} is a rosinality StyleGAN2 checkpoint (g_ema), not an e4e/pSp encoder; pass it as VEIL_STYLEGAN2_CKPT"
+            f"{path} is a rosinality StyleGAN2 checkpoint (g_ema), not an e4e/pSp encoder; "
+            "pass it as VEIL_STYLEGAN2_CKPT"
         )
     state = require(data, "state_dict", WHAT, path)
     opts = require(data, "opts", WHAT, path)
@@ -280,7 +282,13 @@ def load_encoder(
     encoder.eval().requires_grad_(False)
     if fuse:
         encoder.fuse()
-    return encoder.to(device, memory_format=torch.channels_last), sub_state(state, "decoder.")
+    encoder.to(device).apply(_channels_last)
+    return encoder, sub_state(state, "decoder.")
+
+
+def _channels_last(module: nn.Module) -> None:
+    if isinstance(module, nn.Conv2d):  # oneDNN's fastest CPU layout; forward() converts the input to match
+        module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
 
 def _n_styles(opts: Mapping[str, Any], found: int) -> int:
@@ -298,7 +306,7 @@ def make_layout(
     coarse_convs: int = 4,
 ) -> Layout:
     """The layout of an IR-SE encoder with these stage widths and depths (defaults: the published IR-SE-50)."""
-    if len(widths) != STAGES or len(units) != STAGES or any(a == b for a, b in zip(widths, widths[1:], strict=False)):
+    if len(widths) != STAGES or len(units) != STAGES or any(a == b for a, b in itertools.pairwise(widths)):
         raise ValueError("need 4 stages whose consecutive widths differ (stages are told apart by width)")
     body, cin = [], widths[0]
     for width, count in zip(widths, units, strict=True):
