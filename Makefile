@@ -33,6 +33,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m cipher_worker bench --out docs/bench.md
+	$(PY) -m cipher_worker bench --codec stylegan2 --out docs/bench-stylegan2.md
 	$(PY) -m webapp.bench --out docs/bench-web.md
 
 eval: $(STAMP)

@@ -21,7 +21,14 @@ from cipher_worker.codecs.stylegan2.generator import (
     random_generator_state,
     spec_from_state,
 )
-from cipher_worker.codecs.stylegan2.ops import EqualLinear, ModulatedConv2d, fused_leaky_relu, make_kernel, upfirdn2d
+from cipher_worker.codecs.stylegan2.ops import (
+    EqualLinear,
+    ModulatedConv2d,
+    StyledConv,
+    fused_leaky_relu,
+    make_kernel,
+    upfirdn2d,
+)
 from cipher_worker.errors import BadCheckpoint
 
 MANIFESTS = Path(__file__).parents[1] / "data" / "stylegan2"
@@ -112,6 +119,22 @@ def test_modulated_convolution_equals_per_sample_weights(kernel, demodulate, ups
         got, expected = layer(x, style), _modconv_reference(layer, x, style)
     assert got.shape == (3, 5, 16 if upsample else 8, 16 if upsample else 8)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_styled_convolution_equals_its_stages_one_after_another():
+    """StyledConv folds demodulation, noise, bias and gain into one pass; the result must be
+    conv → demodulate → + noise·strength → + bias → leaky ReLU → ×√2, as written out here."""
+    torch.manual_seed(1)
+    layer = StyledConv(6, 5, 12, upsample=True)
+    with torch.no_grad():
+        layer.noise.weight.fill_(0.7)
+        layer.activate.bias.normal_()
+    x, style, noise = torch.randn(2, 6, 8, 8), torch.randn(2, 12), torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        conv = _modconv_reference(layer.conv, x, style)
+        pre = conv + 0.7 * noise + layer.activate.bias[None, :, None, None]
+        expected = F.leaky_relu(pre, 0.2) * math.sqrt(2)
+        torch.testing.assert_close(layer(x, style, noise), expected, rtol=1e-4, atol=1e-5)
 
 
 # --- the checkpoint layout ---------------------------------------------------------------

@@ -18,6 +18,7 @@ import itertools
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ WHAT = "e4e/pSp checkpoint"
 KINDS = {"Encoder4Editing": "e4e", "GradualStyleEncoder": "psp"}
 COARSE_END, MIDDLE_END = 3, 7  # style blocks [0, 3) read c3, [3, 7) read p2, the rest p1
 STAGES = 4  # every stage halves the resolution: c3 is input_size / 16
+BN_RANGES = (("weight", 0.5, 1.5), ("bias", -0.1, 0.1), ("running_mean", -0.1, 0.1), ("running_var", 0.5, 1.5))
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ def _upsample_add(coarse: Tensor, lateral: Tensor) -> Tensor:
 
 class StyleEncoder(nn.Module):
     """e4e or pSp encoder: (N, 3, input_size, input_size) RGB in [-1, 1] → (N, n_styles, style_dim) W+."""
+
+    latent_avg: Tensor  # (0,) when the codes are used as predicted, else (1 or n_styles, style_dim)
 
     def __init__(self, kind: str, layout: Layout, latent_avg: Tensor | None = None) -> None:
         super().__init__()
@@ -216,12 +220,12 @@ def infer_layout(state: Mapping[str, Tensor], where: str = WHAT) -> Layout:
     if n_styles == 0:
         raise BadCheckpoint(f"{where} has no encoder.styles.*: not a GradualStyleEncoder/Encoder4Editing")
     style_convs = tuple(count(rf"styles\.{i}\.convs\.(\d+)\.weight") // 2 + 1 for i in range(n_styles))
-    for i, n in enumerate(style_convs):
-        want = style_convs[0] + (0 if i < COARSE_END else 1 if i < MIDDLE_END else 2)
-        if n != want:
+    extra = [0 if i < COARSE_END else 1 if i < MIDDLE_END else 2 for i in range(n_styles)]  # finer input, more convs
+    coarse = Counter(n - e for n, e in zip(style_convs, extra, strict=True)).most_common(1)[0][0]
+    for i, (n, e) in enumerate(zip(style_convs, extra, strict=True)):
+        if n != coarse + e:
             raise BadCheckpoint(
-                f"{where}: encoder style block {i} has {n} convolutions, expected {want} "
-                f"(block 0 has {style_convs[0]}: blocks 3-6 need one more, 7+ two more)"
+                f"{where}: encoder style block {i} has {n} convolutions, expected {coarse + e} like its neighbours"
             )
     return Layout(
         in_channels=stem[1],
@@ -258,24 +262,21 @@ def load_encoder(
     encoder_state = sub_state(state, "encoder.")
     layout = infer_layout(encoder_state, where)
     if layout.in_channels != 3:
-        raise BadCheckpoint(
-            f"{where} encodes {layout.in_channels}-channel inputs (sketches, label maps), not RGB faces"
-        )
-    n_styles = _n_styles(opts, len(layout.style_convs))
-    if n_styles != len(layout.style_convs):
-        raise BadCheckpoint(
-            f"{where}: its opts ask for {n_styles} W+ layers but it has {len(layout.style_convs)} style blocks"
-        )
+        raise BadCheckpoint(f"{where} encodes {layout.in_channels}-channel inputs (sketches? label maps?), not RGB")
+    n_styles, found = _n_styles(opts, len(layout.style_convs)), len(layout.style_convs)
+    if n_styles != found:
+        raise BadCheckpoint(f"{where}: its opts ask for {n_styles} W+ layers but its encoder has {found} style blocks")
 
     latent_avg = None
     if opts.get("start_from_latent_avg", "latent_avg" in data):  # the originals add it exactly when this is set
-        latent_avg = require(data, "latent_avg", WHAT, path)
-        rows = latent_avg.numel() // layout.style_dim if isinstance(latent_avg, Tensor) else 0
-        if rows not in (1, n_styles) or rows * layout.style_dim != latent_avg.numel():
+        latent_avg, dim = require(data, "latent_avg", WHAT, path), layout.style_dim
+        if (
+            not isinstance(latent_avg, Tensor)
+            or latent_avg.shape[-1:] != (dim,)
+            or latent_avg.numel() // dim not in (1, n_styles)
+        ):
             got = tuple(latent_avg.shape) if isinstance(latent_avg, Tensor) else type(latent_avg).__name__
-            raise BadCheckpoint(
-                f"{where}: latent_avg is {got}, expected ({layout.style_dim},) or ({n_styles}, {layout.style_dim})"
-            )
+            raise BadCheckpoint(f"{where}: latent_avg is {got}, expected ({dim},), (1, {dim}) or ({n_styles}, {dim})")
 
     encoder = StyleEncoder(KINDS[encoder_type], layout, latent_avg)
     load_strict(encoder, encoder_state, f"{where} (encoder)")
@@ -346,10 +347,8 @@ def write_random_checkpoint(
     with torch.no_grad():
         for module in encoder.modules():
             if isinstance(module, nn.BatchNorm2d):
-                fill(module.weight, 0.5, 1.5)
-                fill(module.bias, -0.1, 0.1)
-                fill(module.running_mean, -0.1, 0.1)
-                fill(module.running_var, 0.5, 1.5)
+                for name, low, high in BN_RANGES:
+                    fill(getattr(module, name), low, high)
             elif isinstance(module, nn.PReLU):
                 fill(module.weight, 0.1, 0.3)
             elif isinstance(module, nn.Conv2d | _EqualLinear):

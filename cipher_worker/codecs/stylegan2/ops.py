@@ -116,18 +116,24 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        out, demod = self.convolve(x, style)
+        return out if demod is None else out * demod
+
+    def convolve(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The modulated convolution before demodulation, and the (N, out, 1, 1) demodulation
+        factors (None without demodulation), so a caller can fold them into its next pass."""
         weight = self.weight[0] * self.scale  # (out, in, k, k)
         s = self.modulation(style)  # (N, in)
         x = x * s[:, :, None, None]
         if self.upsample:
-            x = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         else:
-            x = F.conv2d(x, weight, padding=self.padding)
-        if self.demodulate:
-            # ‖w ⊙ s‖ per (sample, output channel) = sqrt(s² · Σ_k w²)
-            d = torch.rsqrt(s.square() @ weight.square().sum((2, 3)).T + 1e-8)  # (N, out)
-            x = x * d[:, :, None, None]
-        return x
+            out = F.conv2d(x, weight, padding=self.padding)
+        if not self.demodulate:
+            return out, None
+        # ‖w ⊙ s‖ per (sample, output channel) = sqrt(s² · Σ_k w²)
+        demod = torch.rsqrt(s.square() @ weight.square().sum((2, 3)).T + 1e-8)
+        return out, demod[:, :, None, None]
 
 
 class NoiseInjection(nn.Module):
@@ -156,7 +162,13 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        """activate(noise(conv(x))) in two passes over the activations instead of five: the
+        demodulation, noise, bias and gain meet in one multiply-add (the leaky ReLU commutes
+        with the positive gain), then an in-place leaky ReLU."""
+        out, demod = self.conv.convolve(x, style)
+        assert demod is not None
+        offset = (noise * self.noise.weight + self.activate.bias.view(1, -1, 1, 1)) * LRELU_GAIN  # (1, C, H, W)
+        return F.leaky_relu_(torch.addcmul(offset, out, demod * LRELU_GAIN), LRELU_SLOPE)
 
 
 class ToRGB(nn.Module):
