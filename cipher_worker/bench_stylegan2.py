@@ -84,6 +84,10 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
         for batch in BATCHES:
             scaling[batch] = forward_times(codec, batch)
             _log(f"batch {batch}: encoder {scaling[batch][0]:.3f} s/face, generator {scaling[batch][1]:.3f} s/face")
+        bf16 = codec.encoder.bf16
+        codec.encoder.bf16 = True  # the opt-in VEIL_STYLEGAN2_ENCODER_BF16, for comparison
+        encoder_bf16_s = forward_times(codec, BUDGET_BATCH)[0]
+        codec.encoder.bf16 = bf16
         result = _pipeline_times(pipeline)
     spec = codec.generator.spec
     encoder_s, generator_s = scaling[BUDGET_BATCH]
@@ -97,6 +101,7 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
         load_average=[round(v, 2) for v in os.getloadavg()],
         scaling={b: {"encoder_s": e, "generator_s": g} for b, (e, g) in scaling.items()},
         encoder_s=encoder_s,
+        encoder_bf16_s=encoder_bf16_s,
         generator_s=generator_s,
         bare_forwards_s=bare,
         overhead=result["anonymize_s"] / bare,
@@ -132,6 +137,7 @@ def markdown_report(r: dict[str, Any]) -> str:
     ok = {k: "yes" if v else "no" for k, v in r["ok"].items()}
     rows = [
         [f"encoder per face, batch {BUDGET_BATCH}", _ms(r["encoder_s"]), _ms(BUDGETS["encoder_s"]), ok["encoder_s"]],
+        [f"encoder per face, batch {BUDGET_BATCH}, bfloat16 (opt-in)", _ms(r["encoder_bf16_s"]), "—", "—"],
         [f"generator per face, batch {BUDGET_BATCH}", _ms(r["generator_s"]), _ms(BUDGETS["generator_s"]), ok["generator_s"]],
         [
             f"anonymize ({r['faces']} faces, latent fidelity) over the bare forwards",

@@ -162,7 +162,7 @@ def test_identity_layers_scale_with_the_model_and_parse_clearly():
 
 
 def test_configuration_comes_from_flags_then_environment(monkeypatch, ckpts):
-    for name in ("VEIL_CODEC", "VEIL_STYLEGAN2_CKPT", "VEIL_E4E_CKPT", "VEIL_STYLEGAN2_IDENTITY_LAYERS"):
+    for name in ("VEIL_CODEC", "VEIL_STYLEGAN2_CKPT", "VEIL_E4E_CKPT", "VEIL_STYLEGAN2_IDENTITY_LAYERS", "VEIL_STYLEGAN2_ENCODER_BF16"):
         monkeypatch.delenv(name, raising=False)
     assert codec_config() == CodecConfig("dcgan64")
     assert codec_config(e4e_ckpt="e.pt").name == "stylegan2"
@@ -175,6 +175,9 @@ def test_configuration_comes_from_flags_then_environment(monkeypatch, ckpts):
     assert codec_config(stylegan2_ckpt="other.pt").stylegan2_ckpt == "other.pt"
     codec = load_codec()
     assert isinstance(codec, StyleGAN2Codec) and list(codec.identity_layers) == [2, 3, 4, 5]
+    assert not codec.encoder.bf16
+    monkeypatch.setenv("VEIL_STYLEGAN2_ENCODER_BF16", "1")
+    assert codec_config().encoder_bf16 and load_codec().encoder.bf16
     with pytest.raises(BadInput, match="unknown codec 'stylegan3'"):
         codec_config("stylegan3")
 

@@ -64,6 +64,7 @@ class StyleGAN2Codec(Codec):
         encoder_ckpt: str | os.PathLike[str] | None,
         *,
         identity_layers: tuple[int, int] = DEFAULT_IDENTITY_LAYERS,
+        encoder_bf16: bool = False,
         device: str | torch.device | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -72,7 +73,7 @@ class StyleGAN2Codec(Codec):
                 "the stylegan2 codec needs an e4e or pSp encoder checkpoint: set VEIL_E4E_CKPT or pass --e4e-ckpt"
             )
         self.encoder: StyleEncoder
-        self.encoder, decoder_state = load_encoder(encoder_ckpt, self.device)
+        self.encoder, decoder_state = load_encoder(encoder_ckpt, self.device, bf16=encoder_bf16)
         enc_digest = file_fingerprint(encoder_ckpt)
         self.generator: Generator
         if generator_ckpt:

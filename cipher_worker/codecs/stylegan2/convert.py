@@ -58,6 +58,7 @@ import torch
 
 from ...errors import BadCheckpoint, VeilError
 from .checkpoint import read_checkpoint
+from .ops import BLUR_TAPS, make_kernel
 
 WHAT = "StyleGAN2-ADA state dict"
 _EXPORT_HINT = (
@@ -86,13 +87,6 @@ class Converted:
 def _f32(t: torch.Tensor) -> torch.Tensor:
     # clone: the source may be memory-mapped, and the output must not alias it
     return t.detach().to(torch.float32).contiguous().clone()
-
-
-def _resample_kernel() -> torch.Tensor:
-    """rosinality's ``make_kernel([1, 3, 3, 1]) * 4`` (the Blur/Upsample buffer after 2× upsampling)."""
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
-    k2 = torch.outer(k, k)
-    return k2 / k2.sum() * 4
 
 
 class _Reader:
@@ -143,8 +137,7 @@ def _check_filter(r: _Reader, key: str) -> None:
     if not r.has(key):
         return  # buffers are redundant; tolerate a state dict saved without them
     f = r.get(key).to(torch.float32)
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
-    want = torch.outer(k, k) / 64
+    want = make_kernel(BLUR_TAPS)
     if f.shape != want.shape or not torch.allclose(f, want, atol=1e-6):
         raise BadCheckpoint(
             f"{WHAT}: {key} is not the [1,3,3,1] resampling filter; the rosinality layout supports only that one"
@@ -188,7 +181,7 @@ def _synthesis_layer(
     c_out = weight.shape[0]
     out[f"{dst}.conv.weight"] = _f32(weight).unsqueeze(0)
     if upsample:
-        out[f"{dst}.conv.blur.kernel"] = _resample_kernel()
+        out[f"{dst}.conv.blur.kernel"] = make_kernel(BLUR_TAPS, gain=4.0)
     out[f"{dst}.conv.modulation.weight"] = _f32(r.get(f"{src}.affine.weight", (c_in, w_dim)))
     out[f"{dst}.conv.modulation.bias"] = _f32(r.get(f"{src}.affine.bias", (c_in,)))
     if r.has(f"{src}.noise_strength"):
@@ -216,7 +209,7 @@ def _torgb(
         raise BadCheckpoint(f"{WHAT}: the generator outputs {weight.shape[0]} channels; only RGB (3) is supported")
     out[f"{dst}.bias"] = _f32(r.get(f"{src}.bias", (3,))).reshape(1, 3, 1, 1)
     if upsample:
-        out[f"{dst}.upsample.kernel"] = _resample_kernel()
+        out[f"{dst}.upsample.kernel"] = make_kernel(BLUR_TAPS, gain=4.0)
     out[f"{dst}.conv.weight"] = _f32(weight).unsqueeze(0)
     out[f"{dst}.conv.modulation.weight"] = _f32(r.get(f"{src}.affine.weight", (c_in, w_dim)))
     out[f"{dst}.conv.modulation.bias"] = _f32(r.get(f"{src}.affine.bias", (c_in,)))

@@ -123,7 +123,10 @@ def build_generator(
     state: Mapping[str, torch.Tensor], device: torch.device | str = "cpu", what: str = WHAT
 ) -> Generator:
     """A generator with exactly the weights in ``state`` (strict), in eval mode on ``device``."""
-    generator = Generator(spec_from_state(state, what))
+    spec = spec_from_state(state, what)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
+        generator = Generator(spec)
+    generator.to_empty(device="cpu")
     load_strict(generator, state, what)
     return generator.eval().requires_grad_(False).to(device)
 

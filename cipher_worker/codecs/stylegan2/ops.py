@@ -36,11 +36,14 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     if up > 1:  # zero insertion: each pixel followed by up − 1 zeros along both axes
         x = F.pad(x.reshape(n, c, h, 1, w, 1), (0, up - 1, 0, 0, 0, up - 1)).reshape(n, c, h * up, w * up)
     p0, p1 = pad
-    x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
-    if p0 < 0 or p1 < 0:
-        x = x[..., max(-p0, 0) : x.shape[-2] - max(-p1, 0), max(-p0, 0) : x.shape[-1] - max(-p1, 0)]
     weight = kernel.flip(0, 1).to(x.dtype).expand(c, 1, *kernel.shape)  # conv2d correlates; flip to convolve
-    x = F.conv2d(x, weight, groups=c)
+    if p0 == p1 >= 0:  # the convolution pads by itself, without another pass over the activations
+        x = F.conv2d(x, weight, padding=p0, groups=c)
+    else:
+        x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
+        if p0 < 0 or p1 < 0:
+            x = x[..., max(-p0, 0) : x.shape[-2] - max(-p1, 0), max(-p0, 0) : x.shape[-1] - max(-p1, 0)]
+        x = F.conv2d(x, weight, groups=c)
     return x[..., ::down, ::down] if down > 1 else x
 
 
