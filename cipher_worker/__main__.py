@@ -165,9 +165,7 @@ def _codec_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--codec", choices=CODECS, help="latent codec; the stylegan2 flags below imply stylegan2")
     g.add_argument("--stylegan2-ckpt", metavar="PT", help="rosinality StyleGAN2 checkpoint ($VEIL_STYLEGAN2_CKPT)")
     g.add_argument("--e4e-ckpt", metavar="PT", help="e4e or pSp encoder checkpoint ($VEIL_E4E_CKPT)")
-    g.add_argument(
-        "--identity-layers", metavar="A-B", help="W+ layers to encrypt, on the 18-layer scale (default 6-9)"
-    )
+    g.add_argument("--identity-layers", metavar="A-B", help="W+ layers to encrypt, on the 18-layer scale (default 6-9)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,7 +93,9 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
     encoder_s, generator_s = scaling[BUDGET_BATCH]
     bare = sum(scaling[min(result["faces"], max(BATCHES))]) * result["faces"] if result["faces"] else float("nan")
     result.update(
-        weights="random weights in the published formats" if random_weights else f"{config.stylegan2_ckpt}, {config.e4e_ckpt}",
+        weights="random weights in the published formats"
+        if random_weights
+        else f"{config.stylegan2_ckpt}, {config.e4e_ckpt}",
         model=f"{spec.size} px generator, channels {spec.channels}, {codec.encoder.kind} encoder "
         f"({codec.encoder.input_size} px input, {codec.encoder.n_styles} styles)",
         codec=f"{codec.id} ({codec.fingerprint.hex()[:12]})",
@@ -111,7 +113,8 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
     result["summary"] = (
         f"stylegan2 ({result['model']}), {result['threads']} threads: encoder {encoder_s:.3f} s/face, generator "
         f"{generator_s:.3f} s/face at batch {BUDGET_BATCH}; 12 MP photo with {result['faces']} faces: anonymize "
-        f"{result['anonymize_s']:.2f} s = {result['overhead']:.2f}× the bare forwards; peak RSS {result['peak_rss_mb']:.0f} MiB"
+        f"{result['anonymize_s']:.2f} s = {result['overhead']:.2f}× the bare forwards; "
+        f"peak RSS {result['peak_rss_mb']:.0f} MiB"
     )
     save_report(result, out, markdown_report, _log)
     return result
@@ -138,7 +141,12 @@ def markdown_report(r: dict[str, Any]) -> str:
     rows = [
         [f"encoder per face, batch {BUDGET_BATCH}", _ms(r["encoder_s"]), _ms(BUDGETS["encoder_s"]), ok["encoder_s"]],
         [f"encoder per face, batch {BUDGET_BATCH}, bfloat16 (opt-in)", _ms(r["encoder_bf16_s"]), "—", "—"],
-        [f"generator per face, batch {BUDGET_BATCH}", _ms(r["generator_s"]), _ms(BUDGETS["generator_s"]), ok["generator_s"]],
+        [
+            f"generator per face, batch {BUDGET_BATCH}",
+            _ms(r["generator_s"]),
+            _ms(BUDGETS["generator_s"]),
+            ok["generator_s"],
+        ],
         [
             f"anonymize ({r['faces']} faces, latent fidelity) over the bare forwards",
             f"{r['overhead']:.2f}× ({_ms(r['anonymize_s'])} vs {_ms(r['bare_forwards_s'])})",

@@ -14,7 +14,6 @@ from cipher_worker.__main__ import main
 from cipher_worker.align import Alignment, crop
 from cipher_worker.codecs import CodecConfig, codec_config, load_codec
 from cipher_worker.codecs.base import Latents
-from cipher_worker.codecs.stylegan2 import whitening
 from cipher_worker.codecs.stylegan2.codec import StyleGAN2Codec, parse_layers, scaled_layers
 from cipher_worker.codecs.stylegan2.encoder import write_random_checkpoint
 from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, random_generator_state
@@ -97,7 +96,9 @@ def test_exact_fidelity_restores_the_original_pixels(sg_pipeline, group_png, alb
     private, public = album_keys
     result = sg_pipeline.anonymize(group_png, public, fmt="PNG")
     assert not np.array_equal(decode(result.image), decode(group_png))
-    assert np.array_equal(sg_pipeline.recover(result.image, result.envelope, album_private=private).pixels, decode(group_png))
+    assert np.array_equal(
+        sg_pipeline.recover(result.image, result.envelope, album_private=private).pixels, decode(group_png)
+    )
 
 
 def test_psp_encoders_and_an_encoders_own_decoder_work_too(ckpts, group_png, album_keys):
@@ -162,7 +163,13 @@ def test_identity_layers_scale_with_the_model_and_parse_clearly():
 
 
 def test_configuration_comes_from_flags_then_environment(monkeypatch, ckpts):
-    for name in ("VEIL_CODEC", "VEIL_STYLEGAN2_CKPT", "VEIL_E4E_CKPT", "VEIL_STYLEGAN2_IDENTITY_LAYERS", "VEIL_STYLEGAN2_ENCODER_BF16"):
+    for name in (
+        "VEIL_CODEC",
+        "VEIL_STYLEGAN2_CKPT",
+        "VEIL_E4E_CKPT",
+        "VEIL_STYLEGAN2_IDENTITY_LAYERS",
+        "VEIL_STYLEGAN2_ENCODER_BF16",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert codec_config() == CodecConfig("dcgan64")
     assert codec_config(e4e_ckpt="e.pt").name == "stylegan2"
@@ -194,5 +201,18 @@ def test_cli_flags_anonymize_and_recover(ckpts, tmp_path, data_dir, capsys):
     capsys.readouterr()
     assert main(["recover", str(anonymized), str(back), "--key", str(tmp_path / "k"), "--codec", "dcgan64"]) == 2
     assert "anonymized with codec stylegan2" in capsys.readouterr().err
-    assert main(["anonymize", str(source), str(anonymized), "--public-key", str(tmp_path / "k.pub"), "--e4e-ckpt", str(tmp_path / "none.pt")]) == 2
+    assert (
+        main(
+            [
+                "anonymize",
+                str(source),
+                str(anonymized),
+                "--public-key",
+                str(tmp_path / "k.pub"),
+                "--e4e-ckpt",
+                str(tmp_path / "none.pt"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err

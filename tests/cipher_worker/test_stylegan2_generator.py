@@ -140,7 +140,9 @@ def test_styled_convolution_equals_its_stages_one_after_another():
 # --- the checkpoint layout ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "multiplier"), [("rosinality_256_cm2_g_ema_keys.json", 2), ("rosinality_256_cm1_g_ema_keys.json", 1)])
+@pytest.mark.parametrize(
+    ("name", "multiplier"), [("rosinality_256_cm2_g_ema_keys.json", 2), ("rosinality_256_cm1_g_ema_keys.json", 1)]
+)
 def test_layout_is_rosinalitys_exactly(name, multiplier):
     """The manifests list rosinality's own Generator(256, 512, 8, channel_multiplier) state dict."""
     keys = _manifest(name)
@@ -170,7 +172,9 @@ def test_training_checkpoints_with_argparse_options_load(tmp_path):
 
     args = argparse.Namespace(size=32, channel_multiplier=2, n_mlp=2)
     state = random_generator_state(TINY)
-    path = _save(tmp_path / "train.pt", {"g": state, "d": {}, "g_ema": state, "args": args, "latent_avg": torch.zeros(16)})
+    path = _save(
+        tmp_path / "train.pt", {"g": state, "d": {}, "g_ema": state, "args": args, "latent_avg": torch.zeros(16)}
+    )
     assert load_generator(path).spec == TINY
 
 
@@ -210,6 +214,8 @@ def test_a_renamed_or_misshaped_tensor_is_named(tmp_path):
     assert "wrong shape: to_rgbs.0.bias (1, 4, 1, 1) (expected (1, 3, 1, 1))" in _error(
         _save(tmp_path / "shape.pt", {"g_ema": misshaped})
     )
-    assert "latent_avg has shape (8,)" in _error(_save(tmp_path / "avg.pt", {"g_ema": state, "latent_avg": torch.zeros(8)}))
+    assert "latent_avg has shape (8,)" in _error(
+        _save(tmp_path / "avg.pt", {"g_ema": state, "latent_avg": torch.zeros(8)})
+    )
     with pytest.raises(BadCheckpoint, match="not a rosinality StyleGAN2 generator"):
         build_generator({"weight": torch.zeros(3)})

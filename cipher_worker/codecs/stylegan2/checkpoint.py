@@ -38,7 +38,9 @@ def read_checkpoint(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for the same thing: not a loadable checkpoint
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadCheckpoint(f"{what} {path} cannot be read (truncated or not a torch checkpoint): {first_line}")
+        raise BadCheckpoint(
+            f"{what} {path} cannot be read (truncated or not a torch checkpoint): {first_line}"
+        ) from None
     if not isinstance(data, dict):
         raise BadCheckpoint(f"{what} {path} holds a {type(data).__name__}, not a checkpoint dict")
     return data

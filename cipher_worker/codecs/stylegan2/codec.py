@@ -84,7 +84,8 @@ class StyleGAN2Codec(Codec):
             gen_digest, stats_home = b"decoder of " + enc_digest, Path(encoder_ckpt)
         else:
             raise BadInput(
-                f"{encoder_ckpt} has no decoder weights: give the generator too (VEIL_STYLEGAN2_CKPT / --stylegan2-ckpt)"
+                f"{encoder_ckpt} has no decoder weights: give the generator too "
+                "(VEIL_STYLEGAN2_CKPT / --stylegan2-ckpt)"
             )
         spec = self.generator.spec
         if (self.encoder.n_styles, self.encoder.style_dim) != (spec.n_latent, spec.style_dim):

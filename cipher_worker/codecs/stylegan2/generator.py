@@ -13,6 +13,7 @@ pixels, which is what makes decrypt-and-render reproduce the encrypt side exactl
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -57,7 +58,7 @@ class Generator(nn.Module):
         self.to_rgb1 = ToRGB(ch[0], dim, upsample=False)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
-        for c_in, c_out in zip(ch[:-1], ch[1:], strict=True):
+        for c_in, c_out in itertools.pairwise(ch):
             self.convs.append(StyledConv(c_in, c_out, dim, upsample=True))
             self.convs.append(StyledConv(c_out, c_out, dim))
             self.to_rgbs.append(ToRGB(c_out, dim))

@@ -28,7 +28,9 @@ def make_kernel(taps: Sequence[float], gain: float = 1.0) -> torch.Tensor:
     return kernel / kernel.sum() * gain
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)):
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample by zero insertion, pad, filter (true convolution) and downsample each channel.
 
     ``pad`` = (before, after), the same on both axes; negative values crop."""
@@ -62,7 +64,9 @@ class EqualLinear(nn.Module):
     """A linear layer with equalized learning rate: weights are stored N(0, 1)/lr_mul and
     scaled by lr_mul/√fan_in at run time; the bias is stored /lr_mul."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, lr_mul: float = 1.0, bias_init: float = 0.0, activate: bool = False):
+    def __init__(
+        self, in_dim: int, out_dim: int, *, lr_mul: float = 1.0, bias_init: float = 0.0, activate: bool = False
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
@@ -77,6 +81,8 @@ class EqualLinear(nn.Module):
 
 
 class Blur(nn.Module):
+    kernel: torch.Tensor
+
     def __init__(self, pad: tuple[int, int], gain: float = 1.0):
         super().__init__()
         self.register_buffer("kernel", make_kernel(BLUR_TAPS, gain))
@@ -88,6 +94,8 @@ class Blur(nn.Module):
 
 class Upsample(nn.Module):
     """×2 upsampling with the blur filter (gain 4 restores the energy of the inserted zeros)."""
+
+    kernel: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -104,7 +112,14 @@ class ModulatedConv2d(nn.Module):
     (each output channel renormalised to unit expected variance) and ×2 upsampling."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, *, demodulate: bool = True, upsample: bool = False
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        style_dim: int,
+        *,
+        demodulate: bool = True,
+        upsample: bool = False,
     ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
