@@ -15,37 +15,19 @@ from cipher_worker.align import Alignment, crop
 from cipher_worker.codecs import CodecConfig, codec_config, load_codec
 from cipher_worker.codecs.base import Latents
 from cipher_worker.codecs.stylegan2.codec import StyleGAN2Codec, parse_layers, scaled_layers
-from cipher_worker.codecs.stylegan2.encoder import write_random_checkpoint
 from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, random_generator_state
 from cipher_worker.errors import BadCheckpoint, BadInput, CodecMismatch
 from cipher_worker.imageio import decode_image
 from cipher_worker.pipeline import Pipeline
 from tests.conftest import decode
+from tests.tiny_stylegan2 import write_checkpoints
 
 pytestmark = pytest.mark.slow
-
-# 64 px, 10 W+ layers of 32: the identity layers 6–9 of 18 become layers 3–5 here
-SPEC = GeneratorSpec(size=64, style_dim=32, n_mlp=2, channels=(32, 32, 16, 16, 8))
-ENCODER = {"widths": (8, 16, 24, 32), "units": (1, 2, 2, 1), "n_styles": 10, "style_dim": 32, "coarse_convs": 2}
-
-
-def _generator_file(path: Path, seed: int = 0) -> Path:
-    torch.save({"g_ema": random_generator_state(SPEC, seed), "latent_avg": torch.zeros(SPEC.style_dim)}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("stylegan2")
-    return {
-        "generator": _generator_file(root / "g.pt"),
-        "e4e": write_random_checkpoint(root / "e4e.pt", "e4e", **ENCODER),
-        "psp": write_random_checkpoint(root / "psp.pt", "psp", **ENCODER, seed=1),
-        "e4e_with_decoder": write_random_checkpoint(
-            root / "e4e_full.pt", "e4e", **ENCODER, decoder_state=random_generator_state(SPEC, 2)
-        ),
-        "other_generator": _generator_file(root / "g2.pt", seed=3),
-    }
+    return write_checkpoints(tmp_path_factory.mktemp("stylegan2"))
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,18 @@ def database_url(db: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def worker(django_db_setup: None, redis_db: redis.Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+def worker_env() -> dict[str, str]:
+    """Extra environment for the module's worker (a module overrides this to pick another codec)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def worker(
+    django_db_setup: None,
+    redis_db: redis.Redis,
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_env: dict[str, str],
+) -> Iterator[Worker]:
     """``celery -A webapp worker`` (prefork, one child that loads the model at worker_process_init)
     on the real Redis broker and the test database, with its own MEDIA_ROOT."""
     redis_db.flushdb()
@@ -119,6 +130,7 @@ def worker(django_db_setup: None, redis_db: redis.Redis, tmp_path_factory: pytes
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
         "DATABASE_URL": database_url(connection.settings_dict),
         "MEDIA_ROOT": str(media_root),
+        **worker_env,
     }
     argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--concurrency", "1", "--loglevel", "INFO"]
     argv += ["--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"tests-{os.getpid()}@%h"]

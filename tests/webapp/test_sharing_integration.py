@@ -79,14 +79,14 @@ def unlock(worker: Worker, album: Album, slot_id: int, password: str) -> tuple[l
     return async_to_sync(scenario)()
 
 
-def face_pixels(photo: Photo) -> np.ndarray:
+def face_pixels(photo: Photo, codec_id: str = DCGAN64Codec.id, crop_size: int = DCGAN64Codec.crop_size) -> np.ndarray:
     """(H, W) bool: the pixels the anonymizer replaced (the face mask), as the cipher's tests find them."""
     env = envelope.Envelope.from_bytes(bytes(photo.envelope))
-    assert env.codec_id == DCGAN64Codec.id
+    assert env.codec_id == codec_id
     touched = np.zeros((photo.height, photo.width), bool)
     for record in env.faces:
         x0, y0, x1, y1 = record.box
-        alignment = Alignment(record.transform, DCGAN64Codec.crop_size)
+        alignment = Alignment(record.transform, crop_size)
         touched[y0:y1, x0:x1] |= box_weights(FaceMask.from_tuple(record.mask), alignment, record.box) > 0
     return touched
 
