@@ -17,6 +17,7 @@ from cipher_worker.codecs.stylegan2.generator import (
     Generator,
     GeneratorSpec,
     build_generator,
+    channels_for,
     load_generator,
     random_generator_state,
     spec_from_state,
@@ -149,6 +150,7 @@ def test_layout_is_rosinalitys_exactly(name, multiplier):
     spec = spec_from_state({k: torch.empty(shape) for k, shape in keys.items()})
     assert (spec.size, spec.style_dim, spec.n_mlp, spec.n_latent) == (256, 512, 8, 14)
     assert spec.channels == (512, 512, 512, 512, 256 * multiplier, 128 * multiplier, 64 * multiplier)
+    assert channels_for(256, multiplier) == spec.channels
     with torch.device("meta"):
         ours = {k: list(v.shape) for k, v in Generator(spec).state_dict().items()}
     assert ours == keys

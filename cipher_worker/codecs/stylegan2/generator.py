@@ -152,17 +152,14 @@ def load_generator(path: str | os.PathLike[str], device: torch.device | str = "c
 def random_generator_state(spec: GeneratorSpec, seed: int = 0) -> dict[str, torch.Tensor]:
     """A freshly initialised generator's state dict (rosinality's initialisation): for tests
     and benchmarks that need real-format weights without real weights."""
-    torch.manual_seed(seed)
-    return Generator(spec).state_dict()
+    with torch.random.fork_rng():  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        return Generator(spec).state_dict()
 
 
-def channels_for(size: int, channel_multiplier: int = 2, max_channels: int = 512) -> tuple[int, ...]:
-    """rosinality's widths: 512 up to 32 px, then 256·cm at 64 px, halving per octave."""
-    widths = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-    out = []
-    res = 4
-    while res <= size:
-        w = widths[res] if res <= 32 else widths[res] * channel_multiplier
-        out.append(min(w, max_channels))
-        res *= 2
-    return tuple(out)
+def channels_for(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
+    """rosinality's widths at 4, 8, …, ``size`` px: 512 up to 32 px, then 256·cm at 64 px, halving per octave."""
+    return tuple(
+        512 if res <= 32 else 16384 * channel_multiplier // res
+        for res in (4 * 2**i for i in range(int(math.log2(size)) - 1))
+    )
