@@ -166,7 +166,8 @@ class Pipeline:
             if env.codec_id != self.codec.id or env.codec_fingerprint != self.codec.fingerprint:
                 raise CodecMismatch(
                     f"this photo was anonymized with codec {env.codec_id} ({env.codec_fingerprint.hex()[:12]}), "
-                    f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here"
+                    f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here; recover it with "
+                    "the codec and checkpoint files it was made with (VEIL_CODEC, VEIL_E4E_CKPT, … or --codec …)"
                 )
         with watch("decode"):
             photo = decode_image(image)

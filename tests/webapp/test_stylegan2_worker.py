@@ -17,10 +17,11 @@ from cipher_worker import envelope
 from cipher_worker.imageio import decode_image
 from tests.tiny_stylegan2 import SPEC, write_checkpoints
 from webapp.sharing import protocol
+from webapp.sharing.tasks import MODEL_CHANGED
 
 from .conftest import Worker
 from .factories import AlbumFactory
-from .test_sharing import GRANDMA, recipient
+from .test_sharing import GRANDMA, done_photo, recipient
 from .test_sharing_integration import PHOTO, face_pixels, unlock, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -65,3 +66,20 @@ def test_a_stylegan2_worker_anonymizes_and_a_recipient_gets_the_original_back(
     face = face_pixels(photo, "stylegan2", SPEC.size)
     assert face.sum() > 1000 and np.abs(anonymized[face].astype(np.int16) - original[face]).mean() > 8
     assert np.array_equal(recovered[face], original[face])
+
+
+def test_a_photo_from_another_model_is_explained_to_the_viewer_and_logged_for_staff(
+    worker: Worker, user: Any, settings: Any
+) -> None:
+    settings.MEDIA_ROOT = str(worker.media_root)
+    album = AlbumFactory(owner=user)
+    slot = recipient(album)
+    photo, _ = done_photo(album)  # its envelope names another codec than the worker's stylegan2
+
+    messages, frames = unlock(worker, album, slot.pk, GRANDMA)
+    assert not frames
+    failed = [m for m in messages if m["type"] == protocol.FAILED]
+    assert [m["data"]["photo_id"] for m in failed] == [str(photo.pk)], messages
+    assert failed[0]["data"]["message"] == MODEL_CHANGED
+    assert messages[-1]["type"] == protocol.FINISHED and messages[-1]["data"]["failed"] == 1
+    assert f"cannot recover photo {photo.pk}: this photo was anonymized with codec test" in worker.output()

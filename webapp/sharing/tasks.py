@@ -21,7 +21,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from cipher_worker import api as cipher_api
-from cipher_worker.errors import VeilError, WrongKey
+from cipher_worker.errors import CodecMismatch, VeilError, WrongKey
 from cipher_worker.imageio import encode_image
 from webapp.albums import transit
 from webapp.albums.models import Photo
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 EXPIRED = "This photo waited too long for a free worker; press “Show real faces” again."
 GONE = "This photo is no longer in the album."
 OUR_FAULT = "Something went wrong on our side while recovering this photo; please try again."
+MODEL_CHANGED = (
+    "This photo was made with a face model this site no longer runs, so its faces cannot be shown; "
+    "the site's staff can restore that model."
+)
 SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
 
 
@@ -69,7 +73,10 @@ def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id
         del recovered
         sealed = protocol.seal_result(request.session_key, session_id, photo_id, encoded)
         del encoded
-    except VeilError as exc:  # the photo's own problem (altered recovery data, another codec…)
+    except CodecMismatch as exc:  # the deployment changed its codec or weights: staff's matter, not the viewer's
+        log.error("cannot recover photo %s: %s", photo_id, exc)
+        return _fail(reply_channel, session_id, photo_id, MODEL_CHANGED)
+    except VeilError as exc:  # the photo's own problem (altered or corrupt recovery data…)
         return _fail(reply_channel, session_id, photo_id, _sentence(str(exc)))
     except Exception:
         log.exception("recovering photo %s failed", photo_id)  # the traceback holds no pixels or keys

@@ -37,7 +37,8 @@ def read_checkpoint(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for the same thing: not a loadable checkpoint
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's messages run on for lines; the first sentence says what happened
+        first_line = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise BadCheckpoint(
             f"{what} {path} cannot be read (truncated or not a torch checkpoint): {first_line}"
         ) from None
