@@ -1,4 +1,5 @@
-"""``python -m cipher_worker.train encoder|attributes`` — rebuild the dcgan64 codec's files."""
+"""``python -m cipher_worker.train encoder|attributes|ffhq-template`` — rebuild the dcgan64 codec's
+files; measure the stylegan2 codec's face template."""
 
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     att.add_argument("--out", type=Path, default=ATTRIBUTES_PATH)
     att.add_argument("--seed", type=int, default=0)
     att.add_argument("--samples", type=int, default=6000)
+    sub.add_parser("ffhq-template", help="measure where FFHQ alignment puts YuNet's landmarks (seconds)")
     args = parser.parse_args(argv)
+    if args.command == "ffhq-template":
+        from .ffhq_template import main as ffhq_template
+
+        ffhq_template()
+        return 0
     torch.set_num_threads(2)  # fixed, so a rerun on another machine gives the same weights
 
     if args.command == "encoder":

@@ -14,7 +14,7 @@ from cipher_worker.__main__ import main
 from cipher_worker.align import Alignment, crop
 from cipher_worker.codecs import CodecConfig, codec_config, load_codec
 from cipher_worker.codecs.base import Latents
-from cipher_worker.codecs.stylegan2.codec import StyleGAN2Codec, parse_layers, scaled_layers
+from cipher_worker.codecs.stylegan2.codec import FFHQ_TEMPLATE, StyleGAN2Codec, parse_layers, scaled_layers
 from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, random_generator_state
 from cipher_worker.errors import BadCheckpoint, BadInput, CodecMismatch
 from cipher_worker.imageio import decode_image
@@ -198,3 +198,21 @@ def test_cli_flags_anonymize_and_recover(ckpts, tmp_path, data_dir, capsys):
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_faces_are_aligned_as_ffhq_aligns_them(data_dir):
+    """Veil aligns with YuNet's 5 points; e4e and FFHQ generators know crops made by NVIDIA's
+    recipe on dlib's 68 landmarks. On real photos the two crops' corners must nearly coincide
+    (a similarity from 5 points cannot follow every face's proportions: a few % of the side)."""
+    from cipher_worker.align import align as align_face
+    from cipher_worker.train.ffhq_template import ffhq_faces
+
+    photos = [decode_image(path.read_bytes()).pixels for path in sorted(data_dir.glob("*.jpg"))]
+    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)
+    deviations = []
+    for face, ffhq in ffhq_faces(photos):
+        ours = align_face(face.landmarks, FFHQ_TEMPLATE * 256, 256)
+        in_photo = np.c_[corners * 256, np.ones(4)] @ ours.inverse.T  # our crop's corners, photo pixels
+        deviations.append(np.abs(ffhq.to_unit(in_photo) - corners).max())
+    assert len(deviations) == 6
+    assert np.mean(deviations) < 0.05 and max(deviations) < 0.08, deviations

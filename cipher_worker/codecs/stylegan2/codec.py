@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 DEFAULT_IDENTITY_LAYERS = (6, 9)
 REFERENCE_LAYERS = 18
 TRUNCATION = 0.7  # StyleGAN's usual ψ, applied to strangers' whitened identity layers
-# Where FFHQ alignment puts the five YuNet landmarks, as fractions of the crop side: the
-# eyes 1/4.1 of the side apart and the crop centred a little below them, per the FFHQ
-# alignment recipe with typical face proportions.
-FFHQ_TEMPLATE = np.array([[0.378, 0.472], [0.622, 0.472], [0.500, 0.625], [0.400, 0.750], [0.600, 0.750]])
+# Where FFHQ alignment (the crops e4e, pSp and FFHQ generators know) puts YuNet's five points,
+# as fractions of the crop side: measured on the bundled photos against NVIDIA's recipe on
+# dlib's 68 landmarks by `python -m cipher_worker.train ffhq-template` (spread ± 0.015)
+FFHQ_TEMPLATE = np.array([[0.370, 0.466], [0.630, 0.466], [0.500, 0.614], [0.383, 0.728], [0.617, 0.728]])
 
 
 def parse_layers(text: str) -> tuple[int, int]:
