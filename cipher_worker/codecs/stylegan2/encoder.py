@@ -270,7 +270,8 @@ def load_encoder(
         encoder = StyleEncoder(KINDS[encoder_type], layout)
     encoder.to_empty(device="cpu")
     load_strict(encoder, encoder_state, f"{where} (encoder)")
-    encoder.latent_avg = latent_avg.reshape(-1, layout.style_dim).float()
+    # a copy: a view would keep the whole memory-mapped checkpoint resident
+    encoder.latent_avg = latent_avg.reshape(-1, layout.style_dim).float().clone()
     encoder.bf16 = bf16
     encoder.eval().requires_grad_(False).to(device).apply(_channels_last)
     return encoder, sub_state(state, "decoder.")
