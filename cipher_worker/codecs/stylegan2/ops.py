@@ -186,7 +186,8 @@ class StyledConv(nn.Module):
         out, demod = self.conv.convolve(x, style)
         assert demod is not None
         offset = (noise * self.noise.weight + self.activate.bias.view(1, -1, 1, 1)) * LRELU_GAIN  # (1, C, H, W)
-        return F.leaky_relu_(torch.addcmul(offset, out, demod * LRELU_GAIN), LRELU_SLOPE)
+        # in place on the convolution's fresh output, which keeps its memory layout
+        return F.leaky_relu_(torch.addcmul(offset, out, demod * LRELU_GAIN, out=out), LRELU_SLOPE)
 
 
 class ToRGB(nn.Module):
