@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 from django.core.files.storage import default_storage
 from django.test import Client
 
@@ -39,12 +38,6 @@ def worker_env(checkpoints: dict[str, Path]) -> dict[str, str]:
         "VEIL_E4E_CKPT": str(checkpoints["e4e"]),
         "VEIL_STYLEGAN2_CKPT": str(checkpoints["generator"]),
     }
-
-
-@pytest.fixture
-def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
-    # Overrides the per-test flush: the running worker's queue bindings live in this database.
-    return redis_db
 
 
 def test_a_stylegan2_worker_anonymizes_and_a_recipient_gets_the_original_back(
