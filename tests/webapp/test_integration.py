@@ -35,12 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 DATA = ROOT / "tests" / "data"
 
 
-@pytest.fixture
-def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
-    # Overrides the per-test flush: the running worker's queue bindings live in this database.
-    return redis_db
-
-
 def test_a_real_photo_is_anonymized_by_a_worker_and_the_page_hears_done(
     worker: Worker, owner_client: Client, user: Any, settings: Any, redis_db: redis.Redis
 ) -> None:

@@ -36,12 +36,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 PHOTO = ROOT / "tests" / "data" / "person_a_2.jpg"
 
 
-@pytest.fixture
-def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
-    # Overrides the per-test flush: the running worker's queue bindings live in this database.
-    return redis_db
-
-
 def upload(worker: Worker, client: Client, album: Album) -> Photo:
     with PHOTO.open("rb") as f:
         response = client.post(reverse("albums:upload", args=[album.pk]), {"photos": f}, HTTP_ACCEPT="application/json")

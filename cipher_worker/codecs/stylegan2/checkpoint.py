@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -79,6 +80,19 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str)
 def sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of ``state`` under ``prefix`` ("encoder." …), with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through a temporary file in its directory, renamed into place: readers and
+    concurrent writers never see half a file, and a failure (an OSError, re-raised) leaves none."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> bytes:

@@ -47,7 +47,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from typing import Any
 import torch
 
 from ...errors import BadCheckpoint, VeilError
-from .checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint, write_atomically
 from .ops import BLUR_TAPS, make_kernel
 
 WHAT = "StyleGAN2-ADA state dict"
@@ -299,13 +298,9 @@ def save_checkpoint(checkpoint: Mapping[str, Any], out: str | os.PathLike[str]) 
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise BadCheckpoint(f"cannot write {out}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(checkpoint), fh)
-        os.replace(tmp, out)
+        write_atomically(out, lambda fh: torch.save(dict(checkpoint), fh))
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise BadCheckpoint(f"cannot write {out}: {exc.strerror or exc}") from None
 
 

@@ -108,6 +108,11 @@ class _StyleBlock(nn.Module):
         return self.linear(self.convs(x).flatten(1))
 
 
+def _level(style: int) -> int:
+    """The pyramid level style block ``style`` reads: 0 coarsest (c3), 1 middle (p2), 2 finest (p1)."""
+    return 0 if style < COARSE_END else 1 if style < MIDDLE_END else 2
+
+
 def _upsample_add(coarse: Tensor, lateral: Tensor) -> Tensor:
     return F.interpolate(coarse, size=lateral.shape[-2:], mode="bilinear", align_corners=True) + lateral
 
@@ -162,13 +167,13 @@ class StyleEncoder(nn.Module):
             if i in self.taps:
                 features.append(x)
         c1, c2, c3 = features
-        codes = []
+        pyramid, codes = [c3], []  # the FPN levels, coarse to fine, built when a block first needs them
         for i, block in enumerate(self.styles):
             if i == COARSE_END:
-                p2 = _upsample_add(c3, self.latlayer1(c2))
+                pyramid.append(_upsample_add(c3, self.latlayer1(c2)))
             elif i == MIDDLE_END:
-                p1 = _upsample_add(p2, self.latlayer2(c1))
-            codes.append(block(c3 if i < COARSE_END else p2 if i < MIDDLE_END else p1))
+                pyramid.append(_upsample_add(pyramid[1], self.latlayer2(c1)))
+            codes.append(block(pyramid[_level(i)]))
         return torch.stack(codes, dim=1)
 
 
@@ -205,7 +210,7 @@ def infer_layout(state: Mapping[str, Tensor], where: str = WHAT) -> Layout:
     if n_styles == 0:
         raise BadCheckpoint(f"{where} has no encoder.styles.*: not a GradualStyleEncoder/Encoder4Editing")
     style_convs = tuple(count(rf"styles\.{i}\.convs\.(\d+)\.weight") // 2 + 1 for i in range(n_styles))
-    extra = [0 if i < COARSE_END else 1 if i < MIDDLE_END else 2 for i in range(n_styles)]  # finer input, more convs
+    extra = [_level(i) for i in range(n_styles)]  # each finer input needs one more stride-2 conv
     coarse = Counter(n - e for n, e in zip(style_convs, extra, strict=True)).most_common(1)[0][0]
     for i, (n, e) in enumerate(zip(style_convs, extra, strict=True)):
         if n != coarse + e:
@@ -305,7 +310,7 @@ def make_layout(
         body += [(cin, width, 2, se)] + [(width, width, 1, se)] * (count - 1)
         cin = width
     ends = [sum(units[: i + 1]) - 1 for i in range(1, STAGES)]
-    convs = tuple(coarse_convs + (0 if i < COARSE_END else 1 if i < MIDDLE_END else 2) for i in range(n_styles))
+    convs = tuple(coarse_convs + _level(i) for i in range(n_styles))
     return Layout(3, tuple(body), (ends[0], ends[1], ends[2]), convs, style_dim)
 
 
@@ -325,7 +330,7 @@ def write_random_checkpoint(
     """Write an e4e (``kind="e4e"``) or pSp (``"psp"``) checkpoint with random weights, laid out exactly as
     the originals' training code saves it. The defaults are the published IR-SE-50 with 18 styles (≈1 GB);
     the input size is 16·2^coarse_convs. BatchNorm statistics are random near mean 0 / variance 1, so
-    folding them is exercised and the outputs stay in a sensible range. For tests and benchmarks."""
+    they matter and the outputs stay in a sensible range. For tests and benchmarks."""
     if kind == "e4e" and n_styles % 2:
         raise ValueError("e4e checkpoints give the generator size, not n_styles: n_styles must be even")
     encoder = StyleEncoder(kind, make_layout(widths, units, n_styles, style_dim, coarse_convs))

@@ -11,13 +11,14 @@ to the checkpoint because 100k mapping passes take a few seconds on a CPU.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from .checkpoint import write_atomically
 from .generator import Generator
 
 log = logging.getLogger(__name__)
@@ -77,17 +78,13 @@ def cached(generator: Generator, cache: Path | None, fingerprint: bytes) -> Whit
     log.info("computing W statistics from %d mapping-network samples (once per checkpoint)", SAMPLES)
     stats = compute(generator)
     if cache is not None:
+
+        def save(fh: BinaryIO) -> None:
+            tag = np.frombuffer(fingerprint, np.uint8)
+            np.savez(fh, fingerprint=tag, recipe=RECIPE, mean=stats.mean, basis=stats.basis, scale=stats.scale)
+
         try:
-            tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
-            np.savez(
-                tmp,
-                fingerprint=np.frombuffer(fingerprint, np.uint8),
-                recipe=RECIPE,
-                mean=stats.mean,
-                basis=stats.basis,
-                scale=stats.scale,
-            )
-            os.replace(tmp, cache)  # atomic: concurrent workers never read half a file
+            write_atomically(cache, save)  # concurrent workers never read half a file
         except OSError as exc:
             log.warning("could not cache W statistics at %s (%s); they will be recomputed next time", cache, exc)
     return stats
