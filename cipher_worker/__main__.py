@@ -131,7 +131,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import run_evaluation
 
-    return run_evaluation(args.images, args.out, _codec(args))
+    return run_evaluation(args.images, args.out, _codec(args), args.keys)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure privacy, utility and exactness on photos")
     p.add_argument("--images", type=Path, help="folder of photos (default: the bundled test photos)")
-    p.add_argument("--out", type=Path, help="write a Markdown report here")
+    p.add_argument("--out", type=Path, help="write a Markdown report here (and the contact sheet beside it)")
+    p.add_argument("--keys", type=int, default=5, help="content keys per face (at least 2; default 5)")
     p.add_argument("--json", action="store_true")
     _codec_flags(p)
 

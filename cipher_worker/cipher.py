@@ -9,6 +9,12 @@ decryption and combined keys are exact.
 Pads and face-region keys come from HKDF-SHA256 over the photo's content key, with the
 photo's nonce as salt and an ``info`` string naming the purpose, the format version and
 the face index, so every face of every photo has an independent key.
+
+Each face also has a family of *candidate* pads (candidate 0 is the face's pad of format
+version 1). The pipeline renders the stranger of every candidate and keeps the one whose
+gender and age read like the original's; the envelope records which (see DESIGN notes in
+``docs/cipher.md``). The candidates ``u + δ_c`` are independent uniform draws whatever
+``u`` is, so the one chosen, by what its render looks like, is still independent of ``u``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ NONCE_BYTES = 16
 REGION_KEY_BYTES = 32
 # HKDF-SHA256 yields at most 255 blocks of 32 bytes, i.e. 2040 uint32 values.
 MAX_DIM = 255 * 32 // 4
+MAX_CANDIDATES = 2**16  # the envelope stores the chosen candidate as a u16
 
 _TWO32 = 2.0**32
 _U32_MAX = 2**32 - 1
@@ -120,16 +127,20 @@ class FaceKeys:
         return f"FaceKeys(pad={self.pad!r}, region_key=<hidden>)"
 
 
-def derive_face_keys(content_key: bytes, nonce: bytes, face_index: int, dim: int) -> FaceKeys:
-    """Derive face ``face_index``'s pad (``dim`` uint32) and region key from a photo's key and nonce."""
+def derive_face_keys(content_key: bytes, nonce: bytes, face_index: int, dim: int, candidate: int = 0) -> FaceKeys:
+    """Derive face ``face_index``'s pad (``dim`` uint32; candidate ``candidate``) and region key
+    from a photo's key and nonce. The region key does not depend on the candidate."""
     _check_len(content_key, CONTENT_KEY_BYTES, "content key")
     _check_len(nonce, NONCE_BYTES, "photo nonce")
     if face_index < 0:
         raise BadInput(f"a face index cannot be negative ({face_index})")
     if not 1 <= dim <= MAX_DIM:
         raise BadInput(f"a face pad must have between 1 and {MAX_DIM} values, not {dim}")
+    if not 0 <= candidate < MAX_CANDIDATES:
+        raise BadInput(f"a candidate pad index must be in [0, {MAX_CANDIDATES}), not {candidate}")
     index = str(face_index).encode("ascii")
-    pad_bytes = _hkdf(content_key, nonce, _PAD_INFO + index, 4 * dim)
+    pad_info = _PAD_INFO + index + (b"/candidate/%d" % candidate if candidate else b"")
+    pad_bytes = _hkdf(content_key, nonce, pad_info, 4 * dim)
     region_key = _hkdf(content_key, nonce, _REGION_INFO + index, REGION_KEY_BYTES)
     return FaceKeys(FacePad(np.frombuffer(pad_bytes, dtype="<u4").astype(np.uint32)), region_key)
 

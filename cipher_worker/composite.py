@@ -1,100 +1,68 @@
-"""Putting a rendered face back into the photo.
+"""Putting a rendered face back into the photo, inside its mask (:mod:`cipher_worker.facemask`).
 
-The rendered crop is colour-matched to the original skin (Lab mean and spread inside the
-face ellipse), warped back at full resolution, given the photo's grain, and blended with
-a feathered ellipse over the face interior. Pixels where the mask is zero are left
-exactly as they were — this is what makes exact recovery and "background untouched" hold.
+The rendered crop is colour-matched to the original skin (Lab mean and spread of the inner
+face), then offset by a smooth membrane that takes the colour step at the mask's edge to
+zero — the photo's own pixels just outside the mask against the render just inside, spread
+inwards, as gradient-domain (Poisson) blending does — and warped back at full resolution
+with the photo's sharpness and grain. Pixels where the mask is zero are left exactly as
+they were: this is what makes exact recovery and "background untouched" hold.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from .align import Alignment, paste_region
+from .facemask import Mask, box_weights
 
 
-@dataclass(frozen=True)
-class FaceMask:
-    """A feathered ellipse in crop pixels: centre (cx, cy), radii (rx, ry); the weight is 1
-    inside (1 − feather)·radius and falls smoothly to 0 at the radius."""
-
-    cx: float
-    cy: float
-    rx: float
-    ry: float
-    feather: float = 0.25
-
-    def as_tuple(self) -> tuple[float, ...]:
-        return (self.cx, self.cy, self.rx, self.ry, self.feather)
-
-    @classmethod
-    def from_tuple(cls, values: tuple[float, ...]) -> FaceMask:
-        return cls(*values)
-
-    @classmethod
-    def for_template(cls, template: np.ndarray) -> FaceMask:
-        """Hairline to chin and cheek to cheek of a (5, 2) landmark template, kept inside the
-        crop. A smaller mask (brows to lips) left enough of the face for SFace to re-identify
-        a third of the faces on the test photos; this one leaves none."""
-        eyes, mouth = template[:2].mean(0), template[3:].mean(0)
-        eye_gap = float(np.linalg.norm(template[1] - template[0]))
-        span = float(mouth[1] - eyes[1])
-        top, bottom = eyes[1] - 1.35 * span, mouth[1] + 0.61 * span
-        return cls(float((eyes[0] + mouth[0]) / 2), float(top + bottom) / 2, 1.2 * eye_gap, float(bottom - top) / 2)
-
-    def weights(self, crop_xy: np.ndarray) -> np.ndarray:
-        """(..., 2) crop coordinates → (...) weights in [0, 1]."""
-        d = np.sqrt(((crop_xy[..., 0] - self.cx) / self.rx) ** 2 + ((crop_xy[..., 1] - self.cy) / self.ry) ** 2)
-        t = np.clip((1 - d) / self.feather, 0, 1)
-        return t * t * (3 - 2 * t)  # smoothstep: no visible seam
-
-    def skin(self) -> FaceMask:
-        """The inner face (cheeks, nose, mouth) without the hairline the outer mask reaches:
-        where colours are measured, so a rendered fringe does not skew the skin tone."""
-        return FaceMask(self.cx, self.cy + 0.1 * self.ry, 0.55 * self.rx, 0.5 * self.ry, self.feather)
-
-    def crop_weights(self, size: int) -> np.ndarray:
-        yy, xx = np.mgrid[:size, :size].astype(np.float64)
-        return self.weights(np.stack([xx, yy], -1))
+def lab_stats(crop_rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Lab mean and spread (6,) float64 of an (S, S, 3) uint8 crop inside (S, S) weights."""
+    w = weights[..., None] / max(float(weights.sum()), 1e-6)
+    lab = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
+    mean = (lab * w).sum((0, 1))
+    spread = np.sqrt((((lab - mean) ** 2) * w).sum((0, 1)))
+    return np.concatenate([mean, spread])
 
 
-def face_box(mask: FaceMask, alignment: Alignment, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The image region (x0, y0, x1, y1) the mask can touch, clipped to the image."""
-    angle = np.linspace(0, 2 * np.pi, 64, endpoint=False)
-    ring = np.stack([mask.cx + mask.rx * np.cos(angle), mask.cy + mask.ry * np.sin(angle)], -1)
-    pts = cv2.transform(ring[None], alignment.inverse)[0]
-    width, height = image_size
-    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
-    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+def match_colours(rendered: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Shift the rendered crop's Lab statistics inside ``weights`` to ``target`` (see :func:`lab_stats`).
 
-
-def box_weights(mask: FaceMask, alignment: Alignment, box: tuple[int, int, int, int]) -> np.ndarray:
-    """(h, w) mask weights over the image box, computed analytically at full resolution."""
-    x0, y0, x1, y1 = box
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    m = alignment.matrix
-    crop_xy = np.stack([m[0, 0] * xx + m[0, 1] * yy + m[0, 2], m[1, 0] * xx + m[1, 1] * yy + m[1, 2]], -1)
-    return mask.weights(crop_xy)
-
-
-def match_colours(rendered: np.ndarray, original: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Shift the rendered crop's Lab statistics inside ``weights`` to the original's.
-
-    rendered, original: (S, S, 3) uint8 RGB; weights: (S, S) → (S, S, 3) uint8."""
-    w = weights[..., None] / max(weights.sum(), 1e-6)
-    src = cv2.cvtColor(rendered, cv2.COLOR_RGB2LAB).astype(np.float64)
-    ref = cv2.cvtColor(original, cv2.COLOR_RGB2LAB).astype(np.float64)
-    mu_s, mu_r = (src * w).sum((0, 1)), (ref * w).sum((0, 1))
-    sd_s = np.sqrt((((src - mu_s) ** 2) * w).sum((0, 1))) + 1e-3
-    sd_r = np.sqrt((((ref - mu_r) ** 2) * w).sum((0, 1)))
+    rendered: (S, S, 3) uint8 RGB; weights: (S, S) → (S, S, 3) float32 Lab (OpenCV's 8-bit scale)."""
+    stats = lab_stats(rendered, weights)
+    mu_s, sd_s = stats[:3], stats[3:] + 1e-3
+    mu_r, sd_r = target[:3], target[3:]
     # a flat render must not blow up noise; chroma gains stay close to 1 or eyes turn colourful
     gain = np.clip(sd_r / sd_s, [0.6, 0.8, 0.8], [1.6, 1.25, 1.25])
-    out = (src - mu_s) * gain + mu_r
-    return cv2.cvtColor(out.clip(0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    src = cv2.cvtColor(rendered, cv2.COLOR_RGB2LAB).astype(np.float32)
+    return ((src - mu_s) * gain + mu_r).astype(np.float32)
+
+
+def edge_membrane(lab: np.ndarray, photo_crop: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``lab`` plus a smooth offset that equals (photo − render) on the ring just outside the mask
+    and decays inwards: the low frequencies of a Poisson blend, without its solve.
+
+    lab: (S, S, 3) float32 Lab render; photo_crop: (S, S, 3) uint8 RGB; weights: (S, S)."""
+    size = weights.shape[0]
+    inside = (weights > 0).astype(np.uint8)
+    ring_width = max(2, round(size / 24))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_width + 1,) * 2)
+    ring = (cv2.dilate(inside, kernel) - inside).astype(np.float32)  # the photo just outside
+    render_edge = (inside - cv2.erode(inside, kernel)).astype(np.float32)  # the render just inside
+    photo = cv2.cvtColor(photo_crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    sigma = size / 10
+    offset = _normalized_blur(photo, ring, sigma) - _normalized_blur(lab, render_edge, sigma)
+    # full strength where the stranger meets the photo, none where the mask is full: the face
+    # keeps the skin colour it was matched to, only its edge takes on the surroundings
+    fade = 1 - np.clip(weights, 0, 1).astype(np.float32)
+    return lab + offset * fade[..., None]
+
+
+def _normalized_blur(values: np.ndarray, support: np.ndarray, sigma: float) -> np.ndarray:
+    num = cv2.GaussianBlur(values * support[..., None], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    den = cv2.GaussianBlur(support, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)[..., None]
+    return num / np.maximum(den, 1e-4)
 
 
 def grain_sigma(region: np.ndarray, weights: np.ndarray) -> float:
@@ -108,11 +76,16 @@ def grain_sigma(region: np.ndarray, weights: np.ndarray) -> float:
     return 1.4826 * mad / np.sqrt(20.0)  # a 4-neighbour Laplacian amplifies white noise by √20
 
 
+def to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float32 Lab (OpenCV's 8-bit scale) → uint8 RGB."""
+    return cv2.cvtColor(lab.clip(0, 255).round().astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
 def composite_face(
     image: np.ndarray,
     rendered_crop: np.ndarray,
     alignment: Alignment,
-    mask: FaceMask,
+    mask: Mask,
     box: tuple[int, int, int, int],
     rng: np.random.Generator,
 ) -> np.ndarray:

@@ -1,12 +1,13 @@
 """The recovery envelope of a photo: what a key holder needs to bring its faces back.
 
-Binary format, version 1 (``Envelope.to_bytes``); integers are little-endian:
+Binary format, version 2 (``Envelope.to_bytes``; version 1 is still read); integers are
+little-endian:
 
 ============================  ==========================================================
 field                         encoding
 ============================  ==========================================================
 magic                         4 bytes ``b"VEIL"``
-version                       u8, = 1
+version                       u8: 2 (1: the format before face-shaped masks)
 codec_id                      u16 length + UTF-8 text
 codec_fingerprint             16 bytes
 fidelity                      u8: 0 = ``exact``, 1 = ``latent``
@@ -16,9 +17,13 @@ image_size                    u32 width, u32 height (pixels)
 face count                    u16, then for each face:
   transform                   array of 6 f8 (the 2×3 matrix, row-major)
   box                         4 × i32: x0, y0, x1, y1
-  mask                        array of f8
+  mask                        v2: u16 side M, u32 length + zlib of the M×M u8 mask weights
+                              (0–255) over the crop; v1: array of f8 (an ellipse)
   attributes                  array of f4
   identity                    array of u4 (the encrypted identity u')
+  candidate                   v2 only: u16, which of the face's candidate pads made u'
+  skin                        v2 only: array of f4, empty or the original's inner-face Lab
+                              mean and spread (6 values; latent recovery matches them)
   pixels                      u8 flag: 0 = none; 1 = then u32 length + bytes
 mac                           32 bytes: HMAC-SHA256 of every byte before it
 ============================  ==========================================================
@@ -55,7 +60,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from cipher_worker.errors import BadInput, EnvelopeError, EnvelopeTampered, NoEnvelope
 
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"VEIL"
 MAC_BYTES = 32
 FINGERPRINT_BYTES = 16
@@ -67,6 +73,7 @@ _FIDELITY_NAMES: dict[int, Fidelity] = {0: "exact", 1: "latent"}
 _DTYPE_CODES = {"<f8": 1, "<f4": 2, "<u4": 3}
 _MAC_INFO = b"veil/v1/envelope-mac"
 _TAMPERED = "the photo's recovery data has been altered"
+_MAX_MASK_SIDE = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,17 +81,25 @@ class FaceRecord:
     """One anonymized face.
 
     ``transform`` (2, 3) f8 maps image coords to canonical crop coords; ``box`` (x0, y0, x1, y1)
-    is the image region the composite touches; ``mask`` holds the feathered mask's parameters;
-    ``attributes`` (k,) f4 is the attribute latent; ``identity`` (d,) u4 the encrypted identity;
-    ``pixels`` the AES-GCM ciphertext of the original ``box`` pixels (fidelity ``exact``) or None.
+    is the image region the composite touches; ``mask`` is the composite's weight raster over
+    the crop, (M, M) uint8 with 255 = the stranger only (version 2), or a feathered ellipse's
+    parameters (version 1); ``attributes`` (k,) f4 is the attribute latent; ``identity`` (d,) u4
+    the encrypted identity, made with candidate pad ``candidate``; ``skin`` the original face's
+    Lab mean and spread (6,) f4, or empty; ``pixels`` the AES-GCM ciphertext of the original
+    ``box`` pixels (fidelity ``exact``) or None.
     """
 
     transform: NDArray[np.float64]
     box: tuple[int, int, int, int]
-    mask: tuple[float, ...]
+    mask: NDArray[np.uint8] | tuple[float, ...]
     attributes: NDArray[np.float32]
     identity: NDArray[np.uint32]
     pixels: bytes | None = None
+    candidate: int = 0
+    skin: NDArray[np.float32] = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+    # the raster's stored (zlib) form, kept as read: the MAC covers these bytes, and another zlib
+    # build could compress the same raster differently
+    mask_blob: bytes = dataclasses.field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         transform = _frozen_array(self.transform, np.float64, "transform")
@@ -95,22 +110,52 @@ class FaceRecord:
             raise EnvelopeError("a face's box must be four 32-bit integers (x0, y0, x1, y1)")
         attributes = _frozen_array(self.attributes, np.float32, "attribute latent")
         identity = _frozen_array(self.identity, np.uint32, "identity")
+        skin = _frozen_array(self.skin, np.float32, "skin colour")
         if attributes.ndim != 1 or identity.ndim != 1:
             raise EnvelopeError("a face's attribute latent and identity must be vectors")
+        if skin.shape not in ((0,), (6,)):
+            raise EnvelopeError("a face's skin colour must be empty or 6 values")
         if self.pixels is not None and not isinstance(self.pixels, bytes):
             raise EnvelopeError("a face's stored pixels must be bytes or None")
+        if not 0 <= int(self.candidate) < 2**16:
+            raise EnvelopeError("a face's candidate pad index must fit in 16 bits")
+        mask: NDArray[np.uint8] | tuple[float, ...]
+        if isinstance(self.mask, np.ndarray):
+            raster = _frozen_array(self.mask, np.uint8, "mask")
+            if raster.ndim != 2 or raster.shape[0] != raster.shape[1] or not 0 < raster.shape[0] <= _MAX_MASK_SIDE:
+                raise EnvelopeError(f"a face's mask must be a square raster of at most {_MAX_MASK_SIDE} px")
+            if not self.mask_blob:
+                object.__setattr__(self, "mask_blob", zlib.compress(raster.tobytes(), 9))
+            mask = raster.astype(np.uint8, copy=False)
+        else:
+            mask = tuple(float(v) for v in self.mask)
+            if self.mask_blob:
+                raise EnvelopeError("an ellipse mask has no raster")
         object.__setattr__(self, "transform", transform)
         object.__setattr__(self, "box", box)
-        object.__setattr__(self, "mask", tuple(float(v) for v in self.mask))
+        object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "attributes", attributes)
         object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "candidate", int(self.candidate))
+        object.__setattr__(self, "skin", skin)
 
-    def _encode(self, out: _Writer) -> None:
+    def _encode(self, out: _Writer, version: int) -> None:
         out.array(self.transform.reshape(6), "<f8")
         out.pack("<4i", *self.box)
-        out.array(np.asarray(self.mask, dtype=np.float64), "<f8")
+        if version == 1:
+            if isinstance(self.mask, np.ndarray) or self.candidate or self.skin.size:
+                raise EnvelopeError("version 1 recovery data holds only an ellipse mask and candidate pad 0")
+            out.array(np.asarray(self.mask, dtype=np.float64), "<f8")
+        else:
+            if not isinstance(self.mask, np.ndarray):
+                raise EnvelopeError("version 2 recovery data holds a raster mask")
+            out.pack("<H", self.mask.shape[0])
+            out.blob(self.mask_blob, "<I", "a face's mask")
         out.array(self.attributes, "<f4")
         out.array(self.identity, "<u4")
+        if version >= 2:
+            out.pack("<H", self.candidate)
+            out.array(self.skin, "<f4")
         if self.pixels is None:
             out.pack("<B", 0)
         else:
@@ -118,23 +163,34 @@ class FaceRecord:
             out.blob(self.pixels, "<I", "a face's stored pixels")
 
     @classmethod
-    def _decode(cls, src: _Reader) -> FaceRecord:
+    def _decode(cls, src: _Reader, version: int) -> FaceRecord:
         transform = src.array("<f8", "transform")
         if transform.size != 6:
             raise EnvelopeError("the photo's recovery data is corrupted: a face transform is not 2×3")
         x0, y0, x1, y1 = src.unpack("<4i")
-        mask = tuple(float(v) for v in src.array("<f8", "mask"))
+        mask: NDArray[np.uint8] | tuple[float, ...]
+        blob = b""
+        if version == 1:
+            mask = tuple(float(v) for v in src.array("<f8", "mask"))
+        else:
+            side = src.unpack("<H")[0]
+            blob = src.blob("<I")
+            mask = _inflate_mask(side, blob)
         attributes = src.array("<f4", "attribute latent")
         identity = src.array("<u4", "identity")
+        candidate, skin = 0, np.zeros(0, np.float32)
+        if version >= 2:
+            candidate = src.unpack("<H")[0]
+            skin = src.array("<f4", "skin colour")
         flag = src.unpack("<B")[0]
         if flag not in (0, 1):
             raise EnvelopeError("the photo's recovery data is corrupted: a face's pixel flag is invalid")
         pixels = src.blob("<I") if flag else None
-        return cls(transform.reshape(2, 3), (x0, y0, x1, y1), mask, attributes, identity, pixels)
+        return cls(transform.reshape(2, 3), (x0, y0, x1, y1), mask, attributes, identity, pixels, candidate, skin, blob)
 
     def _key(self) -> bytes:
         out = _Writer()
-        self._encode(out)
+        self._encode(out, 1 if isinstance(self.mask, tuple) else VERSION)
         return out.getvalue()
 
     def __eq__(self, other: object) -> bool:
@@ -165,8 +221,8 @@ class Envelope:
     mac: bytes = b""
 
     def __post_init__(self) -> None:
-        if self.version != VERSION:
-            raise EnvelopeError(f"this Veil writes recovery data of version {VERSION}, not {self.version}")
+        if self.version not in READABLE_VERSIONS:
+            raise EnvelopeError(f"this Veil reads recovery data of versions {READABLE_VERSIONS}, not {self.version}")
         if self.fidelity not in _FIDELITY_CODES:
             raise EnvelopeError(f"the fidelity must be 'exact' or 'latent', not {self.fidelity!r}")
         for value, size, what in (
@@ -200,7 +256,7 @@ class Envelope:
             raise EnvelopeError("a photo cannot carry more than 65535 faces")
         out.pack("<H", len(self.faces))
         for face in self.faces:
-            face._encode(out)
+            face._encode(out, self.version)
         return out.getvalue()
 
     def to_bytes(self) -> bytes:
@@ -216,7 +272,7 @@ class Envelope:
         if src.take(min(len(data), 4)) != MAGIC:
             raise EnvelopeError("this is not Veil recovery data")
         version = src.unpack("<B")[0]
-        if version != VERSION:
+        if version not in READABLE_VERSIONS:
             newer = f"the photo's recovery data has version {version}, which this Veil cannot read"
             raise EnvelopeError(newer)
         try:
@@ -231,7 +287,7 @@ class Envelope:
         sealed_content_key = src.blob("<H")
         nonce = src.take(NONCE_BYTES)
         width, height = src.unpack("<II")
-        faces = tuple(FaceRecord._decode(src) for _ in range(src.unpack("<H")[0]))
+        faces = tuple(FaceRecord._decode(src, version) for _ in range(src.unpack("<H")[0]))
         mac = src.take(MAC_BYTES)
         if not src.at_end():
             raise EnvelopeError("the photo's recovery data has unexpected bytes at its end")
@@ -312,6 +368,20 @@ def open_face_pixels(region_key: bytes, blob: bytes, aad: bytes) -> NDArray[np.u
     if len(body) != size or not inflater.eof or inflater.unconsumed_tail:
         raise EnvelopeError(damaged)
     return np.frombuffer(body, dtype=np.uint8).reshape(height, width, channels).copy()
+
+
+def _inflate_mask(side: int, blob: bytes) -> NDArray[np.uint8]:
+    damaged = "the photo's recovery data is corrupted: a face's mask is damaged"
+    if not 0 < side <= _MAX_MASK_SIDE:
+        raise EnvelopeError(damaged)
+    try:
+        inflater = zlib.decompressobj()
+        body = inflater.decompress(blob, side * side + 1)
+    except zlib.error as exc:
+        raise EnvelopeError(damaged) from exc
+    if len(body) != side * side or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise EnvelopeError(damaged)
+    return np.frombuffer(body, dtype=np.uint8).reshape(side, side)
 
 
 def _check_region_key(region_key: bytes) -> None:

@@ -1,7 +1,7 @@
 """``python -m cipher_worker eval``: privacy, utility, exactness and key algebra on real photos.
 
 Every photo (``skimage.data.astronaut()`` plus the .jpg/.png files of a folder) is
-anonymized :data:`KEYS_PER_FACE` times under fresh content keys, always as PNG so the
+anonymized :data:`KEYS_PER_FACE` (or ``--keys``) times under fresh content keys, always as PNG so the
 numbers measure the pipeline, not JPEG. Each (face, key) pair is one sample for
 re-identification, detection and landmark displacement; the same versions give the
 diversity of a face across keys. The first version is ``exact`` fidelity (its recovery
@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from . import cipher, envelope, keys
-from .align import align, crop
+from . import cipher, envelope, keys, looks
+from .agegender import AgeGenderJudge
+from .align import Alignment
 from .codecs import CodecConfig
 from .codecs.base import Latents
-from .composite import composite_face, face_box
+from .composite import composite_face
 from .detect import Face, FaceDetector
+from .facemask import RasterMask
 from .facemetrics import (
     DLIB_SAME_PERSON,
     SFACE_SAME_PERSON,
@@ -46,11 +48,13 @@ from .facemetrics import (
     match_faces,
 )
 from .imageio import decode_image, encode_image, read_file
+from .mesh import FaceMesh
 from .pipeline import AnonymizedPhoto, Pipeline
 from .report import command_line, markdown_table, save_report
 
 DEFAULT_IMAGES = Path(__file__).parents[1] / "tests" / "data"
 KEYS_PER_FACE = 5
+SHEET_NAME = "looks.png"  # the contact sheet, written beside the report
 MATCH_IOU = 0.3
 # Different photos of one person among the bundled test photos (tests/data/CREDITS.md): an attacker
 # holding one can try to re-identify the other's anonymized face without any shared context.
@@ -60,7 +64,13 @@ TARGETS = {
     "reidentification_rate_dlib": ("≤", 0.05),
     "detection_rate": ("≥", 0.95),
     "landmark_displacement": ("≤", 0.10),
-    "diversity": ("≤", 0.30),
+    "diversity": ("≤", 0.50),
+    "gender_kept_rate": ("≥", 0.90),
+    "age_gap_median": ("≤", 6.0),
+    "eyes_flipped_rate": ("≤", 0.10),
+    "mouth_flipped_rate": ("≤", 0.10),
+    "skin_delta_e_median": ("≤", 5.0),
+    "off_face_rate": ("≤", 0.03),
 }
 
 _started = time.perf_counter()
@@ -96,6 +106,8 @@ class Judges:
     detector: FaceDetector
     sface: SFaceRecogniser
     dlib: DlibRecogniser
+    mesh: FaceMesh
+    agegender: AgeGenderJudge
 
 
 def load_photos(images_dir: Path | None) -> list[EvalPhoto]:
@@ -113,10 +125,12 @@ def load_photos(images_dir: Path | None) -> list[EvalPhoto]:
     return photos
 
 
-def anonymize_versions(pipeline: Pipeline, photo: EvalPhoto, public: bytes, judges: Judges) -> list[Version]:
-    """:data:`KEYS_PER_FACE` anonymizations (each a fresh content key): the first ``exact``, the rest ``latent``."""
+def anonymize_versions(
+    pipeline: Pipeline, photo: EvalPhoto, public: bytes, judges: Judges, keys_per_face: int
+) -> list[Version]:
+    """``keys_per_face`` anonymizations (each a fresh content key): the first ``exact``, the rest ``latent``."""
     versions = []
-    for k in range(KEYS_PER_FACE):
+    for k in range(keys_per_face):
         fidelity: envelope.Fidelity = "exact" if k == 0 else "latent"
         result = pipeline.anonymize(photo.data, public, fidelity=fidelity, fmt="PNG")
         pixels = decode_image(result.image).pixels
@@ -138,9 +152,16 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
     displacement: list[float] = []
     embeddings: list[list[np.ndarray]] = [[] for _ in faces]
     originals = [judges.sface.embed(photo.pixels, f) for f in faces]
+    meshes = [judges.mesh.fit(photo.pixels, f.landmarks) for f in faces]
+    looks_samples: dict[str, list[float]] = {k: [] for k in ("gender_kept", "age_gap", "eyes", "mouth", "skin")}
+    off_face = [0, 0]
     for version in versions:
+        off, changed = looks.off_face_share(photo.pixels, version.pixels, [looks.face_outline(m) for m in meshes])
+        off_face[0] += off
+        off_face[1] += changed
         for i, (face, match) in enumerate(zip(faces, match_faces(faces, version.faces, MATCH_IOU), strict=True)):
             anon = _anonymized_face(face, version, match)
+            _looks(photo.pixels, face, meshes[i], version.pixels, anon, judges, looks_samples)
             feature = judges.sface.embed(version.pixels, anon)
             embeddings[i].append(feature)
             sface_cos.append(float(originals[i] @ feature))
@@ -160,23 +181,50 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
         "detected": detected,
         "displacements": displacement,
         "diversity_cosines": diversity,
+        "off_face": off_face,
+        **{f"looks_{k}": v for k, v in looks_samples.items()},
     }
 
 
-def blanked_cosines(pipeline: Pipeline, photo: EvalPhoto, faces: list[Face], judges: Judges) -> list[float]:
-    """SFace cosine of each original face to the photo with every face's mask filled with its mean
-    colour: the identity left outside the mask, a floor no cipher or codec can go below."""
-    codec, mask = pipeline.codec, pipeline.mask
+def _looks(
+    original: np.ndarray,
+    face: Face,
+    mesh: Any,
+    anonymized: np.ndarray,
+    anon: Face,
+    judges: Judges,
+    out: dict[str, list[float]],
+) -> None:
+    """One (face, version) sample of what a viewer sees: gender kept (when the judge is sure of the
+    original), age gap, eyes and mouth state flipped, skin tone ΔE."""
+    judged = judges.agegender.judge([original, anonymized], np.stack([face.landmarks, anon.landmarks]))
+    male = judged.male
+    if max(male[0], 1 - male[0]) >= looks.GENDER_SURE:
+        out["gender_kept"].append(float((male[1] >= 0.5) == (male[0] >= 0.5)))
+    out["age_gap"].append(float(abs(judged.age[1] - judged.age[0])))
+    anon_mesh = judges.mesh.fit(anonymized, anon.landmarks)
+    before, after = looks.face_state(mesh), looks.face_state(anon_mesh)
+    out["eyes"].append(float(before.eyes_closed != after.eyes_closed))
+    out["mouth"].append(float(before.mouth_open != after.mouth_open))
+    # the same region of both photos: where the original face was
+    out["skin"].append(looks.delta_e(looks.skin_lab(original, mesh), looks.skin_lab(anonymized, mesh)))
+
+
+def blanked_cosines(
+    pipeline: Pipeline, photo: EvalPhoto, faces: list[Face], version: Version, judges: Judges
+) -> list[float]:
+    """SFace cosine of each original face to the photo with every face's mask (as ``version`` drew
+    it) filled with the face's mean colour: the identity left outside the mask, a floor no cipher
+    or codec can go below."""
     blank = photo.pixels.copy()
-    weights = mask.crop_weights(codec.crop_size)[..., None]
-    size = (photo.pixels.shape[1], photo.pixels.shape[0])
-    for face in faces:
-        alignment = align(face.landmarks, codec.template, codec.crop_size)
-        region = crop(photo.pixels, alignment).astype(np.float64)
-        fill = np.empty_like(region)
-        fill[:] = (region * weights).sum((0, 1)) / weights.sum()
-        box = face_box(mask, alignment, size)
-        composite_face(blank, fill.round().astype(np.uint8), alignment, mask, box, np.random.default_rng(0))
+    size = pipeline.codec.crop_size
+    for record in envelope.Envelope.from_bytes(version.result.envelope).faces:
+        assert isinstance(record.mask, np.ndarray)
+        x0, y0, x1, y1 = record.box
+        fill = np.empty((size, size, 3), np.uint8)
+        fill[:] = photo.pixels[y0:y1, x0:x1].reshape(-1, 3).mean(0).round().astype(np.uint8)
+        mask, alignment = RasterMask(record.mask, size), Alignment(record.transform, size)
+        composite_face(blank, fill, alignment, mask, record.box, np.random.default_rng(0))
     return [judges.sface.similarity(photo.pixels, f, blank, f) for f in faces]
 
 
@@ -234,7 +282,7 @@ def _open_identities(env: envelope.Envelope, private: bytes, dim: int) -> np.nda
     content_key = keys.open_content_key(env.sealed_content_key, private)
     return np.stack(
         [
-            cipher.decrypt(r.identity, cipher.derive_face_keys(content_key, env.nonce, i, dim).pad)
+            cipher.decrypt(r.identity, cipher.derive_face_keys(content_key, env.nonce, i, dim, r.candidate).pad)
             for i, r in enumerate(env.faces)
         ]
     )
@@ -289,6 +337,44 @@ def key_algebra(
     return out
 
 
+SHEET_TILE = 128
+SHEET_COLUMNS = 3
+SHEET_KEYS = 3
+
+
+def contact_rows(photo: EvalPhoto, faces: list[Face], versions: list[Version]) -> list[np.ndarray]:
+    """Per face: original | the first :data:`SHEET_KEYS` anonymized versions, square tiles of the
+    face and what surrounds it (1.6 × its box), as (T, 4T, 3) uint8 rows."""
+    import cv2
+
+    rows = []
+    height, width = photo.pixels.shape[:2]
+    for face in faces:
+        x, y, w, h = face.box
+        side = 1.6 * max(w, h)
+        x0, y0 = int(max(x + w / 2 - side / 2, 0)), int(max(y + h / 2 - side / 2, 0))
+        x1, y1 = int(min(x0 + side, width)), int(min(y0 + side, height))
+        images = [photo.pixels] + [v.pixels for v in versions[:SHEET_KEYS]]
+        tiles = [cv2.resize(im[y0:y1, x0:x1], (SHEET_TILE, SHEET_TILE), interpolation=cv2.INTER_AREA) for im in images]
+        rows.append(np.concatenate(tiles, axis=1))
+    return rows
+
+
+def contact_sheet(rows: list[np.ndarray]) -> np.ndarray:
+    """Face rows laid out in :data:`SHEET_COLUMNS` columns on white, (H, W, 3) uint8."""
+    if not rows:
+        return np.full((SHEET_TILE, 4 * SHEET_TILE, 3), 255, np.uint8)
+    per_column = -(-len(rows) // SHEET_COLUMNS)
+    gap = SHEET_TILE // 8
+    columns = []
+    for c in range(SHEET_COLUMNS):
+        chunk = rows[c * per_column : (c + 1) * per_column]
+        chunk += [np.full_like(rows[0], 255)] * (per_column - len(chunk))
+        column = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in chunk])
+        columns.append(np.pad(column, ((0, 0), (0, gap), (0, 0)), constant_values=255))
+    return np.concatenate(columns, axis=1)
+
+
 def _rate(flags: Sequence[bool]) -> float | None:
     return float(np.mean(flags)) if flags else None
 
@@ -312,6 +398,7 @@ def summarise_photo(
         "detection_rate": _rate(pu["detected"]),
         "landmark_displacement": _mean(pu["displacements"]),
         "diversity": _mean(pu["diversity_cosines"]),
+        **_looks_summary([pu]),
         **{k: v for k, v in rec.items() if not k.endswith("_cosines")},
         "latent_sface_cosine": _mean(rec.get("latent_sface_cosines", [])),
     }
@@ -319,6 +406,25 @@ def summarise_photo(
 
 def _pooled(all_pu: list[dict[str, Any]], key: str) -> list[Any]:
     return [v for pu in all_pu for v in pu[key]]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def _looks_summary(all_pu: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a viewer sees, pooled over (face, key) samples."""
+    off = sum(pu["off_face"][0] for pu in all_pu)
+    changed = sum(pu["off_face"][1] for pu in all_pu)
+    return {
+        "gender_samples": len(_pooled(all_pu, "looks_gender_kept")),
+        "gender_kept_rate": _mean(_pooled(all_pu, "looks_gender_kept")),
+        "age_gap_median": _median(_pooled(all_pu, "looks_age_gap")),
+        "eyes_flipped_rate": _mean(_pooled(all_pu, "looks_eyes")),
+        "mouth_flipped_rate": _mean(_pooled(all_pu, "looks_mouth")),
+        "skin_delta_e_median": _median(_pooled(all_pu, "looks_skin")),
+        "off_face_rate": off / changed if changed else None,
+    }
 
 
 def summarise(
@@ -344,6 +450,7 @@ def summarise(
         "landmark_displacement": _mean(_pooled(all_pu, "displacements")),
         "diversity": _mean(_pooled(all_pu, "diversity_cosines")),
         "diversity_max": max(_pooled(all_pu, "diversity_cosines"), default=None),
+        **_looks_summary(all_pu),
         "exact_recovery": all(p["exact"] for p in photos),
         "exact_max_abs_diff": max(p["exact_max_abs_diff"] for p in photos),
     }
@@ -378,41 +485,48 @@ def meets(key: str, value: float | None) -> bool | None:
 
 
 def evaluate_photo(
-    pipeline: Pipeline, photo: EvalPhoto, album: tuple[bytes, bytes], judges: Judges
+    pipeline: Pipeline, photo: EvalPhoto, album: tuple[bytes, bytes], judges: Judges, keys_per_face: int
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """One photo → (its summary row, its raw samples, its key-algebra results)."""
+    """One photo → (its summary row, its raw samples incl. its contact-sheet rows, its key-algebra results)."""
     private, public = album
     faces = judges.detector.detect(photo.pixels)
-    _log(f"{photo.name}: {len(faces)} face(s); anonymizing under {KEYS_PER_FACE} keys")
-    versions = anonymize_versions(pipeline, photo, public, judges)
+    _log(f"{photo.name}: {len(faces)} face(s); anonymizing under {keys_per_face} keys")
+    versions = anonymize_versions(pipeline, photo, public, judges, keys_per_face)
     pu = privacy_and_utility(photo, faces, versions, judges)
-    pu["blanked_cosines"] = blanked_cosines(pipeline, photo, faces, judges)
+    pu["blanked_cosines"] = blanked_cosines(pipeline, photo, faces, versions[0], judges)
     rec = recovery(pipeline, photo, faces, versions, private, judges)
     algebra = key_algebra(pipeline, photo, faces, versions[0], private, judges)
+    pu["sheet_rows"] = contact_rows(photo, faces, versions)
     size = (photo.pixels.shape[1], photo.pixels.shape[0])
     return summarise_photo(photo.name, size, len(faces), pu, rec), pu, algebra
 
 
-def run_evaluation(images_dir: Path | None, out: Path | None, codec: CodecConfig | None = None) -> dict[str, Any]:
-    """Evaluate the default pipeline on the astronaut and ``images_dir``'s photos; optionally
-    write a Markdown report to ``out``. Returns every number plus a short ``summary``."""
+def run_evaluation(
+    images_dir: Path | None, out: Path | None, codec: CodecConfig | None = None, keys_per_face: int = KEYS_PER_FACE
+) -> dict[str, Any]:
+    """Evaluate the default pipeline on the astronaut and ``images_dir``'s photos, each face under
+    ``keys_per_face`` content keys (at least 2: one exact, the rest latent); optionally write a
+    Markdown report and the contact sheet beside ``out``. Returns every number plus a ``summary``."""
+    if keys_per_face < 2:
+        raise ValueError("the evaluation needs at least 2 keys per face (one exact, one latent)")
     from .api import get_pipeline
 
     global _started
     _started = time.perf_counter()
     _log("loading the pipeline and the evaluation models")
     pipeline = get_pipeline(codec)
-    judges = Judges(FaceDetector(), SFaceRecogniser(), DlibRecogniser())
+    judges = Judges(FaceDetector(), SFaceRecogniser(), DlibRecogniser(), FaceMesh(), AgeGenderJudge())
     if not judges.dlib.available:
         _log(f"dlib second opinion unavailable: {judges.dlib.reason}")
     album = keys.generate_album_keypair()
     rows, samples, algebra = [], [], []
     for photo in load_photos(images_dir):
-        row, pu, alg = evaluate_photo(pipeline, photo, album, judges)
+        row, pu, alg = evaluate_photo(pipeline, photo, album, judges, keys_per_face)
         rows.append(row)
         samples.append(pu)
         algebra.append(alg)
     result = summarise(rows, samples, algebra, judges.dlib.available)
+    result["keys_per_face"] = keys_per_face
     cross = cross_photo([r["photo"] for r in rows], samples)
     result["cross_photo_samples"] = len(cross["anonymized"])
     result["cross_photo_reidentification_rate_sface"] = _rate([c >= SFACE_SAME_PERSON for c in cross["anonymized"]])
@@ -422,6 +536,12 @@ def run_evaluation(images_dir: Path | None, out: Path | None, codec: CodecConfig
     result["codec"] = f"{pipeline.codec.id} ({pipeline.codec.fingerprint.hex()[:12]})"
     result["dlib"] = "available" if judges.dlib.available else f"unavailable: {judges.dlib.reason}"
     result["passed"] = {k: meets(k, result[k]) for k in TARGETS}
+    if out is not None:
+        sheet = out.parent / SHEET_NAME
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        sheet.write_bytes(encode_image(contact_sheet([r for pu in samples for r in pu["sheet_rows"]]), "PNG"))
+        result["contact_sheet"] = str(sheet)
+        _log(f"wrote {sheet}")
     result["summary"] = _summary_text(result)
     save_report(result, out, markdown_report, _log)
     return result
@@ -447,7 +567,7 @@ def _pct(value: float | None) -> str:
 
 def _target(key: str) -> str:
     op, bound = TARGETS[key]
-    return f"{op} {_pct(bound)}" if "rate" in key else f"{op} {bound:.2f}"
+    return f"{op} {_pct(bound)}" if "rate" in key else f"{op} {bound:g}"
 
 
 def _metric_rows(r: dict[str, Any]) -> list[list[str]]:
@@ -496,11 +616,42 @@ def _metric_rows(r: dict[str, Any]) -> list[list[str]]:
             fmt(passed["landmark_displacement"]),
         ],
         [
-            f"diversity: mean pairwise SFace cos over {KEYS_PER_FACE} keys",
+            f"diversity: mean pairwise SFace cos over {r['keys_per_face']} keys",
             f"{fmt(r['diversity'])} (max {fmt(r['diversity_max'])})",
             _target("diversity"),
             fmt(passed["diversity"]),
         ],
+        *(
+            [label, value, _target(key), fmt(passed[key])]
+            for label, key, value in (
+                (
+                    f"gender kept (judge ≥ {looks.GENDER_SURE:.0%} sure of the original, n={r['gender_samples']})",
+                    "gender_kept_rate",
+                    _pct(r["gender_kept_rate"]),
+                ),
+                ("median age gap (years)", "age_gap_median", fmt(r["age_gap_median"], ".1f")),
+                (
+                    f"eyes open/closed flipped (closed: lid gap < {looks.EYE_CLOSED} eye width)",
+                    "eyes_flipped_rate",
+                    _pct(r["eyes_flipped_rate"]),
+                ),
+                (
+                    f"mouth open/closed flipped (open: lip gap > {looks.MOUTH_OPEN} mouth width)",
+                    "mouth_flipped_rate",
+                    _pct(r["mouth_flipped_rate"]),
+                ),
+                (
+                    "median skin tone shift, inner face (CIE76 ΔE)",
+                    "skin_delta_e_median",
+                    fmt(r["skin_delta_e_median"], ".1f"),
+                ),
+                (
+                    "changed pixels off the faces (outside the originals' mesh outlines, forehead to the hairline)",
+                    "off_face_rate",
+                    _pct(r["off_face_rate"]),
+                ),
+            )
+        ),
         [
             "exact recovery (PNG, album key): identical pixels",
             f"{fmt(r['exact_recovery'])} (max abs diff {r['exact_max_abs_diff']})",
@@ -575,10 +726,13 @@ def markdown_report(r: dict[str, Any]) -> str:
         "# Veil evaluation",
         "",
         f"Produced by `{command_line()}` on {now}. Codec {r['codec']}; dlib {r['dlib']}.",
-        f"{r['photos']} photos, {r['faces']} faces, each anonymized under {KEYS_PER_FACE} content keys "
+        f"{r['photos']} photos, {r['faces']} faces, each anonymized under {r['keys_per_face']} content keys "
         f"(PNG output): {r['samples']} (face, key) samples.",
         "",
         markdown_table(["metric", "value", "target", "pass"], _metric_rows(r)),
+        "",
+        f"Contact sheet: [`{SHEET_NAME}`]({SHEET_NAME}) — per face, the original and {SHEET_KEYS} strangers "
+        "(three content keys).",
         "",
         f"## Key algebra (real identities of {r['key_algebra']['faces']} faces through the codec)",
         "",
@@ -618,6 +772,9 @@ def _summary_text(r: dict[str, Any]) -> str:
             f"dlib {_pct(r['reidentification_rate_dlib'])}; "
             f"detected {_pct(r['detection_rate'])}; landmarks moved {fmt(r['landmark_displacement'])} IOD; "
             f"diversity {fmt(r['diversity'])}",
+            f"gender kept {_pct(r['gender_kept_rate'])}, median age gap {fmt(r['age_gap_median'], '.1f')} y, "
+            f"eyes flipped {_pct(r['eyes_flipped_rate'])}, mouth flipped {_pct(r['mouth_flipped_rate'])}, "
+            f"skin ΔE {fmt(r['skin_delta_e_median'], '.1f')}, off the faces {_pct(r['off_face_rate'])}",
             f"exact recovery {fmt(r['exact_recovery'])}; latent recovery PSNR {fmt(r['latent_psnr'], '.1f')} dB, "
             f"SSIM {fmt(r['latent_ssim'])}; key algebra {'passes' if algebra_ok else 'FAILS'}",
             "all targets met" if not failed else "targets missed: " + ", ".join(failed),

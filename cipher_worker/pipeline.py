@@ -15,16 +15,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cipher, envelope, keys
+from . import cipher, envelope, keys, strangers
+from .agegender import AgeGenderJudge
 from .align import Alignment, crop
 from .align import align as align_face
 from .codecs.base import Codec, Latents
-from .composite import FaceMask, composite_face, face_box, match_colours
+from .composite import composite_face, edge_membrane, lab_stats, match_colours, to_rgb
 from .detect import FaceDetector
 from .errors import CodecMismatch, EnvelopeError, WrongKey
+from .facemask import (
+    EllipseMask,
+    RasterMask,
+    crop_weights,
+    face_box,
+    face_mask,
+    face_region,
+    stored_mask,
+    template_face,
+    template_skin,
+)
 from .imageio import DecodedImage, decode_image, encode_image, output_format
+from .mesh import FaceMesh
 
 Progress = Callable[[str, float], None]
+FEATHER_PER_EYE_GAP = 14  # the feather: this fraction of the eye distance, inside the outline
 FIDELITIES = ("exact", "latent")
 
 
@@ -63,7 +77,12 @@ class Pipeline:
     def __init__(self, codec: Codec, detector: FaceDetector | None = None) -> None:
         self.codec = codec
         self.detector = detector or FaceDetector()
-        self.mask = FaceMask.for_template(codec.template)
+        self.mesh = FaceMesh()
+        self.judge = AgeGenderJudge()
+        self.skin_weights = crop_weights(template_skin(codec.template), codec.crop_size)
+        self.face_weights = crop_weights(template_face(codec.template), codec.crop_size)
+        # the feather: an eighth of the template's eye distance, inside the face's outline
+        self.feather = float(np.linalg.norm(codec.template[1] - codec.template[0])) / FEATHER_PER_EYE_GAP
 
     def anonymize(
         self,
@@ -94,24 +113,54 @@ class Pipeline:
                 alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
                 crops = np.stack([crop(original, a) for a in alignments])
                 landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
+            with watch("measure"):
+                meshes = [self.mesh.fit(original, f.landmarks) for f in faces]
+                outlines = [_to_crop(m.face_oval(), a) for m, a in zip(meshes, alignments, strict=True)]
+                expression = np.stack([m.expression() for m in meshes])
             with watch("encode"):
-                latents = self.codec.encode(crops, landmarks)
+                latents = self.codec.encode(crops, landmarks, expression)
+            count = self.codec.candidates
             with watch("cipher"):
-                face_keys = [
-                    cipher.derive_face_keys(content_key, nonce, i, self.codec.identity_dim) for i in range(len(faces))
-                ]
+                dim = self.codec.identity_dim
+                face_keys = [cipher.derive_face_keys(content_key, nonce, i, dim) for i in range(len(faces))]
                 u = cipher.to_torus(latents.identity)
-                u_enc = np.stack([cipher.encrypt(u[i], k.pad) for i, k in enumerate(face_keys)])
-                strangers = Latents(cipher.from_torus(u_enc), latents.attributes)
+                # every face's candidates, face-major: row i·K + c is face i under candidate pad c
+                u_all = np.stack(
+                    [
+                        cipher.encrypt(u[i], cipher.derive_face_keys(content_key, nonce, i, dim, c).pad)
+                        for i in range(len(faces))
+                        for c in range(count)
+                    ]
+                )
+                candidates = Latents(cipher.from_torus(u_all), np.repeat(latents.attributes, count, axis=0))
             with watch("render"):
-                rendered = self.codec.render(strangers, typical=True)
-            skin_weights = self.mask.skin().crop_weights(self.codec.crop_size)
+                rendered_all = self.codec.render(candidates, typical=True)
+            size = self.codec.crop_size
+            regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
+            skins = [
+                lab_stats(c, self.skin_weights * crop_weights(face_mask([r], size, self.feather), size))
+                for c, r in zip(crops, regions, strict=True)
+            ]
+            chosen = np.zeros(len(faces), int)
+            if count > 1:
+                with watch("choose"):
+                    wanted = strangers.describe(
+                        self.judge, original, np.stack([f.landmarks for f in faces]), crops, landmarks,
+                        self.skin_weights, self.face_weights,
+                    )  # fmt: skip
+                    chosen = self._choose(crops, regions, skins, rendered_all, wanted, landmarks)
+            rows = np.arange(len(faces)) * count + chosen
+            u_enc, rendered = u_all[rows], rendered_all[rows]
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
             for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
                 with watch("composite"):
-                    box = face_box(self.mask, a, photo.size)
-                    matched = match_colours(rendered[i], crops[i], skin_weights)
-                    weights = composite_face(out, matched, a, self.mask, box, rng)
+                    stranger_outline = self.mesh.fit(rendered[i], landmarks[i]).face_oval()
+                    stranger = face_region(rendered[i], stranger_outline, self.skin_weights)
+                    mask = face_mask([regions[i], stranger], self.codec.crop_size, self.feather)
+                    box = face_box(mask, a, photo.size)
+                    skin = lab_stats(crops[i], self.skin_weights * crop_weights(mask, self.codec.crop_size))
+                    blended = self._blend(rendered[i], skin, crops[i], mask)
+                    weights = composite_face(out, blended, a, mask, box, rng)
                 pixels = None
                 if fidelity == "exact":
                     with watch("seal"):
@@ -121,10 +170,12 @@ class Pipeline:
                     envelope.FaceRecord(
                         transform=a.matrix,
                         box=box,
-                        mask=self.mask.as_tuple(),
+                        mask=mask.raster,
                         attributes=latents.attributes[i],
                         identity=u_enc[i],
                         pixels=pixels,
+                        candidate=int(chosen[i]),
+                        skin=skin.astype(np.float32),
                     )
                 )
                 progress("anonymizing", 0.3 + 0.6 * (i + 1) / len(faces))
@@ -163,7 +214,8 @@ class Pipeline:
         watch = Stopwatch()
         with watch("open"):
             env = envelope.Envelope.from_bytes(envelope_bytes)
-            if env.codec_id != self.codec.id or env.codec_fingerprint != self.codec.fingerprint:
+            codec = self.codec.for_fingerprint(env.codec_fingerprint) if env.codec_id == self.codec.id else None
+            if codec is None:
                 raise CodecMismatch(
                     f"this photo was anonymized with codec {env.codec_id} ({env.codec_fingerprint.hex()[:12]}), "
                     f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here; recover it with "
@@ -187,11 +239,17 @@ class Pipeline:
                 if decoy_password is None:
                     raise
                 content_key, decoy = cipher.decoy_content_key(decoy_password, env.nonce), True
-        pixels = self._restore(photo, env, content_key, decoy, watch)
+        pixels = self._restore(codec, photo, env, content_key, decoy, watch)
         return RecoveredPhoto(pixels, len(env.faces), decoy, watch.seconds)
 
     def _restore(
-        self, photo: DecodedImage, env: envelope.Envelope, content_key: bytes, decoy: bool, watch: Stopwatch
+        self,
+        codec: Codec,
+        photo: DecodedImage,
+        env: envelope.Envelope,
+        content_key: bytes,
+        decoy: bool,
+        watch: Stopwatch,
     ) -> np.ndarray:
         out = photo.pixels.copy()
         if not env.faces:
@@ -200,8 +258,8 @@ class Pipeline:
         render = [decoy or r.pixels is None for r in env.faces]
         with watch("cipher"):
             face_keys = [
-                cipher.derive_face_keys(content_key, env.nonce, i, self.codec.identity_dim)
-                for i in range(len(env.faces))
+                cipher.derive_face_keys(content_key, env.nonce, i, codec.identity_dim, r.candidate)
+                for i, r in enumerate(env.faces)
             ]
             identity = cipher.from_torus(
                 np.stack([cipher.decrypt(r.identity, k.pad) for r, k in zip(env.faces, face_keys, strict=True)])
@@ -210,21 +268,62 @@ class Pipeline:
         if any(render):
             with watch("render"):
                 attributes = np.stack([r.attributes for r in env.faces])
-                rendered = self.codec.render(Latents(identity, attributes), typical=decoy)
+                rendered = codec.render(Latents(identity, attributes), typical=decoy)
         rng = np.random.default_rng(int.from_bytes(env.nonce[8:], "little"))
         with watch("composite"):
             for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
                 record, k = env.faces[i], face_keys[i]
                 if rendered is not None and render[i]:
-                    a, mask = Alignment(record.transform, self.codec.crop_size), FaceMask.from_tuple(record.mask)
-                    skin_weights = mask.skin().crop_weights(self.codec.crop_size)
-                    matched = match_colours(rendered[i], crop(out, a), skin_weights)
-                    composite_face(out, matched, a, mask, record.box, rng)
+                    a = Alignment(record.transform, codec.crop_size)
+                    mask = stored_mask(record.mask, codec.crop_size)
+                    if isinstance(mask, EllipseMask):  # version 1: its colours matched to what is shown
+                        old = mask
+                        skin = EllipseMask(old.cx, old.cy + 0.1 * old.ry, 0.55 * old.rx, 0.5 * old.ry, old.feather)
+                        skin_weights = crop_weights(skin, codec.crop_size)
+                        shown = crop(out, a)
+                        matched = to_rgb(match_colours(rendered[i], lab_stats(shown, skin_weights), skin_weights))
+                        composite_face(out, matched, a, old, record.box, rng)
+                    else:  # the original's own skin colour, stored at anonymization
+                        blended = self._blend(rendered[i], record.skin.astype(np.float64), crop(out, a), mask)
+                        composite_face(out, blended, a, mask, record.box, rng)
                 else:
                     assert record.pixels is not None
                     aad = _face_aad(env.nonce, i, record.box)
                     _untouch(out, record.box, envelope.open_face_pixels(k.region_key, record.pixels, aad))
         return out
+
+    def _choose(
+        self,
+        crops: np.ndarray,
+        regions: list[np.ndarray],
+        skins: list[np.ndarray],
+        rendered: np.ndarray,
+        wanted: strangers.Original,
+        landmarks: np.ndarray,
+    ) -> np.ndarray:
+        """Each face's candidate whose stranger reads most like it, (N,) int; ``rendered`` holds
+        the N·K candidates face-major."""
+        n, size = len(crops), self.codec.crop_size
+        count = len(rendered) // n
+        masks = [face_mask([r], size, self.feather) for r in regions]
+        previews = np.stack(
+            [
+                _preview(crops[f], self._blend(rendered[f * count + c], skins[f], crops[f], masks[f]), masks[f])
+                for f in range(n)
+                for c in range(count)
+            ]
+        )
+        shape = (n, count, *rendered.shape[1:])
+        return strangers.choose(
+            self.judge, wanted, rendered.reshape(shape), previews.reshape(shape), landmarks,
+            self.skin_weights, self.face_weights,
+        )  # fmt: skip
+
+    def _blend(self, rendered: np.ndarray, skin: np.ndarray, photo_crop: np.ndarray, mask: RasterMask) -> np.ndarray:
+        """A rendered (S, S, 3) crop in the original's skin colour, its edge matched to the photo around
+        the mask (only pixels the mask leaves alone, so recovery sees the same ones)."""
+        lab = match_colours(rendered, skin, self.skin_weights)
+        return to_rgb(edge_membrane(lab, photo_crop, crop_weights(mask, self.codec.crop_size)))
 
 
 class Stopwatch:
@@ -240,6 +339,12 @@ class Stopwatch:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _preview(photo_crop: np.ndarray, blended: np.ndarray, mask: RasterMask) -> np.ndarray:
+    """A blended (S, S, 3) crop over the photo's crop under ``mask``, at crop resolution."""
+    w = crop_weights(mask, mask.crop_size)[..., None]
+    return (photo_crop * (1 - w) + blended * w).round().astype(np.uint8)
 
 
 def _to_crop(points: np.ndarray, alignment: Alignment) -> np.ndarray:

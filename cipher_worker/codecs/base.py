@@ -29,10 +29,20 @@ class Codec(ABC):
     template: np.ndarray  # (5, 2) landmark positions in crop pixels, YuNet order
     identity_dim: int
     attribute_dim: int
+    # strangers rendered per face to choose from (cipher_worker.strangers): cheap generators afford
+    # many, a costly one renders just the one
+    candidates: int = 1
 
     @abstractmethod
-    def encode(self, crops: np.ndarray, landmarks: np.ndarray) -> Latents:
-        """(N, S, S, 3) uint8 RGB crops and their (N, 5, 2) landmarks in crop pixels → latents."""
+    def encode(self, crops: np.ndarray, landmarks: np.ndarray, expression: np.ndarray | None = None) -> Latents:
+        """(N, S, S, 3) uint8 RGB crops, their (N, 5, 2) landmarks in crop pixels and (N, 5)
+        expression measured by the dense mesh (:meth:`~cipher_worker.mesh.MeshResult.expression`;
+        a codec may ignore what it does not need) → latents."""
+
+    def for_fingerprint(self, fingerprint: bytes) -> Codec | None:
+        """The codec that made envelopes of ``fingerprint`` (this one, or an earlier version of
+        its files it still carries), or None."""
+        return self if fingerprint == self.fingerprint else None
 
     @abstractmethod
     def render(self, latents: Latents, *, typical: bool) -> np.ndarray:

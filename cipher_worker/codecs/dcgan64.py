@@ -2,8 +2,13 @@
 
 Latent z ∈ R^100 ~ N(0, I). A fixed orthonormal basis (fitted by ``python -m
 cipher_worker.train attributes``) splits it into k attribute coordinates (what the
-landmarks and colours depend on) and 100 − k identity coordinates; both stay standard
-normal, so the identity part feeds the torus cipher without further whitening.
+landmarks, eye and mouth openness, smile and head pose depend on) and 100 − k identity
+coordinates; both stay standard normal, so the identity part feeds the torus cipher
+without further whitening.
+
+Earlier splits stay in ``weights/`` (``dcgan64_attributes_v1.npz``: 8 dimensions from the
+landmarks alone), so photos anonymized with them still recover: the envelope's codec
+fingerprint names the split (:meth:`DCGAN64Codec.for_fingerprint`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from .dcgan64_net import (
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENCODER_PATH = WEIGHTS_DIR / "dcgan64_encoder.pt"
 ATTRIBUTES_PATH = WEIGHTS_DIR / "dcgan64_attributes.npz"
+LEGACY_ATTRIBUTES = (WEIGHTS_DIR / "dcgan64_attributes_v1.npz",)
 TRUNCATION = 0.9  # identity scale for strangers; this DCGAN turns noisy below ~0.8
+CANDIDATES = 12  # strangers to choose from per face: 2.7 ms each to render on one core
 
 
 def _to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -40,42 +47,60 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 class DCGAN64Codec(Codec):
     id = "dcgan64"
     crop_size = IMAGE_SIZE
+    candidates = CANDIDATES
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        attributes_path: Path = ATTRIBUTES_PATH,
+        nets: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+    ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        for path in (ENCODER_PATH, ATTRIBUTES_PATH):
+        for path in (ENCODER_PATH, attributes_path):
             if not path.is_file():
                 raise VeilError(f"{path.name} is missing; rebuild it with `python -m cipher_worker.train`")
-        self.generator = load_generator(self.device)
-        checkpoint = torch.load(ENCODER_PATH, map_location="cpu", weights_only=True)
-        self.encoder = DCGANEncoder()
-        self.encoder.load_state_dict({k: v.float() for k, v in checkpoint["encoder"].items()})
-        self.encoder.eval().requires_grad_(False).to(self.device)
-        split = np.load(ATTRIBUTES_PATH)
+        self.generator, self.encoder = nets or (load_generator(self.device), _load_encoder(self.device))
+        split = np.load(attributes_path)
         self.attribute_dim = int(split["attribute_dim"])
         self.identity_dim = 100 - self.attribute_dim
         self.template = split["template"].astype(np.float64)
         self._basis = torch.from_numpy(split["basis"]).to(self.device)  # (100, 100) orthonormal, float64
-        # linear model of the landmarks given the attribute coordinates (standardized units)
+        # linear model of the measured features given the attribute coordinates (standardized units)
         self._feature_mean, self._feature_std = split["feature_mean"], split["feature_std"]
         self._feature_map = split["basis"][:, : self.attribute_dim].T @ split["feature_weights"]  # (k, M)
         self._feature_noise = np.clip(1 - (self._feature_map**2).sum(0), 0.05, 1.0)  # unexplained variance
-        self.fingerprint = _fingerprint([generator_weights_path(), ENCODER_PATH, ATTRIBUTES_PATH])
+        self.fingerprint = _fingerprint([generator_weights_path(), ENCODER_PATH, attributes_path])
+        self._legacy: dict[bytes, Path] = {}
+        if attributes_path == ATTRIBUTES_PATH:
+            self._legacy = {
+                _fingerprint([generator_weights_path(), ENCODER_PATH, p]): p for p in LEGACY_ATTRIBUTES if p.is_file()
+            }
 
-    def encode(self, crops: np.ndarray, landmarks: np.ndarray) -> Latents:
+    def for_fingerprint(self, fingerprint: bytes) -> Codec | None:
+        if fingerprint == self.fingerprint:
+            return self
+        path = self._legacy.get(fingerprint)
+        return None if path is None else DCGAN64Codec(self.device, path, (self.generator, self.encoder))
+
+    def encode(self, crops: np.ndarray, landmarks: np.ndarray, expression: np.ndarray | None = None) -> Latents:
         with torch.inference_mode():
             z = self.encoder(_to_tensor(crops, self.device)).double()
             coords = (z @ self._basis).cpu().numpy()  # (N, 100): attributes first, identity after
-        # the encoder's attribute guess, sharpened by the landmarks measured on the real face: on
-        # the test photos this moves the stranger's landmarks less than either source alone
-        attributes = self.measured_attributes(landmarks, prior=coords[:, : self.attribute_dim])
+        # the encoder's attribute guess, sharpened by what was measured on the real face: on the
+        # test photos this moves the stranger's landmarks less than either source alone
+        features = landmarks.reshape(len(landmarks), 10)
+        if expression is not None and len(self._feature_mean) > 10:
+            features = np.concatenate([features, expression], axis=1)
+        attributes = self.measured_attributes(features, prior=coords[:, : self.attribute_dim])
         return Latents(identity=coords[:, self.attribute_dim :], attributes=attributes.astype(np.float32))
 
-    def measured_attributes(self, landmarks: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        """Posterior mean of the attribute coordinates given (N, 5, 2) landmarks in crop pixels,
-        with prior N(prior, I) and landmarks = coords · F + noise. (N, k) float64."""
-        f = (landmarks.reshape(len(landmarks), 10) - self._feature_mean) / self._feature_std
-        fmap, noise = self._feature_map, self._feature_noise
+    def measured_attributes(self, features: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Posterior mean of the attribute coordinates given (N, M′) measured features — the
+        landmarks in crop pixels, then (if measured) the mesh's expression — with prior
+        N(prior, I) and features = coords · F + noise; unmeasured features are left out. (N, k)."""
+        m = features.shape[1]
+        f = (features - self._feature_mean[:m]) / self._feature_std[:m]
+        fmap, noise = self._feature_map[:, :m], self._feature_noise[:m]
         precision = fmap @ np.diag(1 / noise) @ fmap.T + np.eye(self.attribute_dim)
         return np.linalg.solve(precision, (f / noise @ fmap.T + prior).T).T
 
@@ -85,6 +110,13 @@ class DCGAN64Codec(Codec):
         with torch.inference_mode():
             z = (torch.from_numpy(coords).to(self.device) @ self._basis.T).float()
             return _to_uint8(self.generator(z))
+
+
+def _load_encoder(device: torch.device) -> DCGANEncoder:
+    checkpoint = torch.load(ENCODER_PATH, map_location="cpu", weights_only=True)
+    encoder = DCGANEncoder()
+    encoder.load_state_dict({k: v.float() for k, v in checkpoint["encoder"].items()})
+    return encoder.eval().requires_grad_(False).to(device)
 
 
 def _fingerprint(paths: list[Path]) -> bytes:

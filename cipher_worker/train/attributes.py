@@ -1,9 +1,11 @@
 """Fit the identity/attribute split of the dcgan64 latent from generated samples.
 
 z ~ N(0, I) is isotropic, so any orthonormal basis of R^100 keeps it standard normal. We
-measure on G(z) what a replacement face must keep — its five landmarks (pose and
-expression) — regress them on z, and take the k directions of z that explain them best as
-the attribute subspace. Identity is the orthogonal complement. Colours are left to the
+measure on G(z) what a replacement face must keep — its five landmarks, and from the dense
+mesh its eye and mouth openness, smile, yaw and pitch — regress them on z, and take the k
+directions of z that explain them best as the attribute subspace. Identity is the
+orthogonal complement. Gender and age are not linear in z (a probe reads them at the base
+rate): :mod:`cipher_worker.strangers` keeps them by choosing among candidate strangers. Colours are left to the
 compositor's colour match: with skin, surround and light colours in the fit (16
 dimensions), strangers drawn under different keys shared so much that SFace called 57% of
 them one person. The mean landmarks double as the codec's alignment template.
@@ -20,8 +22,9 @@ import torch
 
 from ..codecs.dcgan64_net import Z_DIM, load_generator
 from ..detect import FaceDetector
+from ..mesh import EXPRESSION, FaceMesh
 
-ATTRIBUTE_DIM = 8
+ATTRIBUTE_DIM = 12
 _UPSCALE = 4
 _PAD = 64
 
@@ -50,8 +53,12 @@ def fit_attributes(out: Path, seed: int = 0, samples: int = 6000, log=print) -> 
     images_u8 = ((images.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
     landmarks, ok = measure_generated(images_u8, FaceDetector(score_threshold=0.5, min_face=16))
     log(f"landmarks found on {ok.mean():.1%} of {samples} samples ({time.perf_counter() - started:.0f}s)")
+    mesh = FaceMesh()
+    expression = np.stack([mesh.fit(im, lm).expression() if good else np.zeros(len(EXPRESSION))
+                           for im, lm, good in zip(images_u8, landmarks, ok, strict=True)])  # fmt: skip
+    log(f"expressions measured ({time.perf_counter() - started:.0f}s)")
     template = landmarks[ok].mean(0)
-    features = landmarks.reshape(samples, 10)[ok]
+    features = np.concatenate([landmarks.reshape(samples, 10), expression], axis=1)[ok]
     zs = z.numpy().astype(np.float64)[ok]
     mean, std = features.mean(0), features.std(0)
     target = (features - mean) / std
@@ -62,7 +69,9 @@ def fit_attributes(out: Path, seed: int = 0, samples: int = 6000, log=print) -> 
     r2_full = 1 - ((zs @ weights + coef[Z_DIM] - target) ** 2).mean(0)
     proj = zs @ basis[:, :ATTRIBUTE_DIM] @ basis[:, :ATTRIBUTE_DIM].T
     r2_attr = 1 - ((proj @ weights + coef[Z_DIM] - target) ** 2).mean(0)
+    names = [f"landmark {i // 2} {'xy'[i % 2]}" for i in range(10)] + list(EXPRESSION)
     metrics = {"r2_all_z": float(r2_full.mean()), "r2_attribute_subspace": float(r2_attr.mean())}
+    metrics.update({f"r2 {name}": float(v) for name, v in zip(names, r2_attr, strict=True)})
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         out,

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from cipher_worker.cipher import (
     to_torus,
 )
 from cipher_worker.envelope import (
+    VERSION,
     Envelope,
     FaceRecord,
     embed,
@@ -39,25 +41,38 @@ from cipher_worker.keys import generate_album_keypair, open_content_key, seal_co
 relaxed = settings(deadline=None, max_examples=40)
 
 i32 = st.integers(-(2**31), 2**31 - 1)
-face_records = st.builds(
+_common = {
+    "transform": hnp.arrays(np.float64, (2, 3)),
+    "box": st.tuples(i32, i32, i32, i32),
+    "attributes": hnp.arrays(np.float32, st.integers(0, 20)),
+    "identity": hnp.arrays(np.uint32, st.integers(0, 100)),
+    "pixels": st.none() | st.binary(max_size=200),
+}
+# version 1: an ellipse's parameters; version 2: a raster, the chosen candidate pad, the skin colour
+v1_faces = st.builds(FaceRecord, mask=st.lists(st.floats(), max_size=5).map(tuple), **_common)
+v2_faces = st.builds(
     FaceRecord,
-    transform=hnp.arrays(np.float64, (2, 3)),
-    box=st.tuples(i32, i32, i32, i32),
-    mask=st.lists(st.floats(), max_size=5).map(tuple),
-    attributes=hnp.arrays(np.float32, st.integers(0, 20)),
-    identity=hnp.arrays(np.uint32, st.integers(0, 100)),
-    pixels=st.none() | st.binary(max_size=200),
+    mask=st.integers(1, 12).flatmap(lambda n: hnp.arrays(np.uint8, (n, n))),
+    candidate=st.integers(0, 2**16 - 1),
+    skin=st.just(np.zeros(0, np.float32)) | hnp.arrays(np.float32, 6),
+    **_common,
 )
-envelopes = st.builds(
-    Envelope,
-    codec_id=st.text(max_size=30),
-    codec_fingerprint=st.binary(min_size=16, max_size=16),
-    fidelity=st.sampled_from(["exact", "latent"]),
-    sealed_content_key=st.binary(max_size=120),
-    nonce=st.binary(min_size=16, max_size=16),
-    image_size=st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)),
-    faces=st.lists(face_records, max_size=3).map(tuple),
-    mac=st.binary(min_size=32, max_size=32),
+envelopes = st.one_of(
+    *(
+        st.builds(
+            Envelope,
+            version=st.just(version),
+            codec_id=st.text(max_size=30),
+            codec_fingerprint=st.binary(min_size=16, max_size=16),
+            fidelity=st.sampled_from(["exact", "latent"]),
+            sealed_content_key=st.binary(max_size=120),
+            nonce=st.binary(min_size=16, max_size=16),
+            image_size=st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)),
+            faces=st.lists(faces, max_size=3).map(tuple),
+            mac=st.binary(min_size=32, max_size=32),
+        )
+        for version, faces in ((1, v1_faces), (2, v2_faces))
+    )
 )
 
 
@@ -66,7 +81,8 @@ def make_face(seed: int, with_pixels: bool = True) -> FaceRecord:
     return FaceRecord(
         transform=rng.standard_normal((2, 3)),
         box=(10 + seed, 20, 74 + seed, 84),
-        mask=(0.5, 8.0, 0.125),
+        mask=np.linspace(0, 255, 64).astype(np.uint8).reshape(8, 8),
+        candidate=seed,
         attributes=rng.standard_normal(12).astype(np.float32),
         identity=rng.integers(0, 2**32, 84, dtype=np.uint64).astype(np.uint32),
         pixels=rng.bytes(60) if with_pixels else None,
@@ -122,7 +138,7 @@ def test_random_truncations_and_extra_bytes_are_envelope_errors(env: Envelope, d
 @relaxed
 @given(st.binary(max_size=400))
 def test_garbage_never_crashes_the_parser(tail: bytes) -> None:
-    for blob in (tail, b"VEIL\x01" + tail):
+    for blob in (tail, b"VEIL\x01" + tail, b"VEIL\x02" + tail):
         try:
             env = Envelope.from_bytes(blob)
         except EnvelopeError:
@@ -132,9 +148,40 @@ def test_garbage_never_crashes_the_parser(tail: bytes) -> None:
 
 def test_unknown_versions_are_named() -> None:
     blob = bytearray(make_envelope(random_content_key()).to_bytes())
-    blob[4] = 2
-    with pytest.raises(EnvelopeError, match="version 2"):
+    assert blob[4] == VERSION == 2
+    blob[4] = 3
+    with pytest.raises(EnvelopeError, match="version 3"):
         Envelope.from_bytes(bytes(blob))
+
+
+def test_a_version_2_body_is_not_read_as_version_1() -> None:
+    blob = bytearray(make_envelope(random_content_key()).to_bytes())
+    blob[4] = 1
+    with pytest.raises(EnvelopeError):
+        Envelope.from_bytes(bytes(blob))
+
+
+def test_a_raster_mask_is_refused_in_a_version_1_envelope_and_an_ellipse_in_version_2() -> None:
+    raster, ellipse = (
+        make_face(1),
+        dataclasses.replace(make_face(1), mask=(0.5, 8.0, 0.125), mask_blob=b"", candidate=0),
+    )
+    for version, face in ((1, raster), (2, ellipse)):
+        env = dataclasses.replace(make_envelope(random_content_key()), version=version, faces=(face,))
+        with pytest.raises(EnvelopeError, match="holds"):
+            env.to_bytes()
+
+
+def test_the_stored_mask_bytes_are_kept_as_read() -> None:
+    """Another zlib could compress the same raster differently: the MAC covers the bytes as stored."""
+    env = make_envelope(random_content_key())
+    face = env.faces[0]
+    assert isinstance(face.mask, np.ndarray)
+    recompressed = zlib.compress(face.mask.tobytes(), 1)
+    assert recompressed != face.mask_blob
+    other = dataclasses.replace(face, mask_blob=recompressed)
+    back = Envelope.from_bytes(dataclasses.replace(env, faces=(other,)).to_bytes()).faces[0]
+    assert back.mask_blob == recompressed and np.array_equal(back.mask, face.mask)
 
 
 def test_foreign_data_is_not_an_envelope() -> None:
@@ -149,10 +196,17 @@ def test_envelopes_refuse_impossible_fields() -> None:
         {"nonce": b"short"},
         {"codec_fingerprint": bytes(17)},
         {"image_size": (0, 10)},
-        {"version": 2},
+        {"version": 3},
     ):
         with pytest.raises(EnvelopeError):
             dataclasses.replace(env, **change)
+    for face_change in (
+        {"mask": np.zeros((4, 5), np.uint8), "mask_blob": b""},
+        {"candidate": 2**16},
+        {"skin": np.zeros(5, np.float32)},
+    ):
+        with pytest.raises(EnvelopeError):
+            dataclasses.replace(env.faces[0], **face_change)
     with pytest.raises(EnvelopeError, match="shape"):
         dataclasses.replace(env.faces[0], transform=np.zeros((3, 3)))
     with pytest.raises(EnvelopeError):
@@ -271,7 +325,7 @@ def test_a_key_holder_recovers_faces_from_an_embedded_envelope() -> None:
     face = FaceRecord(
         transform=np.eye(2, 3),
         box=(16, 8, 48, 40),
-        mask=(0.5,),
+        mask=np.full((4, 4), 255, np.uint8),
         attributes=np.zeros(12, np.float32),
         identity=encrypt(original_u, keys.pad),
         pixels=seal_face_pixels(keys.region_key, region, nonce + b"/0"),

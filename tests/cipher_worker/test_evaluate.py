@@ -90,11 +90,26 @@ def test_run_evaluation_reports_every_metric_and_writes_markdown(tmp_path: Path)
         "anonymized_ssim",
         "key_algebra",
         "summary",
+        "gender_kept_rate",
+        "age_gap_median",
+        "eyes_flipped_rate",
+        "mouth_flipped_rate",
+        "skin_delta_e_median",
+        "off_face_rate",
     ):
         assert key in result, key
+    # what a viewer sees is measured, not assumed: rates in range, a positive age gap, and the
+    # off-face share is a share of pixels that really changed
+    for key in ("gender_kept_rate", "eyes_flipped_rate", "mouth_flipped_rate", "off_face_rate"):
+        assert result[key] is not None and 0.0 <= result[key] <= 1.0, key
+    assert result["gender_samples"] >= 1
+    assert 0.0 < result["age_gap_median"] < 80 and 0.0 < result["skin_delta_e_median"] < 100
+    sheet = tmp_path / "looks.png"
+    assert result["contact_sheet"] == str(sheet) and sheet.stat().st_size > 10_000
     assert result["exact_recovery"] is True and result["exact_max_abs_diff"] == 0
     algebra = result["key_algebra"]
     assert algebra["p1_then_p2_bit_exact"] and algebra["p2_then_p1_bit_exact"] and algebra["combined_bit_exact"]
     text = report.read_text()
     assert "| metric | value | target | pass |" in text
     assert "person_b_1.jpg" in text
+    assert "gender kept" in text and "looks.png" in text

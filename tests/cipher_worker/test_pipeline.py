@@ -12,8 +12,8 @@ from PIL import Image
 
 from cipher_worker import envelope
 from cipher_worker.align import Alignment
-from cipher_worker.composite import FaceMask, box_weights
 from cipher_worker.errors import CodecMismatch, EnvelopeError, EnvelopeTampered, WrongKey
+from cipher_worker.facemask import box_weights, stored_mask
 from cipher_worker.keys import generate_album_keypair
 from tests.conftest import decode
 
@@ -29,9 +29,8 @@ def _touched(pipeline, env: envelope.Envelope, shape) -> np.ndarray:
     touched = np.zeros(shape[:2], bool)
     for record in env.faces:
         x0, y0, x1, y1 = record.box
-        weights = box_weights(
-            FaceMask.from_tuple(record.mask), Alignment(record.transform, pipeline.codec.crop_size), record.box
-        )
+        size = pipeline.codec.crop_size
+        weights = box_weights(stored_mask(record.mask, size), Alignment(record.transform, size), record.box)
         touched[y0:y1, x0:x1] |= weights > 0
     return touched
 

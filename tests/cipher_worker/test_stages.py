@@ -7,8 +7,21 @@ import pytest
 
 from cipher_worker.align import Alignment, align, crop, paste_region, similarity
 from cipher_worker.codecs.base import Latents
-from cipher_worker.composite import FaceMask, box_weights, composite_face, face_box
+from cipher_worker.composite import composite_face, edge_membrane, lab_stats, match_colours, to_rgb
 from cipher_worker.detect import FaceDetector
+from cipher_worker.facemask import (
+    EllipseMask,
+    RasterMask,
+    box_weights,
+    crop_weights,
+    face_box,
+    face_mask,
+    face_region,
+    feathered,
+    polygon_raster,
+    template_face,
+    template_skin,
+)
 from tests.conftest import decode
 
 
@@ -54,11 +67,83 @@ def test_detector_finds_small_faces(astronaut_jpeg):
     assert len(faces) == 1 and faces[0].box[2] < 60
 
 
-def test_mask_is_zero_outside_and_compositing_leaves_the_rest_untouched():
-    template = np.array([[22.7, 29.9], [40.8, 29.7], [31.4, 41.2], [24.4, 50.5], [39.3, 50.4]])
-    mask = FaceMask.for_template(template)
-    weights = mask.crop_weights(64)
-    assert weights[int(mask.cy), int(mask.cx)] == 1.0 and weights[0, 0] == 0.0
+TEMPLATE = np.array([[22.7, 29.9], [40.8, 29.7], [31.4, 41.2], [24.4, 50.5], [39.3, 50.4]])
+
+
+def _disc(centre: tuple[float, float], radius: float, points: int = 48) -> np.ndarray:
+    angle = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    return np.stack([centre[0] + radius * np.cos(angle), centre[1] + radius * np.sin(angle)], -1)
+
+
+def test_feathered_weights_reach_one_inside_and_never_leave_the_region():
+    coverage = polygon_raster(_disc((64, 64), 40), 128, 128)
+    weights = feathered(coverage, 8)
+    assert weights[64, 64] == 1.0
+    assert not weights[coverage < 0.5].any(), "the feather lies inside the outline"
+    assert 0 < weights[64, 64 + 36] < 1  # within a feather's width of the edge
+
+
+def test_a_face_region_grows_over_skin_to_the_hairline_but_not_over_hair_or_background():
+    """A skin-coloured face (oval outline below the hairline) with a forehead above the outline,
+    dark hair above that and a green background beside: the region takes the forehead, stops at
+    the hair and never reaches the background, even where the outline itself overshoots."""
+    skin, hair, background = (200, 150, 120), (40, 30, 20), (40, 160, 60)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:] = background
+    yy, xx = np.mgrid[:64, :64]
+    face = ((xx - 32) / 14) ** 2 + ((yy - 36) / 20) ** 2 <= 1
+    image[face] = skin
+    image[(yy < 20) & face] = hair  # hair from row 20 up; the forehead is rows 20–25
+    outline = _disc((32, 40), 13)  # the "mesh": from row 27 down, a little past the cheeks
+    outline[:, 0] = 32 + (outline[:, 0] - 32) * 1.25  # overshooting the face sideways
+    skin_weights = crop_weights(template_skin(TEMPLATE), 64)
+    region = face_region(image, outline, skin_weights, side=64) >= 0.5
+    assert region[23, 32], "the forehead up to the hairline is part of the face"
+    assert not region[16, 32], "the hair is not"
+    assert not region[40, 14] and not region[40, 50], "nor the background beside the cheeks"
+    assert region[40, 32] and region[50, 32]
+
+
+def test_a_face_mask_is_the_intersection_of_the_regions():
+    a = polygon_raster(_disc((30, 32), 20), 64)  # crop pixels, drawn on a 128 raster
+    b = polygon_raster(_disc((35, 32), 20), 64)
+    assert a[64, 24] == 1 and b[64, 106] == 1
+    mask = face_mask([a, b], 64, 2.0)
+    assert mask.raster.shape == (128, 128) and mask.raster.dtype == np.uint8
+    assert mask.raster[64, 64] == 255
+    assert mask.raster[64, 24] == 0 and mask.raster[64, 106] == 0  # inside one region only
+    crop_xy = np.array([[32.0, 32.0], [1.0, 32.0]])
+    assert mask.weights(crop_xy).tolist() == [1.0, 0.0]
+
+
+def test_colours_are_matched_to_the_target_skin_and_the_edge_to_the_photo():
+    rng = np.random.default_rng(0)
+    rendered = np.clip(rng.normal(90, 10, (64, 64, 3)), 0, 255).astype(np.uint8)
+    photo = np.clip(rng.normal(170, 10, (64, 64, 3)), 0, 255).astype(np.uint8)
+    skin = crop_weights(template_skin(TEMPLATE), 64)
+    target = lab_stats(photo, skin)
+    matched = to_rgb(match_colours(rendered, target, skin))
+    assert np.abs(lab_stats(matched, skin)[:3] - target[:3]).max() < 2
+    mask = face_mask([polygon_raster(_disc((32, 34), 22), 64)], 64, 3.0)
+    weights = crop_weights(mask, 64)
+    lab = match_colours(rendered, lab_stats(rendered, skin), skin)  # a dark face in a light photo
+    edged = to_rgb(edge_membrane(lab, photo, weights)).astype(float)
+    ring = (weights > 0) & (weights < 0.3)
+    assert abs(edged[ring].mean() - photo[ring].mean()) < abs(rendered[ring].mean() - photo[ring].mean()) / 2
+    centre = weights == 1
+    assert abs(edged[centre].mean() - rendered[centre].mean()) < 15, "the face keeps its matched colour"
+
+
+@pytest.mark.parametrize("kind", ["raster", "ellipse (version 1)"])
+def test_mask_is_zero_outside_and_compositing_leaves_the_rest_untouched(kind: str):
+    template = TEMPLATE
+    mask: RasterMask | EllipseMask
+    if kind == "raster":
+        mask = face_mask([polygon_raster(_disc((31.5, 38), 18), 64)], 64, 2.0)
+    else:
+        mask = template_face(template)
+    weights = crop_weights(mask, 64)
+    assert weights[38, 31] == 1.0 and weights[0, 0] == 0.0
     a = align(template * 3 + 100, template, 64)
     image = np.random.default_rng(0).integers(0, 255, (500, 500, 3), dtype=np.uint8)
     before = image.copy()
@@ -80,7 +165,7 @@ def test_codec_renders_deterministically_and_keeps_shapes(pipeline, astronaut_jp
     a = align(face.landmarks, codec.template, codec.crop_size)
     crops = np.stack([crop(image, a)] * 2)
     landmarks = np.stack([face.landmarks @ a.matrix[:, :2].T + a.matrix[:, 2]] * 2)
-    latents = codec.encode(crops, landmarks)
+    latents = codec.encode(crops, landmarks, np.array([[0.28, 0.1, 0.0, 0.0, -8.0]] * 2))
     assert latents.identity.shape == (2, codec.identity_dim) and latents.attributes.shape == (2, codec.attribute_dim)
     first = codec.render(latents, typical=False)
     assert first.shape == (2, codec.crop_size, codec.crop_size, 3) and first.dtype == np.uint8

@@ -21,7 +21,7 @@ from django.urls import reverse
 from cipher_worker import envelope
 from cipher_worker.align import Alignment
 from cipher_worker.codecs.dcgan64 import DCGAN64Codec
-from cipher_worker.composite import FaceMask, box_weights
+from cipher_worker.facemask import box_weights, stored_mask
 from cipher_worker.imageio import decode_image
 from webapp.albums.models import Album, Photo
 from webapp.asgi import application
@@ -81,7 +81,7 @@ def face_pixels(photo: Photo, codec_id: str = DCGAN64Codec.id, crop_size: int = 
     for record in env.faces:
         x0, y0, x1, y1 = record.box
         alignment = Alignment(record.transform, crop_size)
-        touched[y0:y1, x0:x1] |= box_weights(FaceMask.from_tuple(record.mask), alignment, record.box) > 0
+        touched[y0:y1, x0:x1] |= box_weights(stored_mask(record.mask, crop_size), alignment, record.box) > 0
     return touched
 
 

@@ -108,7 +108,7 @@ class StyleGAN2Codec(Codec):
             self.generator, stats_home.with_name(stats_home.name + ".veil-pca.npz"), hashlib.sha256(gen_digest).digest()
         )
 
-    def encode(self, crops: np.ndarray, landmarks: np.ndarray) -> Latents:
+    def encode(self, crops: np.ndarray, landmarks: np.ndarray, expression: np.ndarray | None = None) -> Latents:
         size = self.encoder.input_size
         with torch.inference_mode():
             x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)

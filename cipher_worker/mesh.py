@@ -1,0 +1,170 @@
+"""Dense face landmarks: MediaPipe's 468-point face mesh (``face_landmark.tflite`` from the
+``mediapipe`` wheel), run by OpenCV's DNN module — ``mediapipe`` itself is never imported.
+
+The model sees a 192 × 192 crop of a square ROI, rotated so the eyes are horizontal. MediaPipe's
+tracking ROI is the mesh's bounding box × 1.5 (``FaceLandmarkLandmarksToRoi``); we only have
+YuNet's five points, so the ROI is the one that box converges to, measured on the test photos:
+centred midway between the eye and mouth midpoints, side 3.8 × max(eye distance, eye-to-mouth).
+A single pass there lands within 0.015 inter-ocular distances (mean) of the converged mesh.
+The input is RGB in [0, 1], as the graph's ImageToTensorCalculator gives it.
+
+Naming follows :mod:`.detect`: "right" is the subject's right, the image-left one in a frontal
+photo (mesh points 33/133 and YuNet landmark 0).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import VeilError
+
+MESH_FILE = "modules/face_landmark/face_landmark.tflite"
+INPUT_SIZE = 192
+_ROI_SIDE = 3.8  # × max(eye distance, eye-mid to mouth-mid), see the module docstring
+
+# MediaPipe's FACEMESH_FACE_OVAL walked from the top of the forehead, image-right side first
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)  # fmt: skip
+# eye contours: corners (outer, inner) and three upper/lower lid pairs, outer to inner
+_RIGHT_EYE = ((33, 133), ((160, 144), (159, 145), (158, 153)))
+_LEFT_EYE = ((263, 362), ((387, 373), (386, 374), (385, 380)))
+_MOUTH_CORNERS = (61, 291)
+_INNER_LIPS = (13, 14)
+_FOREHEAD, _CHIN = 10, 152
+EXPRESSION = ("eye openness", "mouth openness", "smile", "yaw", "pitch")
+# symmetric (subject's right, subject's left) pairs: the oval's two halves, eye and mouth corners
+_PAIRS = np.array([(FACE_OVAL[-k], FACE_OVAL[k]) for k in range(1, 18)] + [(33, 263), (133, 362), (61, 291)])
+
+
+def mesh_model_path() -> Path:
+    spec = importlib.util.find_spec("mediapipe")  # locates the wheel without importing it
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        path = Path(root) / MESH_FILE
+        if path.is_file():
+            return path
+    raise VeilError("the face mesh model is missing: run `pip install --no-deps mediapipe==0.10.21`")
+
+
+@dataclass(frozen=True)
+class MeshResult:
+    """``points``: (468, 3) float64 — x, y in image pixels, z relative depth in the same
+    pixel scale (MediaPipe's sign: smaller is nearer the camera);
+    ``presence``: the model's face-presence probability in [0, 1]."""
+
+    points: np.ndarray
+    presence: float
+
+    def expression(self) -> np.ndarray:
+        """(5,) what a stranger must keep of this face besides its landmarks, in the order of
+        :data:`EXPRESSION`: mean eye openness, mouth openness, smile, yaw and pitch (degrees)."""
+        yaw, pitch, _ = self.head_pose()
+        return np.array([float(np.mean(self.eye_openness())), self.mouth_openness(), self.smile(), yaw, pitch])
+
+    def face_oval(self) -> np.ndarray:
+        """(36, 2) silhouette polygon in image pixels: forehead, jaw, chin, closed implicitly."""
+        return self.points[list(FACE_OVAL), :2].copy()
+
+    def eye_openness(self) -> tuple[float, float]:
+        """(right, left) eye aspect ratio: mean lid gap / corner-to-corner width, in 3-D so
+        that turning the head does not shrink the width. Open eyes read 0.18–0.36 on the test photos."""
+        return self._aspect(*_RIGHT_EYE), self._aspect(*_LEFT_EYE)
+
+    def mouth_openness(self) -> float:
+        """Inner-lip gap / mouth-corner width (3-D): ≈ 0.01 with closed lips, 0.2–0.28 for the
+        toothy smiles in the test photos."""
+        return self._aspect(_MOUTH_CORNERS, (_INNER_LIPS,))
+
+    def smile(self) -> float:
+        """Height of the mouth corners above the inner-lip centre along the face's up axis,
+        / mouth width. Rises with a smile; the neutral value differs from face to face."""
+        p = self.points
+        centre = p[list(_INNER_LIPS)].mean(0)
+        corners = p[list(_MOUTH_CORNERS)].mean(0)
+        width = np.linalg.norm(p[_MOUTH_CORNERS[1]] - p[_MOUTH_CORNERS[0]])
+        return float((centre - corners) @ self.rotation()[:, 1] / width)
+
+    def rotation(self) -> np.ndarray:
+        """(3, 3) face axes in camera axes (x right, y down, z away from the camera), as
+        columns: subject's right → left, forehead → chin, face → back of the head."""
+        p = self.points
+        ex = (p[_PAIRS[:, 1]] - p[_PAIRS[:, 0]]).sum(0)
+        ex /= np.linalg.norm(ex)
+        ey = p[_CHIN] - p[_FOREHEAD]
+        ey -= (ey @ ex) * ex
+        ey /= np.linalg.norm(ey)
+        return np.column_stack([ex, ey, np.cross(ex, ey)])
+
+    def head_pose(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) in degrees. yaw > 0: the nose points to the image's right;
+        pitch > 0: it points up (0 when forehead top and chin are at equal depth, so faces
+        looking at the camera read −4° to −11°); roll > 0: the eye line turns clockwise on
+        screen (the image-right eye is lower). Flipping the photo negates yaw and roll."""
+        rot = self.rotation()
+        nose = -rot[:, 2]
+        yaw = np.arctan2(nose[0], -nose[2])
+        pitch = np.arctan2(-nose[1], np.hypot(nose[0], nose[2]))
+        # what is left after undoing yaw and pitch is a rotation about the viewing axis
+        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+        r_yaw = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+        r_pitch = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]])
+        rest = (r_yaw @ r_pitch).T @ rot
+        roll = np.arctan2(rest[1, 0], rest[0, 0])
+        return float(np.degrees(yaw)), float(np.degrees(pitch)), float(np.degrees(roll))
+
+    def _aspect(self, corners: tuple[int, int], gaps: tuple[tuple[int, int], ...]) -> float:
+        p = self.points
+        width = np.linalg.norm(p[corners[0]] - p[corners[1]])
+        gap = np.mean([np.linalg.norm(p[a] - p[b]) for a, b in gaps])
+        return float(gap / width)
+
+
+def roi_matrix(landmarks5: np.ndarray) -> np.ndarray:
+    """(5, 2) YuNet landmarks in image px → (2, 3) float64 affine, image → model input px."""
+    lm = landmarks5.astype(np.float64)
+    eyes, mouth = (lm[0] + lm[1]) / 2, (lm[3] + lm[4]) / 2
+    eye_line = lm[1] - lm[0]
+    # max(): turning the head shortens the eye distance, nodding shortens eye-to-mouth
+    side = _ROI_SIDE * max(float(np.linalg.norm(eye_line)), float(np.linalg.norm(mouth - eyes)))
+    cos, sin = eye_line / np.linalg.norm(eye_line) * (INPUT_SIZE / side)
+    linear = np.array([[cos, sin], [-sin, cos]])  # rotates the eye line onto +x, then scales
+    centre = (eyes + mouth) / 2
+    return np.column_stack([linear, INPUT_SIZE / 2 - linear @ centre])
+
+
+class FaceMesh:
+    """Thread-safe: one OpenCV network, used under a lock."""
+
+    def __init__(self) -> None:
+        self._net = cv2.dnn.readNetFromTFLite(str(mesh_model_path()))
+        self._outputs = self._net.getUnconnectedOutLayersNames()
+        self._lock = threading.Lock()
+
+    def fit(self, image_rgb: np.ndarray, landmarks5: np.ndarray) -> MeshResult:
+        """(H, W, 3) uint8 RGB and a face's (5, 2) YuNet landmarks → :class:`MeshResult`."""
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}")
+        matrix = roi_matrix(np.asarray(landmarks5).reshape(5, 2))
+        # BORDER_REPLICATE is what MediaPipe's ImageToTensorCalculator does past the edges
+        crop = cv2.warpAffine(
+            image_rgb, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        # the graph feeds this model [0, 1] floats (ImageToTensorCalculator float range)
+        blob = cv2.dnn.blobFromImage(crop, 1 / 255)
+        with self._lock:
+            self._net.setInput(blob)
+            outs = self._net.forward(self._outputs)
+        raw = next(o for o in outs if o.size == 468 * 3).reshape(468, 3).astype(np.float64)
+        logit = float(next(o for o in outs if o.size == 1).item())
+        inverse = cv2.invertAffineTransform(matrix)
+        points = np.empty_like(raw)
+        points[:, :2] = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+        points[:, 2] = raw[:, 2] * np.hypot(inverse[0, 0], inverse[1, 0])  # image px per input px
+        presence = float(1 / (1 + np.exp(-np.clip(logit, -60, 60))))
+        return MeshResult(points, presence)

@@ -1,0 +1,160 @@
+"""Choosing each face's stranger among its candidate pads (see :mod:`cipher_worker.cipher`).
+
+The dcgan64 latent carries gender and age only non-linearly (a linear probe on z reads the
+judged gender no better than the base rate), and its faces vary wildly in skin tone,
+lighting and accessories (glasses, hat bands, beards) with the identity coordinates. None of
+that can be an attribute coordinate, so every face gets ``codec.candidates`` independent
+encryptions of its identity, all rendered in one batch, and the one that reads most like the
+original — same gender and age, same skin tone and the same coarse light and dark layout
+(no glasses, band or beard where the original has none, eyes and mouth as open as the
+original's) — is kept. The envelope stores which one, so decryption stays one exact
+subtraction, and the choice depends only on what the candidates look like, never on the
+identity itself.
+
+Judging is staged by cost: the pixel measures and the gender network rank all candidates,
+the (slower) age network decides among the best :data:`_AGE_POOL`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .agegender import AgeGender, AgeGenderJudge
+from .composite import lab_stats
+
+CANDIDATES = 12
+_AGE_POOL = 3
+_SURE = 0.8  # a gender judgement this sure (either way) must be kept
+_GENDER_WEIGHT = 8.0  # the cost of a sure stranger of the other gender (half that for an unsure original)
+_AGE_SCALE = 8.0  # years of age gap that cost 1
+_LAYOUT_SCALE = 6.0  # mean lightness gap (of 255) over an 8 × 8 layout that costs 1
+_SKIN_SCALE = 30.0  # skin tone ΔE (Lab, OpenCV's 8-bit scale) that costs 1
+_GRID = 8
+
+
+# Where accessories show, as (centre, half size) in units of the eye distance from the eye
+# midpoint (x right, y down; the mouth is ≈ 1.1 below): glasses darken the bridge and the
+# temples, a moustache the upper lip, a beard the chin, a hat band or fringe the forehead.
+_PROBES = {
+    "bridge": ((0.0, 0.0), (0.12, 0.1)),
+    "right temple": ((-0.62, 0.0), (0.1, 0.12)),
+    "left temple": ((0.62, 0.0), (0.1, 0.12)),
+    "upper lip": ((0.0, 0.85), (0.25, 0.07)),
+    "chin": ((0.0, 1.55), (0.3, 0.12)),
+    "forehead": ((0.0, -0.7), (0.45, 0.12)),
+}
+_CHEEKS = (((-0.5, 0.55), (0.12, 0.12)), ((0.5, 0.55), (0.12, 0.12)))
+_PROBE_SCALE = 40.0  # lightness gap (of 255) in one probe, relative to the cheeks, that costs 1
+
+
+@dataclass(frozen=True)
+class Original:
+    """What the strangers of N faces must look like: judged gender and age, the skin's Lab
+    statistics (N, 6), the coarse layout (N, 8, 8) and the accessory probes (N, P) of the
+    aligned crops."""
+
+    judged: AgeGender
+    skin: np.ndarray
+    layout: np.ndarray
+    probes: np.ndarray
+
+
+def _box_means(
+    grey: np.ndarray, landmarks: np.ndarray, boxes: list[tuple[tuple[float, float], tuple[float, float]]]
+) -> np.ndarray:
+    """(N, S, S) lightness, (N, 5, 2) crop landmarks → (N, len(boxes)) mean lightness per box."""
+    n, size = grey.shape[:2]
+    integral = np.zeros((n, size + 1, size + 1))
+    integral[:, 1:, 1:] = grey.cumsum(1).cumsum(2)
+    eyes = landmarks[:, :2].mean(1)
+    gap = np.linalg.norm(landmarks[:, 1] - landmarks[:, 0], axis=1)
+    out = np.empty((n, len(boxes)))
+    rows = np.arange(n)
+    for b, ((cx, cy), (hx, hy)) in enumerate(boxes):
+        x0 = np.clip(np.round(eyes[:, 0] + (cx - hx) * gap), 0, size - 1).astype(int)
+        x1 = np.clip(np.round(eyes[:, 0] + (cx + hx) * gap) + 1, x0 + 1, size).astype(int)
+        y0 = np.clip(np.round(eyes[:, 1] + (cy - hy) * gap), 0, size - 1).astype(int)
+        y1 = np.clip(np.round(eyes[:, 1] + (cy + hy) * gap) + 1, y0 + 1, size).astype(int)
+        total = integral[rows, y1, x1] - integral[rows, y0, x1] - integral[rows, y1, x0] + integral[rows, y0, x0]
+        out[:, b] = total / ((x1 - x0) * (y1 - y0))
+    return out
+
+
+def accessory_probes(crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops, (N, 5, 2) crop landmarks → (N, P) lightness of each probe
+    (:data:`_PROBES`) minus the cheeks'."""
+    grey = crops.astype(np.float32).mean(-1)
+    cheeks = _box_means(grey, landmarks, list(_CHEEKS)).mean(1, keepdims=True)
+    return _box_means(grey, landmarks, list(_PROBES.values())) - cheeks
+
+
+def coarse_layout(crops: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops → (N, 8, 8) lightness at 8 × 8 over ``weights``, each face's
+    mean and spread removed. At this scale a face has no identity left, but glasses, a hat
+    band, a beard, an open mouth or closed eyes still show as a dark or light block."""
+    grey = crops.astype(np.float32).mean(-1)
+    n, size = grey.shape[:2]
+    cell = size // _GRID
+    span = cell * _GRID
+    blocks = grey[:, :span, :span].reshape(n, _GRID, cell, _GRID, cell).mean((2, 4))
+    w = weights[:span, :span].reshape(_GRID, cell, _GRID, cell).mean((1, 3))
+    total = max(float(w.sum()), 1e-6)
+    centre = (blocks * w).sum((1, 2), keepdims=True) / total
+    spread = np.sqrt((((blocks - centre) ** 2) * w).sum((1, 2), keepdims=True) / total)
+    return (blocks - centre) / np.maximum(spread, 4.0) * 32.0 * w
+
+
+def describe(judge: AgeGenderJudge, image: np.ndarray, landmarks: np.ndarray, crops: np.ndarray,
+             crop_landmarks: np.ndarray, skin_weights: np.ndarray, face_weights: np.ndarray) -> Original:  # fmt: skip
+    """The original faces: (N, 5, 2) landmarks in ``image`` px, their (N, S, S, 3) aligned crops
+    and the landmarks in those."""
+    return Original(
+        judge.judge([image] * len(landmarks), landmarks),
+        np.stack([lab_stats(c, skin_weights) for c in crops]),
+        coarse_layout(crops, face_weights),
+        accessory_probes(crops, crop_landmarks),
+    )
+
+
+def _gender_cost(original: AgeGender, male: np.ndarray) -> np.ndarray:
+    """(N,) originals, (N, M) candidates' P(male) → (N, M): a sure original wants a sure stranger
+    of its gender; an unsure one anything not sure of the other."""
+    sure = (original.male >= _SURE) | (original.male <= 1 - _SURE)
+    target = np.where(sure, np.where(original.male >= 0.5, 1.0, 0.0), original.male)
+    return np.abs(male - target[:, None]) * np.where(sure, _GENDER_WEIGHT, _GENDER_WEIGHT / 2)[:, None]
+
+
+def choose(
+    judge: AgeGenderJudge,
+    original: Original,
+    rendered: np.ndarray,
+    previews: np.ndarray,
+    landmarks: np.ndarray,
+    skin_weights: np.ndarray,
+    face_weights: np.ndarray,
+) -> np.ndarray:
+    """The best candidate of each face, (N,) int.
+
+    rendered: (N, K, S, S, 3) uint8 candidate renders; previews: the same blended into the
+    original crops as the compositor will (what gender, age and layout are judged on);
+    landmarks: (N, 5, 2) in crop pixels."""
+    n, k = rendered.shape[:2]
+    shape = rendered.shape[2:]
+    skin = np.stack([lab_stats(c, skin_weights)[:3] for c in rendered.reshape(n * k, *shape)]).reshape(n, k, 3)
+    # a render far darker or lighter than the skin it must match turns waxy or grows glowing eyes
+    cost = np.linalg.norm(skin - original.skin[:, None, :3], axis=-1) / _SKIN_SCALE
+    layout = coarse_layout(previews.reshape(n * k, *shape), face_weights).reshape(n, k, _GRID, _GRID)
+    cost = cost + np.sqrt(((layout - original.layout[:, None]) ** 2).mean((2, 3))) / _LAYOUT_SCALE
+    probes = accessory_probes(previews.reshape(n * k, *shape), np.repeat(landmarks, k, 0)).reshape(n, k, -1)
+    gap = probes - original.probes[:, None]
+    # darker than the original where accessories show counts double: that is glasses or a beard
+    cost = cost + (np.abs(gap) + np.maximum(-gap, 0)).sum(-1) / _PROBE_SCALE
+    male = judge.male(list(previews.reshape(n * k, *shape)), np.repeat(landmarks, k, 0)).reshape(n, k)
+    cost = cost + _gender_cost(original.judged, male)
+    rows = np.arange(n)[:, None]
+    finalists = np.argsort(cost, axis=1, kind="stable")[:, :_AGE_POOL]
+    ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, finalists.shape[1], 0))
+    cost_final = cost[rows, finalists] + np.abs(ages.reshape(n, -1) - original.judged.age[:, None]) / _AGE_SCALE
+    return finalists[np.arange(n), np.argmin(cost_final, axis=1)]
