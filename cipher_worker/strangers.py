@@ -24,7 +24,6 @@ import numpy as np
 from .agegender import AgeGender, AgeGenderJudge
 from .composite import lab_stats
 
-CANDIDATES = 12
 _AGE_POOL = 3
 _SURE = 0.8  # a gender judgement this sure (either way) must be kept
 _GENDER_WEIGHT = 8.0  # the cost of a sure stranger of the other gender (half that for an unsure original)
