@@ -10,6 +10,8 @@ they were: this is what makes exact recovery and "background untouched" hold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -39,30 +41,46 @@ def match_colours(rendered: np.ndarray, target: np.ndarray, weights: np.ndarray)
     return ((src - mu_s) * gain + mu_r).astype(np.float32)
 
 
-def edge_membrane(lab: np.ndarray, photo_crop: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``lab`` plus a smooth offset that equals (photo − render) on the ring just outside the mask
-    and decays inwards: the low frequencies of a Poisson blend, without its solve.
+@dataclass(frozen=True)
+class EdgeMembrane:
+    """A smooth offset that takes a render to the photo's colours at the edge of a mask and fades
+    to nothing inside it: the low frequencies of a Poisson blend, without its solve. The photo's
+    side (the ring just outside the mask) is measured once per face; :meth:`apply` then costs two
+    blurs per render, so every candidate of a face can be previewed."""
 
-    lab: (S, S, 3) float32 Lab render; photo_crop: (S, S, 3) uint8 RGB; weights: (S, S)."""
-    size = weights.shape[0]
-    inside = (weights > 0).astype(np.uint8)
-    ring_width = max(2, round(size / 24))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_width + 1,) * 2)
-    ring = (cv2.dilate(inside, kernel) - inside).astype(np.float32)  # the photo just outside
-    render_edge = (inside - cv2.erode(inside, kernel)).astype(np.float32)  # the render just inside
-    photo = cv2.cvtColor(photo_crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    sigma = size / 10
-    offset = _normalized_blur(photo, ring, sigma) - _normalized_blur(lab, render_edge, sigma)
-    # full strength where the stranger meets the photo, none where the mask is full: the face
-    # keeps the skin colour it was matched to, only its edge takes on the surroundings
-    fade = 1 - np.clip(weights, 0, 1).astype(np.float32)
-    return lab + offset * fade[..., None]
+    photo_side: np.ndarray  # (S, S, 3) float32 Lab: the photo around the mask, spread inwards
+    render_edge: np.ndarray  # (S, S) float32: where the render is sampled, just inside the mask
+    render_norm: np.ndarray  # (S, S, 1) float32: the blurred support of ``render_edge``
+    fade: np.ndarray  # (S, S, 1) float32: 1 where the stranger meets the photo, 0 where the mask is full
+    sigma: float
+
+    @classmethod
+    def around(cls, photo_crop: np.ndarray, weights: np.ndarray) -> EdgeMembrane:
+        """photo_crop: (S, S, 3) uint8 RGB; weights: (S, S) mask weights over it. Only pixels the
+        mask leaves alone are read, so recovery measures the same ones."""
+        size = weights.shape[0]
+        inside = (weights > 0).astype(np.uint8)
+        ring_width = max(2, round(size / 24))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_width + 1,) * 2)
+        ring = (cv2.dilate(inside, kernel) - inside).astype(np.float32)
+        render_edge = (inside - cv2.erode(inside, kernel)).astype(np.float32)
+        sigma = size / 10
+        photo = cv2.cvtColor(photo_crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+        fade = (1 - np.clip(weights, 0, 1)).astype(np.float32)[..., None]
+        return cls(_normalized_blur(photo, ring, sigma), render_edge, _blur(render_edge, sigma)[..., None], fade, sigma)
+
+    def apply(self, lab: np.ndarray) -> np.ndarray:
+        """(S, S, 3) float32 Lab render → the same with its edge taken to the photo's colours."""
+        render_side = _blur(lab * self.render_edge[..., None], self.sigma) / np.maximum(self.render_norm, 1e-4)
+        return lab + (self.photo_side - render_side) * self.fade
+
+
+def _blur(values: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(values, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def _normalized_blur(values: np.ndarray, support: np.ndarray, sigma: float) -> np.ndarray:
-    num = cv2.GaussianBlur(values * support[..., None], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    den = cv2.GaussianBlur(support, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)[..., None]
-    return num / np.maximum(den, 1e-4)
+    return _blur(values * support[..., None], sigma) / np.maximum(_blur(support, sigma)[..., None], 1e-4)
 
 
 def grain_sigma(region: np.ndarray, weights: np.ndarray) -> float:

@@ -142,18 +142,25 @@ def face_region(
     w = w / max(float(w.sum()), 1e-6)
     mean = (lab * w[..., None]).sum((0, 1))
     centred = lab - mean
-    cov = np.einsum("hwi,hwj,hw->ij", centred, centred, w) + np.diag([400.0, 9.0, 9.0])
-    skin = np.einsum("hwi,ij,hwj->hw", centred, np.linalg.inv(cov), centred) < _SKIN_MAHALANOBIS**2
+    flat = centred.reshape(-1, 3)
+    cov = flat.T @ (flat * w.reshape(-1, 1)) + np.diag([400.0, 9.0, 9.0])
+    distance = ((flat @ np.linalg.inv(cov)) * flat).sum(1).reshape(side, side)
+    skin = distance < _SKIN_MAHALANOBIS**2
     # a little past the outline, over skin only: the jaw line is the original's face shape, and
     # identity judges read it (dlib re-identified more faces with the mask inside the outline)
     inside_cover = polygon_raster(grown(outline, OUTLINE_GROWTH), size, side)
     inside = inside_cover >= 0.5
     zone = (polygon_raster(with_forehead(outline), size, side) >= 0.5) & ~inside
     found = inside & skin
-    for y in range(side - 2, -1, -1):  # upwards, row by row: skin in the zone touching the face below
+    open_zone = zone & skin
+    rows = np.flatnonzero(open_zone[:-1].any(axis=1))
+    for y in range(int(rows.max()) if rows.size else -1, int(rows.min()) - 1 if rows.size else -1, -1):
+        # upwards, row by row: skin in the zone touching the face below (or diagonally below)
         below = found[y + 1]
-        reach = below | np.roll(below, 1) | np.roll(below, -1)
-        found[y] |= zone[y] & skin[y] & reach
+        reach = below.copy()
+        reach[1:] |= below[:-1]
+        reach[:-1] |= below[1:]
+        found[y] |= open_zone[y] & reach
     # The face is the skin in there, with its eyes, brows and mouth: close small gaps, fill the
     # holes, keep the part around the nose. Beside a turned head the mesh's outline can reach
     # past the cheek into the background, which is not skin and so stays out.

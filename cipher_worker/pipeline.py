@@ -20,12 +20,11 @@ from .agegender import AgeGenderJudge
 from .align import Alignment, crop
 from .align import align as align_face
 from .codecs.base import Codec, Latents
-from .composite import composite_face, edge_membrane, lab_stats, match_colours, to_rgb
+from .composite import EdgeMembrane, composite_face, lab_stats, match_colours, to_rgb
 from .detect import FaceDetector
 from .errors import CodecMismatch, EnvelopeError, WrongKey
 from .facemask import (
     EllipseMask,
-    RasterMask,
     crop_weights,
     face_box,
     face_mask,
@@ -159,7 +158,8 @@ class Pipeline:
                     mask = face_mask([regions[i], stranger], self.codec.crop_size, self.feather)
                     box = face_box(mask, a, photo.size)
                     skin = lab_stats(crops[i], self.skin_weights * crop_weights(mask, self.codec.crop_size))
-                    blended = self._blend(rendered[i], skin, crops[i], mask)
+                    edge = EdgeMembrane.around(crops[i], crop_weights(mask, self.codec.crop_size))
+                    blended = self._blend(rendered[i], skin, edge)
                     weights = composite_face(out, blended, a, mask, box, rng)
                 pixels = None
                 if fidelity == "exact":
@@ -284,7 +284,8 @@ class Pipeline:
                         matched = to_rgb(match_colours(rendered[i], lab_stats(shown, skin_weights), skin_weights))
                         composite_face(out, matched, a, old, record.box, rng)
                     else:  # the original's own skin colour, stored at anonymization
-                        blended = self._blend(rendered[i], record.skin.astype(np.float64), crop(out, a), mask)
+                        edge = EdgeMembrane.around(crop(out, a), crop_weights(mask, codec.crop_size))
+                        blended = self._blend(rendered[i], record.skin.astype(np.float64), edge)
                         composite_face(out, blended, a, mask, record.box, rng)
                 else:
                     assert record.pixels is not None
@@ -305,10 +306,12 @@ class Pipeline:
         the N·K candidates face-major."""
         n, size = len(crops), self.codec.crop_size
         count = len(rendered) // n
-        masks = [face_mask([r], size, self.feather) for r in regions]
+        # each face's mask and edge are measured once; then every candidate is previewed in them
+        weights = [crop_weights(face_mask([r], size, self.feather), size)[..., None] for r in regions]
+        edges = [EdgeMembrane.around(c, w[..., 0]) for c, w in zip(crops, weights, strict=True)]
         previews = np.stack(
             [
-                _preview(crops[f], self._blend(rendered[f * count + c], skins[f], crops[f], masks[f]), masks[f])
+                _preview(crops[f], self._blend(rendered[f * count + c], skins[f], edges[f]), weights[f])
                 for f in range(n)
                 for c in range(count)
             ]
@@ -319,11 +322,9 @@ class Pipeline:
             self.skin_weights, self.face_weights,
         )  # fmt: skip
 
-    def _blend(self, rendered: np.ndarray, skin: np.ndarray, photo_crop: np.ndarray, mask: RasterMask) -> np.ndarray:
-        """A rendered (S, S, 3) crop in the original's skin colour, its edge matched to the photo around
-        the mask (only pixels the mask leaves alone, so recovery sees the same ones)."""
-        lab = match_colours(rendered, skin, self.skin_weights)
-        return to_rgb(edge_membrane(lab, photo_crop, crop_weights(mask, self.codec.crop_size)))
+    def _blend(self, rendered: np.ndarray, skin: np.ndarray, edge: EdgeMembrane) -> np.ndarray:
+        """A rendered (S, S, 3) crop in the original's skin colour, its edge taken to the photo's."""
+        return to_rgb(edge.apply(match_colours(rendered, skin, self.skin_weights)))
 
 
 class Stopwatch:
@@ -341,10 +342,9 @@ class Stopwatch:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _preview(photo_crop: np.ndarray, blended: np.ndarray, mask: RasterMask) -> np.ndarray:
-    """A blended (S, S, 3) crop over the photo's crop under ``mask``, at crop resolution."""
-    w = crop_weights(mask, mask.crop_size)[..., None]
-    return (photo_crop * (1 - w) + blended * w).round().astype(np.uint8)
+def _preview(photo_crop: np.ndarray, blended: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A blended (S, S, 3) crop over the photo's crop under (S, S, 1) mask weights, at crop resolution."""
+    return (photo_crop * (1 - weights) + blended * weights).round().astype(np.uint8)
 
 
 def _to_crop(points: np.ndarray, alignment: Alignment) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from cipher_worker.align import Alignment, align, crop, paste_region, similarity
 from cipher_worker.codecs.base import Latents
-from cipher_worker.composite import composite_face, edge_membrane, lab_stats, match_colours, to_rgb
+from cipher_worker.composite import EdgeMembrane, composite_face, lab_stats, match_colours, to_rgb
 from cipher_worker.detect import FaceDetector
 from cipher_worker.facemask import (
     EllipseMask,
@@ -127,7 +127,7 @@ def test_colours_are_matched_to_the_target_skin_and_the_edge_to_the_photo():
     mask = face_mask([polygon_raster(_disc((32, 34), 22), 64)], 64, 3.0)
     weights = crop_weights(mask, 64)
     lab = match_colours(rendered, lab_stats(rendered, skin), skin)  # a dark face in a light photo
-    edged = to_rgb(edge_membrane(lab, photo, weights)).astype(float)
+    edged = to_rgb(EdgeMembrane.around(photo, weights).apply(lab)).astype(float)
     ring = (weights > 0) & (weights < 0.3)
     assert abs(edged[ring].mean() - photo[ring].mean()) < abs(rendered[ring].mean() - photo[ring].mean()) / 2
     centre = weights == 1
