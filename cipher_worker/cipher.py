@@ -12,8 +12,8 @@ the face index, so every face of every photo has an independent key.
 
 Each face also has a family of *candidate* pads (candidate 0 is the face's pad of format
 version 1). The pipeline renders the stranger of every candidate and keeps the one whose
-gender and age read like the original's; the envelope records which (see DESIGN notes in
-``docs/cipher.md``). The candidates ``u + δ_c`` are independent uniform draws whatever
+gender and age read like the original's; the envelope records which (``docs/cipher.md``,
+"Choosing the stranger"). The candidates ``u + δ_c`` are independent uniform draws whatever
 ``u`` is, so the one chosen, by what its render looks like, is still independent of ``u``.
 """
 
