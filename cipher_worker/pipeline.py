@@ -136,10 +136,10 @@ class Pipeline:
                 rendered_all = self.codec.render(candidates, typical=True)
             size = self.codec.crop_size
             regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
-            skins = [
-                lab_stats(c, self.skin_weights * crop_weights(face_mask([r], size, self.feather), size))
-                for c, r in zip(crops, regions, strict=True)
-            ]
+            # each original face alone under its mask: where its skin is measured, and (below)
+            # where every candidate stranger is previewed
+            region_weights = [crop_weights(face_mask([r], size, self.feather), size) for r in regions]
+            skins = [lab_stats(c, self.skin_weights * w) for c, w in zip(crops, region_weights, strict=True)]
             chosen = np.zeros(len(faces), int)
             if count > 1:
                 with watch("choose"):
@@ -147,7 +147,7 @@ class Pipeline:
                         self.judge, original, np.stack([f.landmarks for f in faces]), crops, landmarks,
                         self.skin_weights, self.face_weights,
                     )  # fmt: skip
-                    chosen = self._choose(crops, regions, skins, rendered_all, wanted, landmarks)
+                    chosen = self._choose(crops, region_weights, skins, rendered_all, wanted, landmarks)
             rows = np.arange(len(faces)) * count + chosen
             u_enc, rendered = u_all[rows], rendered_all[rows]
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
@@ -155,10 +155,11 @@ class Pipeline:
                 with watch("composite"):
                     stranger_outline = self.mesh.fit(rendered[i], landmarks[i]).face_oval()
                     stranger = face_region(rendered[i], stranger_outline, self.skin_weights)
-                    mask = face_mask([regions[i], stranger], self.codec.crop_size, self.feather)
+                    mask = face_mask([regions[i], stranger], size, self.feather)
                     box = face_box(mask, a, photo.size)
-                    skin = lab_stats(crops[i], self.skin_weights * crop_weights(mask, self.codec.crop_size))
-                    edge = EdgeMembrane.around(crops[i], crop_weights(mask, self.codec.crop_size))
+                    mask_weights = crop_weights(mask, size)
+                    skin = lab_stats(crops[i], self.skin_weights * mask_weights)
+                    edge = EdgeMembrane.around(crops[i], mask_weights)
                     blended = self._blend(rendered[i], skin, edge)
                     weights = composite_face(out, blended, a, mask, box, rng)
                 pixels = None
@@ -296,19 +297,19 @@ class Pipeline:
     def _choose(
         self,
         crops: np.ndarray,
-        regions: list[np.ndarray],
+        region_weights: list[np.ndarray],
         skins: list[np.ndarray],
         rendered: np.ndarray,
         wanted: strangers.Original,
         landmarks: np.ndarray,
     ) -> np.ndarray:
         """Each face's candidate whose stranger reads most like it, (N,) int; ``rendered`` holds
-        the N·K candidates face-major."""
-        n, size = len(crops), self.codec.crop_size
+        the N·K candidates face-major, ``region_weights`` each original face's (S, S) mask."""
+        n = len(crops)
         count = len(rendered) // n
-        # each face's mask and edge are measured once; then every candidate is previewed in them
-        weights = [crop_weights(face_mask([r], size, self.feather), size)[..., None] for r in regions]
-        edges = [EdgeMembrane.around(c, w[..., 0]) for c, w in zip(crops, weights, strict=True)]
+        # each face's edge is measured once; then every candidate is previewed in it
+        weights = [w[..., None] for w in region_weights]
+        edges = [EdgeMembrane.around(c, w) for c, w in zip(crops, region_weights, strict=True)]
         previews = np.stack(
             [
                 _preview(crops[f], self._blend(rendered[f * count + c], skins[f], edges[f]), weights[f])
