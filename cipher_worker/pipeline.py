@@ -80,7 +80,6 @@ class Pipeline:
         self.judge = AgeGenderJudge()
         self.skin_weights = crop_weights(template_skin(codec.template), codec.crop_size)
         self.face_weights = crop_weights(template_face(codec.template), codec.crop_size)
-        # the feather: an eighth of the template's eye distance, inside the face's outline
         self.feather = float(np.linalg.norm(codec.template[1] - codec.template[0])) / FEATHER_PER_EYE_GAP
 
     def anonymize(
