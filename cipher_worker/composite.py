@@ -18,6 +18,9 @@ import numpy as np
 from .align import Alignment, paste_region
 from .facemask import Mask, box_weights
 
+_GREY_CHROMA = 1.0  # a skin's a/b spread below this (8-bit Lab) is a black-and-white photo's
+_GRAIN_SAMPLES = 20_000  # Laplacian values a grain estimate looks at
+
 
 def lab_stats(crop_rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Lab mean and spread (6,) float64 of an (S, S, 3) uint8 crop inside (S, S) weights."""
@@ -35,8 +38,10 @@ def match_colours(rendered: np.ndarray, target: np.ndarray, weights: np.ndarray)
     stats = lab_stats(rendered, weights)
     mu_s, sd_s = stats[:3], stats[3:] + 1e-3
     mu_r, sd_r = target[:3], target[3:]
-    # a flat render must not blow up noise; chroma gains stay close to 1 or eyes turn colourful
-    gain = np.clip(sd_r / sd_s, [0.6, 0.8, 0.8], [1.6, 1.25, 1.25])
+    # a flat render must not blow up noise; chroma gains stay close to 1 or eyes turn colourful,
+    # except on a black-and-white photo, where a stranger takes its greys
+    chroma_floor = 0.0 if max(sd_r[1], sd_r[2]) < _GREY_CHROMA else 0.8
+    gain = np.clip(sd_r / sd_s, [0.6, chroma_floor, chroma_floor], [1.6, 1.25, 1.25])
     src = cv2.cvtColor(rendered, cv2.COLOR_RGB2LAB).astype(np.float32)
     return ((src - mu_s) * gain + mu_r).astype(np.float32)
 
@@ -90,6 +95,7 @@ def grain_sigma(region: np.ndarray, weights: np.ndarray) -> float:
     values = lap[weights > 0.5]
     if values.size < 16:
         return 0.0
+    values = values[:: max(1, values.size // _GRAIN_SAMPLES)]  # a median needs no more
     mad = float(np.median(np.abs(values - np.median(values))))
     return 1.4826 * mad / np.sqrt(20.0)  # a 4-neighbour Laplacian amplifies white noise by √20
 
@@ -112,15 +118,16 @@ def composite_face(
     x0, y0, x1, y1 = box
     weights = box_weights(mask, alignment, box)
     original = image[y0:y1, x0:x1]
-    region = paste_region(rendered_crop, alignment, box).astype(np.float32)
-    if alignment.scale < 1:  # upsampled: restore the photo's sharpness and grain
-        blurred = cv2.GaussianBlur(region, (0, 0), 1.0 / alignment.scale * 0.5)
-        region = region + 0.3 * (region - blurred)
+    if alignment.scale < 1:  # upsampled: restore the photo's sharpness (an unsharp mask of the crop)
+        crop = rendered_crop.astype(np.float32)
+        sharp = cv2.addWeighted(crop, 1.3, cv2.GaussianBlur(crop, (0, 0), 0.5), -0.3, 0)
+        rendered_crop = sharp.round().clip(0, 255).astype(np.uint8)
+    region = paste_region(rendered_crop, alignment, box)
+    if alignment.scale < 1:  # … and its grain
         sigma = grain_sigma(original, weights)
         if sigma > 0:
             noise = rng.normal(0, sigma, region.shape[:2]).astype(np.float32)
-            region = region + noise[..., None]
-    w = weights[..., None].astype(np.float32)
-    blended = original.astype(np.float32) * (1 - w) + region * w
-    image[y0:y1, x0:x1] = np.where(w > 0, blended.round().clip(0, 255), original).astype(np.uint8)
+            region = cv2.add(region, cv2.merge([noise] * 3), dtype=cv2.CV_8U)
+    # weight 0 gives back the photo's pixel exactly: (1·photo + 0·render) / 1
+    image[y0:y1, x0:x1] = cv2.blendLinear(original, region, 1 - weights, weights)
     return weights

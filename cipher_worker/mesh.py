@@ -36,7 +36,7 @@ _RIGHT_EYE = ((33, 133), ((160, 144), (159, 145), (158, 153)))
 _LEFT_EYE = ((263, 362), ((387, 373), (386, 374), (385, 380)))
 _MOUTH_CORNERS = (61, 291)
 _INNER_LIPS = (13, 14)
-_FOREHEAD, _CHIN = 10, 152
+_FOREHEAD, _CHIN, _NOSE_TIP = 10, 152, 1
 EXPRESSION = ("eye openness", "mouth openness", "smile", "yaw", "pitch")
 # symmetric (subject's right, subject's left) pairs: the oval's two halves, eye and mouth corners
 _PAIRS = np.array([(FACE_OVAL[-k], FACE_OVAL[k]) for k in range(1, 18)] + [(33, 263), (133, 362), (61, 291)])
@@ -66,6 +66,13 @@ class MeshResult:
         :data:`EXPRESSION`: mean eye openness, mouth openness, smile, yaw and pitch (degrees)."""
         yaw, pitch, _ = self.head_pose()
         return np.array([float(np.mean(self.eye_openness())), self.mouth_openness(), self.smile(), yaw, pitch])
+
+    def landmarks5(self) -> np.ndarray:
+        """(5, 2) YuNet-order points (eye centres, nose tip, mouth corners) in image pixels,
+        for judges that want YuNet's landmarks on a face the detector has not seen."""
+        p = self.points[:, :2]
+        eyes = [p[list(_RIGHT_EYE[0])].mean(0), p[list(_LEFT_EYE[0])].mean(0)]
+        return np.stack([*eyes, p[_NOSE_TIP], *p[list(_MOUTH_CORNERS)]])
 
     def face_oval(self) -> np.ndarray:
         """(36, 2) silhouette polygon in image pixels: forehead, jaw, chin, closed implicitly."""

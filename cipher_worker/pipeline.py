@@ -115,40 +115,23 @@ class Pipeline:
                 meshes = [self.mesh.fit(original, f.landmarks) for f in faces]
                 outlines = [_to_crop(m.face_oval(), a) for m, a in zip(meshes, alignments, strict=True)]
                 expression = np.stack([m.expression() for m in meshes])
+                regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
             with watch("encode"):
                 latents = self.codec.encode(crops, landmarks, expression)
-            count = self.codec.candidates
             with watch("cipher"):
                 dim = self.codec.identity_dim
                 face_keys = [cipher.derive_face_keys(content_key, nonce, i, dim) for i in range(len(faces))]
-                u = cipher.to_torus(latents.identity)
-                # every face's candidates, face-major: row i·K + c is face i under candidate pad c
-                u_all = np.stack(
-                    [
-                        cipher.encrypt(u[i], cipher.derive_face_keys(content_key, nonce, i, dim, c).pad)
-                        for i in range(len(faces))
-                        for c in range(count)
-                    ]
-                )
-                candidates = Latents(cipher.from_torus(u_all), np.repeat(latents.attributes, count, axis=0))
-            with watch("render"):
-                rendered_all = self.codec.render(candidates, typical=True)
-            size = self.codec.crop_size
-            regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
-            # each original face alone under its mask: where its skin is measured, and (below)
-            # where every candidate stranger is previewed
-            region_weights = [crop_weights(face_mask([r], size, self.feather), size) for r in regions]
-            skins = [lab_stats(c, self.skin_weights * w) for c, w in zip(crops, region_weights, strict=True)]
-            chosen = np.zeros(len(faces), int)
-            if count > 1:
+            wanted = None
+            if self.codec.candidates > 1:  # what the strangers must look like
                 with watch("choose"):
                     wanted = strangers.describe(
-                        self.judge, original, np.stack([f.landmarks for f in faces]), crops, landmarks,
+                        self.judge, original, np.stack([f.landmarks for f in faces]), crops, landmarks, expression,
                         self.skin_weights, self.face_weights,
                     )  # fmt: skip
-                    chosen = self._choose(crops, region_weights, skins, rendered_all, wanted, landmarks)
-            rows = np.arange(len(faces)) * count + chosen
-            u_enc, rendered = u_all[rows], rendered_all[rows]
+            chosen, u_enc, rendered = self._strangers(
+                content_key, nonce, latents, crops, landmarks, regions, wanted, watch
+            )
+            size = self.codec.crop_size
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
             for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
                 with watch("composite"):
@@ -293,22 +276,71 @@ class Pipeline:
                     _untouch(out, record.box, envelope.open_face_pixels(k.region_key, record.pixels, aad))
         return out
 
+    def _strangers(
+        self,
+        content_key: bytes,
+        nonce: bytes,
+        latents: Latents,
+        crops: np.ndarray,
+        landmarks: np.ndarray,
+        regions: list[np.ndarray],
+        wanted: strangers.Original | None,
+        watch: Stopwatch,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each face's stranger among the codec's candidate pads (:mod:`cipher_worker.strangers`;
+        ``wanted`` is needed when there are several): (N,) chosen pad, (N, d) its encrypted
+        identity on the torus, (N, S, S, 3) its render."""
+        n, count, dim = len(crops), self.codec.candidates, self.codec.identity_dim
+        with watch("cipher"):
+            u = cipher.to_torus(latents.identity)
+            # every face's candidates, face-major: row i·K + c is face i under candidate pad c
+            u_all = np.stack(
+                [
+                    cipher.encrypt(u[i], cipher.derive_face_keys(content_key, nonce, i, dim, c).pad)
+                    for i in range(n)
+                    for c in range(count)
+                ]
+            )
+            candidates = Latents(cipher.from_torus(u_all), np.repeat(latents.attributes, count, axis=0))
+        with watch("choose"):
+            foreseen = self.codec.foresee(candidates) if count > self.codec.finalists else None
+            if foreseen is None:  # every candidate is rendered
+                shortlist = np.tile(np.arange(count), (n, 1))
+            else:
+                assert wanted is not None
+                foreseen = foreseen.reshape(n, count, -1)
+                shortlist = strangers.shortlist(wanted, foreseen, self.codec.finalists)
+                foreseen = np.take_along_axis(foreseen, shortlist[..., None], axis=1)
+            rows = (np.arange(n)[:, None] * count + shortlist).reshape(-1)
+        with watch("render"):
+            rendered = self.codec.render(Latents(candidates.identity[rows], candidates.attributes[rows]), typical=True)
+        picked = np.zeros(n, int)
+        if shortlist.shape[1] > 1:
+            assert wanted is not None
+            with watch("choose"):
+                picked = self._choose(crops, regions, rendered, wanted, landmarks, foreseen)
+        chosen = shortlist[np.arange(n), picked]
+        return chosen, u_all[np.arange(n) * count + chosen], rendered[np.arange(n) * shortlist.shape[1] + picked]
+
     def _choose(
         self,
         crops: np.ndarray,
-        region_weights: list[np.ndarray],
-        skins: list[np.ndarray],
+        regions: list[np.ndarray],
         rendered: np.ndarray,
         wanted: strangers.Original,
         landmarks: np.ndarray,
+        foreseen: np.ndarray | None,
     ) -> np.ndarray:
         """Each face's candidate whose stranger reads most like it, (N,) int; ``rendered`` holds
-        the N·K candidates face-major, ``region_weights`` each original face's (S, S) mask."""
-        n = len(crops)
+        the N·K candidates face-major, ``regions`` each original face's region raster."""
+        n, size = len(crops), self.codec.crop_size
         count = len(rendered) // n
-        # each face's edge is measured once; then every candidate is previewed in it
-        weights = [w[..., None] for w in region_weights]
+        # each original face alone under its mask: where its skin is measured and every
+        # candidate previewed, the edge measured once
+        region_weights = [crop_weights(face_mask([r], size, self.feather), size) for r in regions]
+        skins = [lab_stats(c, self.skin_weights * w) for c, w in zip(crops, region_weights, strict=True)]
         edges = [EdgeMembrane.around(c, w) for c, w in zip(crops, region_weights, strict=True)]
+        weights = [w[..., None] for w in region_weights]
         previews = np.stack(
             [
                 _preview(crops[f], self._blend(rendered[f * count + c], skins[f], edges[f]), weights[f])
@@ -319,7 +351,7 @@ class Pipeline:
         shape = (n, count, *rendered.shape[1:])
         return strangers.choose(
             self.judge, wanted, rendered.reshape(shape), previews.reshape(shape), landmarks,
-            self.skin_weights, self.face_weights,
+            self.skin_weights, self.face_weights, foreseen,
         )  # fmt: skip
 
     def _blend(self, rendered: np.ndarray, skin: np.ndarray, edge: EdgeMembrane) -> np.ndarray:

@@ -4,15 +4,17 @@ The dcgan64 latent carries gender and age only non-linearly (a linear probe on z
 judged gender no better than the base rate), and its faces vary wildly in skin tone,
 lighting and accessories (glasses, hat bands, beards) with the identity coordinates. None of
 that can be an attribute coordinate, so every face gets ``codec.candidates`` independent
-encryptions of its identity, all rendered in one batch, and the one that reads most like the
-original — same gender and age, same skin tone and the same coarse light and dark layout
-(no glasses, band or beard where the original has none, eyes and mouth as open as the
-original's) — is kept. The envelope stores which one, so decryption stays one exact
-subtraction, and the choice depends only on what the candidates look like, never on the
-identity itself.
+encryptions of its identity, and the one that reads most like the original — same gender
+and age, eyes and mouth as open, the same pose and skin tone and the same coarse light and
+dark layout (no glasses, band or beard where the original has none) — is kept. The envelope
+stores which one, so decryption stays one exact subtraction, and the choice depends only on
+what the candidates look like, never on the identity itself.
 
-Judging is staged by cost: the pixel measures and the gender network rank all candidates,
-the (slower) age network decides among the best :data:`_AGE_POOL`.
+Judging is staged by cost. A codec that can foresee its strangers' looks from the latent
+(:mod:`cipher_worker.codecs.appearance`) has all candidates screened that way first
+(:func:`shortlist`); only the ``codec.finalists`` likeliest are rendered. Their pixel measures
+and the gender network rank them, and the (slower) age network decides among the best
+:data:`_AGE_POOL`.
 """
 
 from __future__ import annotations
@@ -22,15 +24,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from .agegender import AgeGender, AgeGenderJudge
+from .codecs.appearance import LOOKS
 from .composite import lab_stats
 
-_AGE_POOL = 3
+_AGE_POOL = 2
 _SURE = 0.8  # a gender judgement this sure (either way) must be kept
 _GENDER_WEIGHT = 8.0  # the cost of a sure stranger of the other gender (half that for an unsure original)
 _AGE_SCALE = 8.0  # years of age gap that cost 1
 _LAYOUT_SCALE = 6.0  # mean lightness gap (of 255) over an 8 × 8 layout that costs 1
 _SKIN_SCALE = 30.0  # skin tone ΔE (Lab, OpenCV's 8-bit scale) that costs 1
 _GRID = 8
+# the gap in each foreseen expression value that costs 1: eye and mouth openness and smile
+# (mesh units, see cipher_worker.mesh), yaw and pitch in degrees
+_EXPRESSION_SCALE = np.array([0.05, 0.04, 0.05, 8.0, 8.0])
+_FORESEEN_EXPRESSION = slice(LOOKS.index("eye openness"), LOOKS.index("pitch") + 1)  # as in EXPRESSION
+_FORESEEN_SKIN = slice(LOOKS.index("L"), LOOKS.index("b") + 1)
+_FORESEEN_GENDER = 0.5  # foreseen gender counts half: the network judges the previews better
 
 
 # Where accessories show, as (centre, half size) in units of the eye distance from the eye
@@ -52,12 +61,13 @@ _PROBE_SCALE = 40.0  # lightness gap (of 255) in one probe, relative to the chee
 class Original:
     """What the strangers of N faces must look like: judged gender and age, the skin's Lab
     statistics (N, 6), the coarse layout (N, 8, 8) and the accessory probes (N, P) of the
-    aligned crops."""
+    aligned crops, and the expression."""
 
     judged: AgeGender
     skin: np.ndarray
     layout: np.ndarray
     probes: np.ndarray
+    expression: np.ndarray  # (N, 5) the mesh's expression (MeshResult.expression)
 
 
 def _box_means(
@@ -106,15 +116,33 @@ def coarse_layout(crops: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def describe(judge: AgeGenderJudge, image: np.ndarray, landmarks: np.ndarray, crops: np.ndarray,
-             crop_landmarks: np.ndarray, skin_weights: np.ndarray, face_weights: np.ndarray) -> Original:  # fmt: skip
-    """The original faces: (N, 5, 2) landmarks in ``image`` px, their (N, S, S, 3) aligned crops
-    and the landmarks in those."""
+             crop_landmarks: np.ndarray, expression: np.ndarray, skin_weights: np.ndarray,
+             face_weights: np.ndarray) -> Original:  # fmt: skip
+    """The original faces: (N, 5, 2) landmarks in ``image`` px, their (N, S, S, 3) aligned crops,
+    the landmarks in those and the (N, 5) expression the mesh measured."""
     return Original(
         judge.judge([image] * len(landmarks), landmarks),
         np.stack([lab_stats(c, skin_weights) for c in crops]),
         coarse_layout(crops, face_weights),
         accessory_probes(crops, crop_landmarks),
+        np.asarray(expression, np.float64),
     )
+
+
+def _expression_cost(original: Original, foreseen: np.ndarray) -> np.ndarray:
+    """(N, M, len(LOOKS)) foreseen looks → (N, M): how far each stranger's eyes, mouth, smile
+    and pose will be from its original's."""
+    gap = (foreseen[..., _FORESEEN_EXPRESSION] - original.expression[:, None]) / _EXPRESSION_SCALE
+    return np.abs(gap).sum(-1)
+
+
+def shortlist(original: Original, foreseen: np.ndarray, keep: int) -> np.ndarray:
+    """(N, M, len(LOOKS)) foreseen looks of M candidates per face → (N, keep) the candidates
+    worth rendering, best first."""
+    cost = _expression_cost(original, foreseen)
+    cost = cost + np.linalg.norm(foreseen[..., _FORESEEN_SKIN] - original.skin[:, None, :3], axis=-1) / _SKIN_SCALE
+    cost = cost + _FORESEEN_GENDER * _gender_cost(original.judged, foreseen[..., LOOKS.index("male")])
+    return np.argsort(cost, axis=1, kind="stable")[:, :keep]
 
 
 def _gender_cost(original: AgeGender, male: np.ndarray) -> np.ndarray:
@@ -133,12 +161,15 @@ def choose(
     landmarks: np.ndarray,
     skin_weights: np.ndarray,
     face_weights: np.ndarray,
+    foreseen: np.ndarray | None = None,
 ) -> np.ndarray:
     """The best candidate of each face, (N,) int.
 
     rendered: (N, K, S, S, 3) uint8 candidate renders; previews: the same blended into the
     original crops as the compositor will (what gender, age and layout are judged on);
-    landmarks: (N, 5, 2) in crop pixels."""
+    landmarks: (N, 5, 2) in crop pixels; foreseen: (N, K, len(LOOKS)) their foreseen looks,
+    if the codec foresees (their expression is not measured on the renders: the mesh would
+    cost more than all else here)."""
     n, k = rendered.shape[:2]
     shape = rendered.shape[2:]
     skin = np.stack([lab_stats(c, skin_weights)[:3] for c in rendered.reshape(n * k, *shape)]).reshape(n, k, 3)
@@ -152,6 +183,8 @@ def choose(
     cost = cost + (np.abs(gap) + np.maximum(-gap, 0)).sum(-1) / _PROBE_SCALE
     male = judge.male(list(previews.reshape(n * k, *shape)), np.repeat(landmarks, k, 0)).reshape(n, k)
     cost = cost + _gender_cost(original.judged, male)
+    if foreseen is not None:
+        cost = cost + _expression_cost(original, foreseen)
     rows = np.arange(n)[:, None]
     finalists = np.argsort(cost, axis=1, kind="stable")[:, :_AGE_POOL]
     ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, finalists.shape[1], 0))

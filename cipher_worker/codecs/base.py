@@ -29,9 +29,11 @@ class Codec(ABC):
     template: np.ndarray  # (5, 2) landmark positions in crop pixels, YuNet order
     identity_dim: int
     attribute_dim: int
-    # strangers rendered per face to choose from (cipher_worker.strangers): cheap generators afford
-    # many, a costly one renders just the one
+    # strangers per face to choose from (cipher_worker.strangers): ``candidates`` pads are drawn;
+    # a codec that can foresee their looks (:meth:`foresee`) renders only the likeliest
+    # ``finalists``, any other renders them all. A costly generator draws just the one.
     candidates: int = 1
+    finalists: int = 1
 
     @abstractmethod
     def encode(self, crops: np.ndarray, landmarks: np.ndarray, expression: np.ndarray | None = None) -> Latents:
@@ -43,6 +45,12 @@ class Codec(ABC):
         """The codec that made envelopes of ``fingerprint`` (this one, or an earlier version of
         its files it still carries), or None."""
         return self if fingerprint == self.fingerprint else None
+
+    def foresee(self, latents: Latents) -> np.ndarray | None:
+        """(N, len(LOOKS)) what each latent's stranger will look like
+        (:data:`~cipher_worker.codecs.appearance.LOOKS`), without rendering it; None when this
+        codec cannot tell."""
+        return None
 
     @abstractmethod
     def render(self, latents: Latents, *, typical: bool) -> np.ndarray:

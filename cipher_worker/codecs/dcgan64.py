@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import VeilError
+from .appearance import AppearanceModel
 from .base import Codec, Latents
 from .dcgan64_net import (
     IMAGE_SIZE,
@@ -31,9 +32,11 @@ from .dcgan64_net import (
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENCODER_PATH = WEIGHTS_DIR / "dcgan64_encoder.pt"
 ATTRIBUTES_PATH = WEIGHTS_DIR / "dcgan64_attributes.npz"
+APPEARANCE_PATH = WEIGHTS_DIR / "dcgan64_appearance.npz"
 LEGACY_ATTRIBUTES = (WEIGHTS_DIR / "dcgan64_attributes_v1.npz",)
 TRUNCATION = 0.9  # identity scale for strangers; this DCGAN turns noisy below ~0.8
-CANDIDATES = 12  # strangers to choose from per face: 2.7 ms each to render on one core
+CANDIDATES = 48  # pads drawn per face; their looks are foreseen in microseconds each
+FINALISTS = 5  # … and the likeliest this many rendered (2.8 ms each on one core) and judged
 
 
 def _to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -48,13 +51,17 @@ class DCGAN64Codec(Codec):
     id = "dcgan64"
     crop_size = IMAGE_SIZE
     candidates = CANDIDATES
+    finalists = FINALISTS
 
     def __init__(
         self,
         device: str | torch.device | None = None,
         attributes_path: Path = ATTRIBUTES_PATH,
         nets: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+        *,
+        foresight: bool = True,
     ) -> None:
+        """``foresight=False`` leaves the appearance model out (its own training needs the codec)."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         for path in (ENCODER_PATH, attributes_path):
             if not path.is_file():
@@ -71,7 +78,10 @@ class DCGAN64Codec(Codec):
         self._feature_noise = np.clip(1 - (self._feature_map**2).sum(0), 0.05, 1.0)  # unexplained variance
         self.fingerprint = _fingerprint([generator_weights_path(), ENCODER_PATH, attributes_path])
         self._legacy: dict[bytes, Path] = {}
-        if attributes_path == ATTRIBUTES_PATH:
+        # fitted on this split's coordinates: earlier splits only recover, never choose strangers
+        self._appearance: AppearanceModel | None = None
+        if attributes_path == ATTRIBUTES_PATH and foresight:
+            self._appearance = AppearanceModel(APPEARANCE_PATH)
             self._legacy = {
                 _fingerprint([generator_weights_path(), ENCODER_PATH, p]): p for p in LEGACY_ATTRIBUTES if p.is_file()
             }
@@ -103,6 +113,11 @@ class DCGAN64Codec(Codec):
         fmap, noise = self._feature_map[:, :m], self._feature_noise[:m]
         precision = fmap @ np.diag(1 / noise) @ fmap.T + np.eye(self.attribute_dim)
         return np.linalg.solve(precision, (f / noise @ fmap.T + prior).T).T
+
+    def foresee(self, latents: Latents) -> np.ndarray | None:
+        if self._appearance is None:
+            return None
+        return self._appearance.predict(np.concatenate([latents.attributes, latents.identity * TRUNCATION], axis=1))
 
     def render(self, latents: Latents, *, typical: bool) -> np.ndarray:
         identity = latents.identity * (TRUNCATION if typical else 1.0)

@@ -1,5 +1,5 @@
-"""``python -m cipher_worker.train encoder|attributes|ffhq-template`` — rebuild the dcgan64 codec's
-files; measure the stylegan2 codec's face template."""
+"""``python -m cipher_worker.train encoder|attributes|appearance|ffhq-template`` — rebuild the
+dcgan64 codec's files; measure the stylegan2 codec's face template."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..codecs.dcgan64 import ATTRIBUTES_PATH, ENCODER_PATH
+from ..codecs.dcgan64 import APPEARANCE_PATH, ATTRIBUTES_PATH, ENCODER_PATH
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     att.add_argument("--out", type=Path, default=ATTRIBUTES_PATH)
     att.add_argument("--seed", type=int, default=0)
     att.add_argument("--samples", type=int, default=6000)
+    app = sub.add_parser("appearance", help="fit the stranger-looks predictor (about 8 min on 2 cores)")
+    app.add_argument("--out", type=Path, default=APPEARANCE_PATH)
+    app.add_argument("--seed", type=int, default=0)
+    app.add_argument("--samples", type=int, default=32_000)
     sub.add_parser("ffhq-template", help="measure where FFHQ alignment puts YuNet's landmarks (seconds)")
     args = parser.parse_args(argv)
     if args.command == "ffhq-template":
@@ -40,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             k: v for k in ("regress_steps", "finetune_steps", "cached_samples") if (v := getattr(args, k)) is not None
         }
         train_encoder(args.out, EncoderTrainConfig(seed=args.seed, **overrides))
+    elif args.command == "appearance":
+        from .appearance import fit_appearance
+
+        fit_appearance(args.out, seed=args.seed, samples=args.samples)
     else:
         from .attributes import fit_attributes
 

@@ -127,3 +127,50 @@ def test_photos_anonymized_before_face_shaped_masks_still_recover(pipeline):
             changed = np.any(earlier != original, axis=-1)
             mse = ((recovered[changed] - earlier[changed]) ** 2).mean()
             assert changed.sum() > 1000 and 10 * np.log10(255**2 / max(mse, 1e-9)) > 40
+
+
+def test_foreseen_looks_agree_with_what_the_judges_measure_on_the_render(pipeline, mesh):
+    """The appearance model reads a stranger's expression, pose and skin off the latent, on
+    latents it was not trained on, as the mesh and the colour measure find them on the render."""
+    from cipher_worker.codecs.appearance import LOOKS
+    from cipher_worker.codecs.base import Latents
+    from cipher_worker.composite import lab_stats
+
+    codec = pipeline.codec
+    rng = np.random.default_rng(12345)
+    latents = Latents(rng.standard_normal((120, codec.identity_dim)), rng.standard_normal((120, codec.attribute_dim)))
+    foreseen = codec.foresee(latents)
+    renders = codec.render(latents, typical=True)
+    meshes = [mesh.fit(image, codec.template) for image in renders]
+    measured = {
+        "mouth openness": [m.mouth_openness() for m in meshes],
+        "yaw": [m.head_pose()[0] for m in meshes],
+        "L": [lab_stats(image, pipeline.skin_weights)[0] for image in renders],
+    }
+    for name, values in measured.items():
+        r = np.corrcoef(foreseen[:, LOOKS.index(name)], values)[0, 1]
+        assert r >= 0.8, f"{name}: foreseen and measured correlate only {r:.2f}"
+
+
+def test_the_shortlist_keeps_the_candidates_that_will_look_like_the_original():
+    """Of four candidates, the one foreseen with the original's gender, open mouth, pose and
+    skin comes first; one with a closed mouth, one turned the other way and one of the other
+    gender come after it."""
+    from cipher_worker.codecs.appearance import LOOKS
+
+    original = strangers.Original(
+        judged=AgeGender(np.array([0.05], np.float32), np.array([35.0], np.float32)),
+        skin=np.array([[150.0, 140.0, 145.0, 10.0, 3.0, 3.0]]),
+        layout=np.zeros((1, 8, 8)),
+        probes=np.zeros((1, 6)),
+        expression=np.array([[0.28, 0.25, 0.1, 15.0, -5.0]]),  # eyes open, mouth open, turned right
+    )
+    alike = np.array([0.05, 0.28, 0.25, 0.1, 15, -5, 150, 140, 145], float)
+    assert len(alike) == len(LOOKS)
+    closed_mouth, turned_away, other_gender = alike.copy(), alike.copy(), alike.copy()
+    closed_mouth[2] = 0.02
+    turned_away[4] = -15
+    other_gender[0] = 0.97
+    foreseen = np.stack([closed_mouth, turned_away, alike, other_gender])[None]
+    assert strangers.shortlist(original, foreseen, 1).tolist() == [[2]]
+    assert strangers.shortlist(original, foreseen, 4).shape == (1, 4)

@@ -134,6 +134,17 @@ def test_colours_are_matched_to_the_target_skin_and_the_edge_to_the_photo():
     assert abs(edged[centre].mean() - rendered[centre].mean()) < 15, "the face keeps its matched colour"
 
 
+def test_a_stranger_in_a_black_and_white_photo_is_black_and_white():
+    rng = np.random.default_rng(0)
+    rendered = np.clip(rng.normal((170, 110, 90), 12, (64, 64, 3)), 0, 255).astype(np.uint8)  # rosy, blotchy
+    grey = np.repeat(np.clip(rng.normal(140, 15, (64, 64, 1)), 0, 255), 3, axis=-1).astype(np.uint8)
+    skin = crop_weights(template_skin(TEMPLATE), 64)
+    matched = to_rgb(match_colours(rendered, lab_stats(grey, skin), skin)).astype(int)
+    assert np.abs(matched - matched.mean(-1, keepdims=True)).max() <= 1, "no colour is left"
+    coloured = to_rgb(match_colours(rendered, lab_stats(rendered, skin), skin)).astype(int)
+    assert np.abs(coloured - coloured.mean(-1, keepdims=True)).max() > 20, "a colour photo keeps its colours"
+
+
 @pytest.mark.parametrize("kind", ["raster", "ellipse (version 1)"])
 def test_mask_is_zero_outside_and_compositing_leaves_the_rest_untouched(kind: str):
     template = TEMPLATE
