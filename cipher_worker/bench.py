@@ -236,7 +236,7 @@ def _rows(r: dict[str, Any]) -> list[list[str]]:
             ok["recover_s"],
         ],
         [
-            "per face: measure + encode + cipher + render (all candidates) + choose + composite",
+            "per face: measure + encode + cipher + screen, render and choose the stranger + composite",
             f"{r['per_face_ms']:.1f} ms",
             f"{BUDGETS['per_face_ms']:.0f} ms",
             ok["per_face_ms"],

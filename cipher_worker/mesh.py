@@ -155,23 +155,36 @@ class FaceMesh:
 
     def fit(self, image_rgb: np.ndarray, landmarks5: np.ndarray) -> MeshResult:
         """(H, W, 3) uint8 RGB and a face's (5, 2) YuNet landmarks → :class:`MeshResult`."""
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}")
-        matrix = roi_matrix(np.asarray(landmarks5).reshape(5, 2))
-        # BORDER_REPLICATE is what MediaPipe's ImageToTensorCalculator does past the edges
-        crop = cv2.warpAffine(
-            image_rgb, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        return self.fit_all([image_rgb], np.asarray(landmarks5)[None])[0]
+
+    def fit_all(self, images_rgb: list[np.ndarray], landmarks5: np.ndarray) -> list[MeshResult]:
+        """One face per image, (N, 5, 2) landmarks, in one batch (a third cheaper per face than one by one)."""
+        if len(images_rgb) == 0:
+            return []
+        crops, matrices = [], []
+        for image, points in zip(images_rgb, landmarks5, strict=True):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+            matrix = roi_matrix(np.asarray(points).reshape(5, 2))
+            # BORDER_REPLICATE is what MediaPipe's ImageToTensorCalculator does past the edges
+            crops.append(
+                cv2.warpAffine(
+                    image, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                )
+            )
+            matrices.append(matrix)
         # the graph feeds this model [0, 1] floats (ImageToTensorCalculator float range)
-        blob = cv2.dnn.blobFromImage(crop, 1 / 255)
+        blob = cv2.dnn.blobFromImages(crops, 1 / 255)
         with self._lock:
             self._net.setInput(blob)
             outs = self._net.forward(self._outputs)
-        raw = next(o for o in outs if o.size == 468 * 3).reshape(468, 3).astype(np.float64)
-        logit = float(next(o for o in outs if o.size == 1).item())
-        inverse = cv2.invertAffineTransform(matrix)
-        points = np.empty_like(raw)
-        points[:, :2] = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
-        points[:, 2] = raw[:, 2] * np.hypot(inverse[0, 0], inverse[1, 0])  # image px per input px
-        presence = float(1 / (1 + np.exp(-np.clip(logit, -60, 60))))
-        return MeshResult(points, presence)
+        raws = next(o for o in outs if o.size == len(crops) * 468 * 3).reshape(len(crops), 468, 3).astype(np.float64)
+        logits = next(o for o in outs if o.size == len(crops)).reshape(-1).astype(np.float64)
+        results = []
+        for raw, logit, matrix in zip(raws, logits, matrices, strict=True):
+            inverse = cv2.invertAffineTransform(matrix)
+            points = np.empty_like(raw)
+            points[:, :2] = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+            points[:, 2] = raw[:, 2] * np.hypot(inverse[0, 0], inverse[1, 0])  # image px per input px
+            results.append(MeshResult(points, float(1 / (1 + np.exp(-np.clip(logit, -60, 60))))))
+        return results

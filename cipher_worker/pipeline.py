@@ -112,7 +112,7 @@ class Pipeline:
                 crops = np.stack([crop(original, a) for a in alignments])
                 landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
             with watch("measure"):
-                meshes = [self.mesh.fit(original, f.landmarks) for f in faces]
+                meshes = self.mesh.fit_all([original] * len(faces), np.stack([f.landmarks for f in faces]))
                 outlines = [_to_crop(m.face_oval(), a) for m, a in zip(meshes, alignments, strict=True)]
                 expression = np.stack([m.expression() for m in meshes])
                 regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
@@ -133,10 +133,11 @@ class Pipeline:
             )
             size = self.codec.crop_size
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
+            with watch("composite"):
+                stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
             for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
                 with watch("composite"):
-                    stranger_outline = self.mesh.fit(rendered[i], landmarks[i]).face_oval()
-                    stranger = face_region(rendered[i], stranger_outline, self.skin_weights)
+                    stranger = face_region(rendered[i], stranger_meshes[i].face_oval(), self.skin_weights)
                     mask = face_mask([regions[i], stranger], size, self.feather)
                     box = face_box(mask, a, photo.size)
                     mask_weights = crop_weights(mask, size)

@@ -26,6 +26,8 @@ import numpy as np
 from .agegender import AgeGender, AgeGenderJudge
 from .codecs.appearance import LOOKS
 from .composite import lab_stats
+from .looks import EYE_CLOSED, MOUTH_OPEN
+from .mesh import EXPRESSION
 
 _AGE_POOL = 2
 _SURE = 0.8  # a gender judgement this sure (either way) must be kept
@@ -39,6 +41,7 @@ _GRID = 8
 _EXPRESSION_SCALE = np.array([0.05, 0.04, 0.05, 8.0, 8.0])
 _FORESEEN_EXPRESSION = slice(LOOKS.index("eye openness"), LOOKS.index("pitch") + 1)  # as in EXPRESSION
 _FORESEEN_SKIN = slice(LOOKS.index("L"), LOOKS.index("b") + 1)
+_STATE_FLIP = 2.0  # eyes or mouth foreseen closed where the original's are open, or open where closed
 _FORESEEN_GENDER = 0.5  # foreseen gender counts half: the network judges the previews better
 
 
@@ -55,6 +58,7 @@ _PROBES = {
 }
 _CHEEKS = (((-0.5, 0.55), (0.12, 0.12)), ((0.5, 0.55), (0.12, 0.12)))
 _PROBE_SCALE = 40.0  # lightness gap (of 255) in one probe, relative to the cheeks, that costs 1
+_FORESEEN_PROBES = slice(LOOKS.index("bridge"), LOOKS.index("bridge") + len(_PROBES))
 
 
 @dataclass(frozen=True)
@@ -131,9 +135,21 @@ def describe(judge: AgeGenderJudge, image: np.ndarray, landmarks: np.ndarray, cr
 
 def _expression_cost(original: Original, foreseen: np.ndarray) -> np.ndarray:
     """(N, M, len(LOOKS)) foreseen looks → (N, M): how far each stranger's eyes, mouth, smile
-    and pose will be from its original's."""
-    gap = (foreseen[..., _FORESEEN_EXPRESSION] - original.expression[:, None]) / _EXPRESSION_SCALE
-    return np.abs(gap).sum(-1)
+    and pose will be from its original's, and whether its eyes or mouth will read as closed
+    where the original's are open (or the other way round)."""
+    expression = foreseen[..., _FORESEEN_EXPRESSION]
+    cost = np.abs((expression - original.expression[:, None]) / _EXPRESSION_SCALE).sum(-1)
+    eyes, mouth = EXPRESSION.index("eye openness"), EXPRESSION.index("mouth openness")
+    closed = (expression[..., eyes] < EYE_CLOSED) != (original.expression[:, None, eyes] < EYE_CLOSED)
+    opened = (expression[..., mouth] > MOUTH_OPEN) != (original.expression[:, None, mouth] > MOUTH_OPEN)
+    return cost + _STATE_FLIP * (closed.astype(float) + opened)
+
+
+def _probe_cost(original: Original, probes: np.ndarray) -> np.ndarray:
+    """(N, M, P) candidates' accessory probes → (N, M)."""
+    gap = probes - original.probes[:, None]
+    # darker than the original where accessories show counts double: that is glasses or a beard
+    return (np.abs(gap) + np.maximum(-gap, 0)).sum(-1) / _PROBE_SCALE
 
 
 def shortlist(original: Original, foreseen: np.ndarray, keep: int) -> np.ndarray:
@@ -142,6 +158,7 @@ def shortlist(original: Original, foreseen: np.ndarray, keep: int) -> np.ndarray
     cost = _expression_cost(original, foreseen)
     cost = cost + np.linalg.norm(foreseen[..., _FORESEEN_SKIN] - original.skin[:, None, :3], axis=-1) / _SKIN_SCALE
     cost = cost + _FORESEEN_GENDER * _gender_cost(original.judged, foreseen[..., LOOKS.index("male")])
+    cost = cost + _probe_cost(original, foreseen[..., _FORESEEN_PROBES])
     return np.argsort(cost, axis=1, kind="stable")[:, :keep]
 
 
@@ -178,9 +195,7 @@ def choose(
     layout = coarse_layout(previews.reshape(n * k, *shape), face_weights).reshape(n, k, _GRID, _GRID)
     cost = cost + np.sqrt(((layout - original.layout[:, None]) ** 2).mean((2, 3))) / _LAYOUT_SCALE
     probes = accessory_probes(previews.reshape(n * k, *shape), np.repeat(landmarks, k, 0)).reshape(n, k, -1)
-    gap = probes - original.probes[:, None]
-    # darker than the original where accessories show counts double: that is glasses or a beard
-    cost = cost + (np.abs(gap) + np.maximum(-gap, 0)).sum(-1) / _PROBE_SCALE
+    cost = cost + _probe_cost(original, probes)
     male = judge.male(list(previews.reshape(n * k, *shape)), np.repeat(landmarks, k, 0)).reshape(n, k)
     cost = cost + _gender_cost(original.judged, male)
     if foreseen is not None:

@@ -4,7 +4,8 @@ A small network (two hidden layers, trained by ``python -m cipher_worker.train a
 on generated faces) predicts, for a codec's coordinates as rendered, the looks the stranger
 chooser cares about: the gender the judge (:mod:`cipher_worker.agegender`) will see, the
 mesh's eye and mouth openness, smile, yaw and pitch (:mod:`cipher_worker.mesh`), and the
-render's own skin colour. Not age: the age network's reading of a render is too fickle to learn
+render's own skin colour, and how dark it is where glasses, a moustache, a beard or a hat band
+would show. Not age: the age network's reading of a render is too fickle to learn
 from the latent (on held-out faces a prediction did worse than the mean age).
 
 Predicting costs microseconds where rendering and judging cost milliseconds, so many candidate
@@ -20,8 +21,10 @@ import numpy as np
 
 from ..errors import VeilError
 
-# predicted per latent, in this order; "male" is P(male), the rest in the measuring code's units
-LOOKS = ("male", "eye openness", "mouth openness", "smile", "yaw", "pitch", "L", "a", "b")
+# predicted per latent, in this order; "male" is P(male), the rest in the measuring code's units;
+# the last six are the stranger chooser's accessory probes (cipher_worker.strangers), in its order
+LOOKS = ("male", "eye openness", "mouth openness", "smile", "yaw", "pitch", "L", "a", "b",
+         "bridge", "right temple", "left temple", "upper lip", "chin", "forehead")  # fmt: skip
 
 
 class AppearanceModel:

@@ -36,7 +36,7 @@ APPEARANCE_PATH = WEIGHTS_DIR / "dcgan64_appearance.npz"
 LEGACY_ATTRIBUTES = (WEIGHTS_DIR / "dcgan64_attributes_v1.npz",)
 TRUNCATION = 0.9  # identity scale for strangers; this DCGAN turns noisy below ~0.8
 CANDIDATES = 48  # pads drawn per face; their looks are foreseen in microseconds each
-FINALISTS = 5  # … and the likeliest this many rendered (2.8 ms each on one core) and judged
+FINALISTS = 6  # … and the likeliest this many rendered (2.8 ms each on one core) and judged
 
 
 def _to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:

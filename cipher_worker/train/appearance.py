@@ -3,7 +3,8 @@
 Coordinates are drawn as the cipher's strangers are rendered — attributes and identity
 standard normal, identity at the codec's truncation — and each render is measured with the
 very judges the stranger chooser uses: the dense mesh (fitted from the codec's landmark
-template, its five points then handed to the gender network) and the skin's Lab mean. A
+template, its five points then handed to the gender network and the accessory probes) and
+the skin's Lab mean. A
 two-hidden-layer network then learns coordinates → looks. Labelling is the slow
 part (≈ 15 ms a face), spread over worker processes; each chunk has its own seed, so the
 data do not depend on how many workers there are.
@@ -37,12 +38,14 @@ class _Labeller:
         from ..composite import lab_stats
         from ..facemask import crop_weights, template_skin
         from ..mesh import FaceMesh
+        from ..strangers import accessory_probes
 
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
         self.codec, self.judge, self.mesh = DCGAN64Codec("cpu", foresight=False), AgeGenderJudge(), FaceMesh()
         self.skin_weights = crop_weights(template_skin(self.codec.template), self.codec.crop_size)
         self.lab_stats = lab_stats
+        self.probes = accessory_probes
 
     def coords(self, seed: int) -> np.ndarray:
         """(CHUNK, 100) coordinates as rendered: attributes, then truncated identity."""
@@ -62,6 +65,7 @@ class _Labeller:
                 self.judge.male(list(renders), five),
                 np.stack([m.expression() for m in meshes]),
                 np.stack([self.lab_stats(image, self.skin_weights)[:3] for image in renders]),
+                self.probes(renders, five),
             ]
         )
         return coords, looks

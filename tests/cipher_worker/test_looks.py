@@ -153,9 +153,9 @@ def test_foreseen_looks_agree_with_what_the_judges_measure_on_the_render(pipelin
 
 
 def test_the_shortlist_keeps_the_candidates_that_will_look_like_the_original():
-    """Of four candidates, the one foreseen with the original's gender, open mouth, pose and
-    skin comes first; one with a closed mouth, one turned the other way and one of the other
-    gender come after it."""
+    """Of five candidates, the one foreseen with the original's gender, open mouth, pose, skin and
+    bare face comes first; one with a closed mouth, one turned the other way, one of the other
+    gender and one with glasses come after it."""
     from cipher_worker.codecs.appearance import LOOKS
 
     original = strangers.Original(
@@ -165,12 +165,13 @@ def test_the_shortlist_keeps_the_candidates_that_will_look_like_the_original():
         probes=np.zeros((1, 6)),
         expression=np.array([[0.28, 0.25, 0.1, 15.0, -5.0]]),  # eyes open, mouth open, turned right
     )
-    alike = np.array([0.05, 0.28, 0.25, 0.1, 15, -5, 150, 140, 145], float)
-    assert len(alike) == len(LOOKS)
-    closed_mouth, turned_away, other_gender = alike.copy(), alike.copy(), alike.copy()
+    assert LOOKS[-6:] == tuple(strangers._PROBES), "the appearance model foresees the chooser's probes"
+    alike = np.array([0.05, 0.28, 0.25, 0.1, 15, -5, 150, 140, 145, 0, 0, 0, 0, 0, 0], float)
+    closed_mouth, turned_away, other_gender, glasses = alike.copy(), alike.copy(), alike.copy(), alike.copy()
     closed_mouth[2] = 0.02
     turned_away[4] = -15
     other_gender[0] = 0.97
-    foreseen = np.stack([closed_mouth, turned_away, alike, other_gender])[None]
+    glasses[LOOKS.index("bridge")] = glasses[LOOKS.index("left temple")] = -40
+    foreseen = np.stack([closed_mouth, turned_away, alike, other_gender, glasses])[None]
     assert strangers.shortlist(original, foreseen, 1).tolist() == [[2]]
     assert strangers.shortlist(original, foreseen, 4).shape == (1, 4)

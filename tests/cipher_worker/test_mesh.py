@@ -144,6 +144,16 @@ def test_fit_is_deterministic_and_thread_safe(detector: FaceDetector, mesh: Face
         np.testing.assert_array_equal(points, once[i % len(inputs)])
 
 
+def test_a_batch_of_faces_fits_as_each_face_alone(detector: FaceDetector, mesh: FaceMesh) -> None:
+    inputs = [(_pixels(name), detector.detect(_pixels(name))[0].landmarks) for name in PHOTOS]
+    batch = mesh.fit_all([p for p, _ in inputs], np.stack([lm for _, lm in inputs]))
+    for (pixels, landmarks), result in zip(inputs, batch, strict=True):
+        alone = mesh.fit(pixels, landmarks)
+        np.testing.assert_allclose(result.points, alone.points, atol=1e-3)
+        assert abs(result.presence - alone.presence) < 1e-4
+    assert mesh.fit_all([], np.zeros((0, 5, 2))) == []
+
+
 def test_rejects_what_is_not_an_rgb_image(mesh: FaceMesh) -> None:
     with pytest.raises(ValueError):
         mesh.fit(np.zeros((64, 64), np.uint8), np.zeros((5, 2)))
