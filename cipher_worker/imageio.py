@@ -8,9 +8,11 @@ right; it says nothing about the person).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from .errors import BadInput, ImageTooLarge, NotAnImage
 
 MAX_PIXELS = 64_000_000  # a 60 MP camera photo passes; a 200 MP bomb does not
 MAX_FILE_BYTES = 64 * 1024 * 1024
-FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}  # the only formats read or written
+NOT_A_PHOTO = "the file is not an image Veil can read: it takes JPEG, PNG and WebP photos"
 _EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
@@ -50,35 +53,51 @@ def read_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise BadInput(f"{path} is a directory, not an image") from None
 
 
+def sniff_image(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    """The format of a photo file, from its header alone (no pixels are decoded): "JPEG", "PNG"
+    or "WEBP". NotAnImage for anything else, ImageTooLarge over ``max_pixels``; what the web
+    app checks before it queues an upload."""
+    with _opened(data, max_pixels) as image:
+        return str(image.format)
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    with _opened(data, max_pixels) as image:
+        fmt = str(image.format)
+        icc = image.info.get("icc_profile")
+        # each of these copies a 12 MP photo: do them only when they change something
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        rgb = np.asarray(image)  # decoding happens here: its errors are _opened's to translate
+    return DecodedImage(np.ascontiguousarray(rgb), fmt, icc)
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
+    """The file opened by Pillow as one of :data:`FORMATS` only (its other parsers never see
+    it), its size checked; every Pillow failure inside becomes NotAnImage or ImageTooLarge."""
     if not data:
         raise NotAnImage("the file is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data), formats=list(FORMATS))
             width, height = image.size
             if width * height > max_pixels:
                 size = f"{width}×{height}, {width * height / 1e6:.0f} MP"
                 raise ImageTooLarge(f"the image is too large ({size}); the limit is {max_pixels / 1e6:.0f} MP")
-            fmt = image.format or "UNKNOWN"
-            icc = image.info.get("icc_profile")
-            # each of these copies a 12 MP photo: do them only when they change something
-            if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-                image = ImageOps.exif_transpose(image)
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            rgb = np.asarray(image)
+            yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow refuses the largest bombs in open(), before we can read the size
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f" ({int(found.group(1)) / 1e6:.0f} MP)" if found else ""
         raise ImageTooLarge(f"the image is too large{size}; the limit is {max_pixels / 1e6:.0f} MP") from None
     except UnidentifiedImageError:
-        raise NotAnImage("the file is not an image Veil can read (JPEG, PNG, WebP, …)") from None
+        raise NotAnImage(NOT_A_PHOTO) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImage(f"the image is truncated or corrupt ({exc})") from None
-    return DecodedImage(np.ascontiguousarray(rgb), fmt, icc)
 
 
 def format_for_path(path: Path) -> str:
@@ -89,7 +108,7 @@ def format_for_path(path: Path) -> str:
 
 
 def output_format(source_format: str) -> str:
-    """Keep JPEG/PNG/WebP as they came; anything else (TIFF, BMP, HEIF…) becomes PNG."""
+    """Keep JPEG/PNG/WebP as they came (nothing else is decoded); PNG for anything else."""
     return source_format if source_format in FORMATS else "PNG"
 
 

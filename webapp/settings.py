@@ -21,17 +21,28 @@ VEIL_S3_BUCKET              store photos in this S3-compatible bucket instead of
                             AWS_S3_REGION_NAME) (none)
 STATIC_ROOT                 ``collectstatic`` output (none: whitenoise serves static/)
 VEIL_MAX_UPLOAD_MB          largest photo accepted, in MB (40)
+VEIL_MAX_FILES_PER_REQUEST  photos one upload request may carry (20; the album page sends one
+                            per request)
 VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads with; with
                             DEBUG on and nothing set, one is made once in var/transit.key
 VEIL_TRANSIT_PUBLIC_KEY     base64 public half: all a web process that runs no task needs
 VEIL_TRANSIT_TTL            seconds an upload waits in Redis for a worker (900)
 VEIL_UNLOCK_TTL             seconds an unlock request (a sealed content key) waits for a
                             worker (120)
-VEIL_UNLOCK_TRIES           unlock attempts per key slot per window (5); successes give theirs
-                            back
+VEIL_UNLOCK_TRIES           password tries per key slot per client address per window (5);
+                            successes give theirs back. Unlocks and every check of the album
+                            passphrase (adding a recipient, rotating the key) count.
+VEIL_UNLOCK_SLOT_TRIES      password tries per key slot from all addresses per window (30)
 VEIL_UNLOCK_WINDOW          seconds of that window (900)
+VEIL_UNLOCK_LOG_KEEP        unlock attempts kept per album for the owner to read (500)
 VEIL_UNLOCK_FORMAT          how recovered photos travel to the browser: PNG (lossless: the
                             real faces pixel for pixel) or JPEG (about 6× smaller) (PNG)
+VEIL_LOGIN_FAILURE_LIMIT    wrong passwords for one username from one client address before
+                            that pair is locked out of the login page, the admin and the API
+                            token endpoint (5)
+VEIL_LOGIN_COOLOFF_MINUTES  how long such a lockout lasts, in minutes (15)
+VEIL_TOKEN_RATE             requests to /api/auth/token/ per client address, right or wrong,
+                            as DRF writes rates: ``N/second|minute|hour|day`` (20/hour)
 LOG_LEVEL                   root log level (INFO)
 ==========================  ==============================================================
 """
@@ -41,7 +52,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -98,6 +111,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI served from static files, no CDN
     "webapp.dashboard",
     "webapp.api",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -109,6 +123,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: it turns a lockout into its page
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -151,6 +166,22 @@ LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "albums:list"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
+# --- password guessing: django-axes counts wrong passwords in the database ----------------
+# Axes' backend first refuses a locked-out pair, then Django's checks the password.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+VEIL_LOGIN_FAILURE_LIMIT = int(os.environ.get("VEIL_LOGIN_FAILURE_LIMIT", "5"))
+VEIL_LOGIN_COOLOFF_MINUTES = int(os.environ.get("VEIL_LOGIN_COOLOFF_MINUTES", "15"))
+AXES_FAILURE_LIMIT = VEIL_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=VEIL_LOGIN_COOLOFF_MINUTES)
+# Per (username, address), never per username alone: a guesser elsewhere cannot lock Grandma out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a typo or two before the right password does not add up over days
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.views.locked_out"
+# REMOTE_ADDR is the client: uvicorn (--proxy-headers) rewrites it from X-Forwarded-For only when
+# the peer is a trusted proxy (FORWARDED_ALLOW_IPS); a header read here could be forged.
+AXES_CLIENT_IP_CALLABLE = "webapp.addresses.request_address"
+AXES_DISABLE_ACCESS_LOG = True  # failures are kept for the cool-off; no lasting log of who logged in from where
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -191,6 +222,7 @@ MEDIA_URL = "media/"
 # --- uploads: originals stay in memory, never in a temporary file -------------------------
 VEIL_MAX_UPLOAD_MB = int(os.environ.get("VEIL_MAX_UPLOAD_MB", "40"))
 VEIL_MAX_UPLOAD_BYTES = VEIL_MAX_UPLOAD_MB * 1024 * 1024
+VEIL_MAX_FILES_PER_REQUEST = int(os.environ.get("VEIL_MAX_FILES_PER_REQUEST", "20"))
 # A request body may exceed one photo by its multipart framing; webapp.asgi refuses larger
 # bodies before reading them, so Django's ASGI body buffer never rolls over to disk.
 VEIL_MAX_REQUEST_BYTES = VEIL_MAX_UPLOAD_BYTES + 256 * 1024
@@ -277,12 +309,27 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(60, VEIL_TRANSIT_TT
 # --- unlocking: real faces recovered on the fly for one viewing session, never stored --------
 VEIL_UNLOCK_TTL = int(os.environ.get("VEIL_UNLOCK_TTL", "120"))
 VEIL_UNLOCK_TRIES = int(os.environ.get("VEIL_UNLOCK_TRIES", "5"))
+VEIL_UNLOCK_SLOT_TRIES = int(os.environ.get("VEIL_UNLOCK_SLOT_TRIES", "30"))
 VEIL_UNLOCK_WINDOW = int(os.environ.get("VEIL_UNLOCK_WINDOW", "900"))
+VEIL_UNLOCK_LOG_KEEP = int(os.environ.get("VEIL_UNLOCK_LOG_KEEP", "500"))
 VEIL_UNLOCK_FORMAT = os.environ.get("VEIL_UNLOCK_FORMAT", "PNG").upper()
 if VEIL_UNLOCK_FORMAT not in {"PNG", "JPEG"}:
     raise ImproperlyConfigured(f"VEIL_UNLOCK_FORMAT must be PNG or JPEG, not {VEIL_UNLOCK_FORMAT}")
 
+# --- the shared cache: DRF's throttle counts, common to every web process ---------------------
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "veil:cache",
+    }
+}
+
 # --- the REST API (webapp.api): token auth for scripts, the session for the browsable API ----
+# Requests to /api/auth/token/ per client address (webapp.api.views.TokenRequestThrottle).
+VEIL_TOKEN_RATE = os.environ.get("VEIL_TOKEN_RATE", "20/hour")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", VEIL_TOKEN_RATE):
+    raise ImproperlyConfigured(f"VEIL_TOKEN_RATE must read like 20/hour, not {VEIL_TOKEN_RATE!r}")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # first, so an unauthenticated request gets 401 with `WWW-Authenticate: Token`
@@ -293,11 +340,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # throttles key on REMOTE_ADDR, as axes does (see AXES_CLIENT_IP_CALLABLE), not on a forgeable header
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Veil API",
     "DESCRIPTION": "Albums, photo uploads and their anonymization status. Authenticate with "
-    "`Authorization: Token <key>` (a key from /api/token/).",
+    "`Authorization: Token <key>`: a key from the /api/token/ page, or POST a username and "
+    "password to /api/auth/token/ (each answer is a new key; the one before stops working).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -319,5 +369,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # failures and lockouts are warnings; axes says every successful login at INFO
+        "axes": {"level": "WARNING"},
+    },
 }

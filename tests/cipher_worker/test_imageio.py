@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cipher_worker.errors import ImageTooLarge, NotAnImage
-from cipher_worker.imageio import decode_image, encode_image
+from cipher_worker.imageio import decode_image, encode_image, sniff_image
 
 
 def _png_bomb(width: int, height: int) -> bytes:
@@ -34,6 +34,28 @@ def _jpeg(pixels: np.ndarray, **options) -> bytes:
 def test_not_an_image_is_refused_clearly():
     with pytest.raises(NotAnImage, match="not an image"):
         decode_image(b"%PDF-1.7 this is a pdf")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
+def test_only_jpeg_png_and_webp_are_read(fmt: str):
+    """Pillow's other parsers never see an upload, whatever the file's name says."""
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(out, fmt)
+    with pytest.raises(NotAnImage, match="JPEG, PNG and WebP"):
+        sniff_image(out.getvalue())
+    with pytest.raises(NotAnImage, match="JPEG, PNG and WebP"):
+        decode_image(out.getvalue())
+    for ok in ("JPEG", "PNG", "WEBP"):
+        out = io.BytesIO()
+        Image.new("RGB", (40, 30)).save(out, ok)
+        assert sniff_image(out.getvalue()) == ok
+
+
+def test_sniffing_refuses_a_bomb_from_its_header_alone():
+    out = io.BytesIO()
+    Image.new("L", (9000, 8000)).save(out, "PNG")  # 72 MP of one grey: a small file
+    with pytest.raises(ImageTooLarge, match="72 MP"):
+        sniff_image(out.getvalue())
 
 
 def test_empty_file_is_refused():

@@ -90,8 +90,10 @@ def test_a_token_comes_from_the_token_page_the_command_or_a_password(owner_clien
     assert Client().get("/api/token/").status_code == 302  # the page needs a login
 
     call_command("drf_create_token", user.username, stdout=io.StringIO())
+    by_command = Token.objects.get(user=user).key
     by_password = APIClient().post("/api/auth/token/", {"username": user.username, "password": PASSWORD})
     assert by_password.status_code == 200 and by_password.json()["token"] == Token.objects.get(user=user).key
+    assert by_password.json()["token"] != by_command  # a new one: no token is ever shown twice
 
 
 # --- albums -------------------------------------------------------------------------------
@@ -182,6 +184,24 @@ def test_a_bad_upload_is_refused_with_the_web_pages_reasons(api: APIClient, user
     large = upload(api, album, b"\xff" * 1001)
     assert large.status_code == 413
     assert large.json() == {"detail": "This photo is too large: Veil accepts photos up to 1 MB."}
+    assert not album.photos.exists()
+
+    settings.VEIL_MAX_UPLOAD_MB, settings.VEIL_MAX_UPLOAD_BYTES = 40, 40 * 2**20
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, "GIF")
+    files = [SimpleUploadedFile("a.jpg", jpeg()), SimpleUploadedFile("b.jpg", gif.getvalue())]
+    sneaky = api.post(f"/api/albums/{album.pk}/photos/", {"photos": files}, format="multipart")
+    assert sneaky.status_code == 400
+    assert sneaky.json() == {
+        "detail": "“b.jpg”: the file is not an image Veil can read: it takes JPEG, PNG and WebP photos."
+    }
+    assert not album.photos.exists(), "one bad file and none of the batch is queued"
+
+    settings.VEIL_MAX_FILES_PER_REQUEST = 2
+    many = [SimpleUploadedFile(f"{i}.jpg", jpeg()) for i in range(3)]
+    crowd = api.post(f"/api/albums/{album.pk}/photos/", {"photos": many}, format="multipart")
+    assert crowd.status_code == 400
+    assert crowd.json() == {"detail": "Upload at most 2 photos at a time; send the rest in another batch."}
     assert not album.photos.exists()
 
 

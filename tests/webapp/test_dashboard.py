@@ -240,6 +240,19 @@ def test_a_stored_photo_records_its_faces_and_stored_size(user: Any, monkeypatch
     assert photo.stored_size.thumbnail_bytes == default_storage.size(photo.thumbnail.name) > 0
 
 
+def test_recovering_a_photos_faces_for_an_unlock_does_not_count_them_again(user: Any) -> None:
+    from webapp.sharing.tasks import recover_photo
+
+    assert tasks.anonymize_photo.name == signals.ANONYMIZE_TASK
+    photo = PhotoFactory(album=AlbumFactory(owner=user), status=Photo.Status.DONE, faces=3)
+    # its sealed unlock request has expired: the worker reports that to the page and is done
+    result = recover_photo.apply(args=[str(photo.pk), "gone", "test.channel", "session"])
+
+    task = TaskRecord.objects.get(task_id=result.id)
+    assert task.state == "succeeded" and task.faces is None
+    assert sum(bar.faces for bar in panels.faces_per_hour()) == 0
+
+
 # --- the admin ----------------------------------------------------------------------------
 
 

@@ -94,9 +94,10 @@ def test_a_real_photo_is_anonymized_by_a_worker_and_the_page_hears_done(
     assert 'data-status="done"' in page and "1 face anonymized" in page
 
 
-def test_a_file_that_is_not_an_image_fails_with_a_reason(
-    worker: Worker, owner_client: Client, user: Any, redis_db: redis.Redis
+def test_a_file_that_is_not_a_photo_is_refused_before_it_is_queued(
+    owner_client: Client, user: Any, redis_db: redis.Redis
 ) -> None:
+    """Whatever its name and declared type say: its content decides, and nothing is kept."""
     album = AlbumFactory(owner=user)
     notes = b"shopping list: milk, eggs, a new camera"
 
@@ -105,13 +106,10 @@ def test_a_file_that_is_not_an_image_fails_with_a_reason(
         {"photos": SimpleUploadedFile("holiday.jpg", notes, content_type="image/jpeg")},
         HTTP_ACCEPT="application/json",
     )
-    assert response.status_code == 201
 
-    photo = worker.wait_for_photo(response.json()["photos"][0]["photo_id"])
-    assert photo.status == "failed" and not photo.retryable
-    assert photo.failure_reason == "the file is not an image Veil can read (JPEG, PNG, WebP, …)"
-    assert not photo.image and not redis_db.exists(transit.transit_key(photo.pk))
-    assert photo.failure_reason in owner_client.get(album.get_absolute_url()).content.decode()
+    assert response.status_code == 400
+    assert "“holiday.jpg”: the file is not an image Veil can read" in response.json()["error"]
+    assert not album.photos.exists() and not redis_db.keys(transit.transit_key("*"))
 
 
 def _bomb_png(width: int, height: int) -> bytes:
@@ -130,22 +128,39 @@ def _bomb_png(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "reason"),
+    ("name", "data", "status", "reason"),
     [
-        ("empty.jpg", b"", "the file is empty"),
-        ("bomb.png", _bomb_png(20_000, 10_000), "the image is too large (200 MP); the limit is 64 MP"),
+        ("empty.jpg", b"", 400, "the file is empty"),
+        ("bomb.png", _bomb_png(20_000, 10_000), 413, "the image is too large (200 MP); the limit is 64 MP"),
     ],
 )
-def test_an_empty_file_and_a_decompression_bomb_fail_with_a_reason(
-    worker: Worker, owner_client: Client, user: Any, name: str, data: bytes, reason: str
+def test_an_empty_file_and_a_decompression_bomb_are_refused_from_their_headers(
+    owner_client: Client, user: Any, name: str, data: bytes, status: int, reason: str
 ) -> None:
+    """The web process reads only the header (no pixels are decoded there) and queues nothing."""
     album = AlbumFactory(owner=user)
     response = owner_client.post(
         reverse("albums:upload", args=[album.pk]),
         {"photos": SimpleUploadedFile(name, data, content_type="image/png")},
         HTTP_ACCEPT="application/json",
     )
-    assert response.status_code == 201, response.content  # the worker, not the web process, reads images
+    assert response.status_code == status and response.json()["error"] == f"“{name}”: {reason}."
+    assert not album.photos.exists()
+
+
+def test_a_photo_that_breaks_off_fails_in_the_worker_with_a_reason(
+    worker: Worker, owner_client: Client, user: Any
+) -> None:
+    """Its header is a JPEG's, so it is queued; decoding it is the worker's, which says why it failed."""
+    album = AlbumFactory(owner=user)
+    whole = (ROOT / "tests" / "data" / "person_a_1.jpg").read_bytes()
+    response = owner_client.post(
+        reverse("albums:upload", args=[album.pk]),
+        {"photos": SimpleUploadedFile("cut.jpg", whole[: len(whole) // 3], content_type="image/jpeg")},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 201, response.content
     photo = worker.wait_for_photo(response.json()["photos"][0]["photo_id"])
-    assert (photo.status, photo.retryable, photo.failure_reason) == ("failed", False, reason), worker.output()
+    assert (photo.status, photo.retryable) == ("failed", False), worker.output()
+    assert photo.failure_reason.startswith("the image is truncated or corrupt")
     assert not photo.image and not photo.thumbnail

@@ -21,7 +21,7 @@ from PIL import Image
 from cipher_worker import envelope, keys
 from cipher_worker.errors import NoEnvelope, WrongKey
 from webapp.albums.models import Album, AlbumKeySlot, Photo
-from webapp.sharing import recipients, unlocking
+from webapp.sharing import recipients, tries, unlocking
 from webapp.sharing.models import UnlockAttempt
 from webapp.sharing.passphrases import generate_passphrase
 
@@ -67,19 +67,31 @@ def done_photo(album: Album, *, faces: int = 1) -> tuple[Photo, bytes]:
     return photo, content_key
 
 
+OWNERS_ADDRESS = "10.0.0.1"
+
+
 def recipient(album: Album, name: str = "Grandma", password: str = GRANDMA, **extra: Any) -> AlbumKeySlot:
-    return recipients.add_recipient(album, owner_passphrase=PASSPHRASE, name=name, password=password, **extra)
+    return recipients.add_recipient(
+        album, owner_passphrase=PASSPHRASE, client=OWNERS_ADDRESS, name=name, password=password, **extra
+    )
 
 
-def attempt(album: Album, slot: AlbumKeySlot | int, password: str) -> unlocking.Started | unlocking.Refused:
+def attempt(
+    album: Album,
+    slot: AlbumKeySlot | int,
+    password: str,
+    client: str = "192.0.2.7",
+    via: str = UnlockAttempt.Via.SHARE_LINK,
+) -> unlocking.Started | unlocking.Refused:
     return unlocking.begin_unlock(
         album,
         slot if isinstance(slot, int) else slot.pk,
         password,
+        client=client,
         session_id=uuid.uuid4().hex,
         session_key=os.urandom(32),
         reply_channel="test.channel",
-        via=UnlockAttempt.Via.SHARE_LINK,
+        via=via,
     )
 
 
@@ -265,8 +277,9 @@ def test_the_share_page_shows_only_anonymized_images_without_login(client: Clien
     assert image.status_code == 200 and body(image) == default_storage.open(photo.image.name).read()
     thumb = client.get(reverse("sharing:share-thumbnail", args=[album.share_token, photo.pk]))
     assert Image.open(io.BytesIO(body(thumb))).size == (32, 24)
-    # The dialog lists who may unlock: the owner appears as "owner".
-    assert ">owner</option>" in html
+    # The dialog lists who may unlock, never the owner (who unlocks on the album page).
+    assert ">owner</option>" not in html
+    assert "only you hold the key" not in html, "the footer speaks to the visitor, not the owner"
     assert client.get(reverse("sharing:share-image", args=[album.share_token, queued.pk])).status_code == 404
 
 
@@ -358,7 +371,8 @@ def test_a_sixth_wrong_try_is_refused_without_running_argon2(user: Any, monkeypa
     outcomes = list(album.unlock_attempts.order_by("created_at").values_list("outcome", flat=True))
     assert outcomes == ["wrong_password"] * 5 + ["rate_limited"]
     # Per key slot: the owner's slot is not affected.
-    assert isinstance(attempt(album, album.key_slots.get(kind="owner"), PASSPHRASE), unlocking.Started)
+    owner = album.key_slots.get(kind="owner")
+    assert isinstance(attempt(album, owner, PASSPHRASE, via=UnlockAttempt.Via.ALBUM_PAGE), unlocking.Started)
 
 
 def test_a_success_gives_its_try_back(user: Any, fresh_redis: Any) -> None:
@@ -368,11 +382,107 @@ def test_a_success_gives_its_try_back(user: Any, fresh_redis: Any) -> None:
         attempt(album, slot, "wrong")
     assert isinstance(attempt(album, slot, GRANDMA), unlocking.Started)
 
-    assert int(fresh_redis.get(unlocking.TryLimiter.PREFIX + str(slot.pk))) == 4
+    assert int(fresh_redis.get(tries.PREFIX + str(slot.pk))) == 4
     assert attempt(album, slot, "wrong").code == "wrong_password"  # type: ignore[union-attr]
     assert attempt(album, slot, "wrong").code == "rate_limited"  # type: ignore[union-attr]
     slot.refresh_from_db()
     assert slot.last_unlocked_at is not None
+
+
+def test_a_guesser_at_one_address_leaves_grandma_her_own_tries(user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    slot = recipient(album)
+    for n in range(5):
+        attempt(album, slot, f"guess {n}", client="203.0.113.9")
+    assert attempt(album, slot, GRANDMA, client="203.0.113.9").code == "rate_limited"  # type: ignore[union-attr]
+    assert isinstance(attempt(album, slot, GRANDMA, client="198.51.100.20"), unlocking.Started)
+
+
+def test_guessers_spread_over_many_addresses_are_stopped_at_the_slots_limit(
+    user: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album = AlbumFactory(owner=user)
+    slot = recipient(album)
+    for n in range(settings.VEIL_UNLOCK_SLOT_TRIES):
+        assert attempt(album, slot, "guess", client=f"203.0.113.{n}").code == "wrong_password"  # type: ignore[union-attr]
+    monkeypatch.setattr(AlbumKeySlot, "unwrap", lambda *a: pytest.fail("Argon2 ran past the slot's limit"))
+    assert attempt(album, slot, GRANDMA, client="198.51.100.20").code == "rate_limited"  # type: ignore[union-attr]
+
+
+def test_a_refused_guesser_takes_nothing_more_from_the_slot(user: Any, fresh_redis: Any) -> None:
+    album = AlbumFactory(owner=user)
+    slot = recipient(album)
+    for _ in range(50):
+        attempt(album, slot, "guess", client="203.0.113.9")
+    assert int(fresh_redis.get(tries.PREFIX + str(slot.pk))) == 5
+
+
+def test_every_album_passphrase_check_takes_a_try_from_the_owner_slot(
+    owner_client: Client, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a recipient (page and API) and rotating the key try the album passphrase: wrong
+    guesses there use up the same allowance as unlocking, and a success gives its try back."""
+    album = AlbumFactory(owner=user)
+    owner = album.key_slots.get(kind="owner")
+    add = reverse("sharing:recipient-add", args=[album.pk])
+    form = {"name": "Tom", "password_choice": "generate", "owner_passphrase": "not it"}
+    assert owner_client.post(add, form, REMOTE_ADDR="203.0.113.9").status_code == 400
+    api = f"/api/albums/{album.pk}/recipients/"
+    for _ in range(2):
+        wrong = owner_client.post(api, {"name": "Tom", "owner_passphrase": "not it"}, REMOTE_ADDR="203.0.113.9")
+        assert wrong.status_code == 400
+    for _ in range(2):
+        with pytest.raises(recipients.SharingError, match="not this album's passphrase"):
+            recipients.rotate_album_key(album, "not it", "203.0.113.9")
+    monkeypatch.setattr(AlbumKeySlot, "unwrap", lambda *a: pytest.fail("Argon2 ran past the limit"))
+    refused = owner_client.post(api, {"name": "Tom", "owner_passphrase": PASSPHRASE}, REMOTE_ADDR="203.0.113.9")
+    assert refused.status_code == 429
+    assert refused.json()["owner_passphrase"] == ["Too many tries; try again in 15 minutes."]
+    assert (
+        owner_client.post(add, {**form, "owner_passphrase": PASSPHRASE}, REMOTE_ADDR="203.0.113.9").status_code == 429
+    )
+    page = attempt(album, owner, PASSPHRASE, client="203.0.113.9", via=UnlockAttempt.Via.ALBUM_PAGE)
+    assert page == unlocking.Refused("rate_limited", "Too many tries; try again in 15 minutes.")
+    monkeypatch.undo()
+    assert (
+        owner_client.post(api, {"name": "Tom", "owner_passphrase": PASSPHRASE}, REMOTE_ADDR="10.9.9.9").status_code
+        == 201
+    )
+
+
+def test_a_try_given_back_after_its_window_ended_leaves_no_counter(fresh_redis: Any) -> None:
+    limiter = tries.limiter()
+    assert limiter.reserve(42, "203.0.113.9").allowed
+    for key in limiter.keys(42, "203.0.113.9"):
+        assert 0 < fresh_redis.ttl(key) <= limiter.window
+    limiter.give_back(42, "203.0.113.9")
+    for key in limiter.keys(42, "203.0.113.9"):
+        assert fresh_redis.get(key) == b"0" and 0 < fresh_redis.ttl(key) <= limiter.window, "the expiry is kept"
+    fresh_redis.delete(*limiter.keys(42, "203.0.113.9"))  # the window ends
+    limiter.give_back(42, "203.0.113.9")
+    assert not fresh_redis.exists(*limiter.keys(42, "203.0.113.9"))
+
+
+def test_the_owner_is_not_offered_or_tried_through_the_share_link(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album = AlbumFactory()
+    done_photo(album)
+    recipient(album)
+    page = client.get(album.share_url()).content.decode()
+    assert "Grandma" in page and 'value="' + str(album.key_slots.get(kind="owner").pk) + '"' not in page
+    monkeypatch.setattr(AlbumKeySlot, "unwrap", lambda *a: pytest.fail("the owner's passphrase was tried"))
+    assert attempt(album, album.key_slots.get(kind="owner"), PASSPHRASE).code == "revoked"  # type: ignore[union-attr]
+
+
+def test_tries_at_an_expired_slot_are_limited_and_the_log_is_bounded(user: Any, settings: Any) -> None:
+    settings.VEIL_UNLOCK_LOG_KEEP = 4
+    album = AlbumFactory(owner=user)
+    slot = recipient(album, expires_at=timezone.now() - timedelta(minutes=1))
+    codes = [attempt(album, slot, GRANDMA).code for _ in range(8)]  # type: ignore[union-attr]
+    assert codes == ["expired"] * 5 + ["rate_limited"] * 3
+    assert album.unlock_attempts.count() == 4
+    assert album.unlock_attempts.first().outcome == "rate_limited"  # type: ignore[union-attr]
 
 
 def test_the_owner_sees_failed_unlock_attempts(owner_client: Client, user: Any) -> None:
@@ -437,6 +547,6 @@ def test_the_key_is_not_rotated_while_photos_are_being_anonymized(user: Any) -> 
     PhotoFactory(album=album, status=Photo.Status.ANONYMIZING)
     before = album.public_key_bytes
     with pytest.raises(recipients.SharingError, match="still being anonymized"):
-        recipients.rotate_album_key(album, PASSPHRASE)
+        recipients.rotate_album_key(album, PASSPHRASE, OWNERS_ADDRESS)
     album.refresh_from_db()
     assert album.public_key_bytes == before

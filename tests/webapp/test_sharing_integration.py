@@ -28,7 +28,7 @@ from webapp.asgi import application
 from webapp.sharing import protocol
 
 from .conftest import ROOT, WAIT, Worker
-from .factories import PASSPHRASE, AlbumFactory
+from .factories import AlbumFactory
 from .test_sharing import GRANDMA, recipient
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -174,6 +174,6 @@ def test_a_wrong_password_is_refused_and_decoy_mode_shows_other_faces(
     assert np.array_equal(decoy[~face], anonymized[~face])
     # The owner still sees the wrong tries; the right password still works afterwards.
     assert list(album.unlock_attempts.values_list("outcome", flat=True)) == ["wrong_password"] * 2
-    _, frames = unlock(worker, album, album.key_slots.get(kind="owner").pk, PASSPHRASE)
+    _, frames = unlock(worker, album, slot.pk, GRANDMA)
     header, image = protocol.parse_photo_frame(frames[0])
     assert np.array_equal(decode_image(image).pixels[face], original[face])

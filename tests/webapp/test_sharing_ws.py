@@ -154,8 +154,8 @@ def test_the_sixth_try_is_refused_without_argon2(monkeypatch: pytest.MonkeyPatch
     album = AlbumFactory()
     slot = recipient(album)
     limiter = unlocking.limiter()
-    for _ in range(settings.VEIL_UNLOCK_TRIES):  # five wrong tries already made
-        assert limiter.reserve(slot.pk).allowed
+    for _ in range(settings.VEIL_UNLOCK_TRIES):  # five wrong tries already made (the test socket has no address)
+        assert limiter.reserve(slot.pk, "unknown").allowed
     monkeypatch.setattr(AlbumKeySlot, "unwrap", lambda *a: pytest.fail("Argon2 ran past the limit"))
 
     [answer] = exchange(share_socket(album), unlock(slot, GRANDMA))
@@ -235,10 +235,17 @@ def test_an_unlock_queues_sealed_keys_and_pushes_the_workers_result(fresh_redis:
     assert UnlockAttempt.objects.get().outcome == "success"
 
 
+def test_the_owner_slot_cannot_be_tried_through_the_share_link() -> None:
+    album = AlbumFactory()
+    done_photo(album)
+    [answer] = exchange(share_socket(album), unlock(album.key_slots.get(kind="owner"), PASSPHRASE))
+    assert answer["data"]["code"] == "revoked"
+
+
 def test_the_transit_entry_expires_quickly(fresh_redis: redis.Redis) -> None:
     album = AlbumFactory()
     done_photo(album)
-    exchange(share_socket(album), unlock(album.key_slots.get(kind="owner"), PASSPHRASE))
+    exchange(share_socket(album), unlock(recipient(album), GRANDMA))
 
     [key] = fresh_redis.keys(transit.UNLOCK_PREFIX + "*")
     assert 0 < fresh_redis.ttl(key) <= settings.VEIL_UNLOCK_TTL
@@ -248,13 +255,13 @@ def test_results_of_another_session_or_after_lock_are_dropped(fresh_redis: redis
     album = AlbumFactory()
     photo, _ = done_photo(album)
     photo_id = str(photo.pk)
-    owner_slot = album.key_slots.get(kind="owner").pk
+    grandma = recipient(album).pk
     ws = share_socket(album)
 
     async def scenario() -> tuple[bool, bool, dict[str, Any]]:
         connected, _ = await ws.connect()
         assert connected
-        await ws.send_json_to(unlock(owner_slot, PASSPHRASE))
+        await ws.send_json_to(unlock(grandma, GRANDMA))
         await ws.receive_json_from(timeout=10)
         [args] = queued_tasks(fresh_redis)
         request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], photo_id) or b"")
@@ -268,7 +275,7 @@ def test_results_of_another_session_or_after_lock_are_dropped(fresh_redis: redis
         await layer.send(args[2], {"type": "unlock.result", "session": args[3], "photo_id": photo_id, "sealed": real})
         dropped = await ws.receive_nothing(timeout=0.5)
         # A result sealed with the wrong key for the live session is a failure, not a photo.
-        await ws.send_json_to(unlock(owner_slot, PASSPHRASE))
+        await ws.send_json_to(unlock(grandma, GRANDMA))
         started = await ws.receive_json_from(timeout=10)
         session = started["data"]["session"]
         await layer.send(args[2], {"type": "unlock.result", "session": session, "photo_id": photo_id, "sealed": forged})
@@ -284,13 +291,13 @@ def test_results_of_another_session_or_after_lock_are_dropped(fresh_redis: redis
 def test_a_worker_that_finds_the_request_expired_tells_the_page(fresh_redis: redis.Redis) -> None:
     album = AlbumFactory()
     photo, _ = done_photo(album)
-    owner_slot = album.key_slots.get(kind="owner").pk
+    grandma = recipient(album).pk
     ws = share_socket(album)
 
     async def scenario() -> dict[str, Any]:
         connected, _ = await ws.connect()
         assert connected
-        await ws.send_json_to(unlock(owner_slot, PASSPHRASE))
+        await ws.send_json_to(unlock(grandma, GRANDMA))
         await ws.receive_json_from(timeout=10)
         [args] = queued_tasks(fresh_redis)
         fresh_redis.delete(transit.unlock_key(args[1]))  # as if its TTL had passed

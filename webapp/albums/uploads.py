@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from cipher_worker.errors import ImageTooLarge, NotAnImage
+from cipher_worker.imageio import sniff_image
 from webapp.limits import too_large_message
 from webapp.realtime.status import send_status
 
@@ -49,21 +51,37 @@ def check_request_size(content_length: int) -> None:
 def accept_uploads(album: Album, files: Sequence[UploadedFile]) -> list[Photo]:
     """Queue every posted file into ``album`` (the web page's upload and the API's share this path).
 
-    Raises UploadRefused when there is no file (400), a file is too large (413) or the queue is
-    down (503, photos queued before it stay queued).
+    Every file is checked before any is queued: UploadRefused when there is no file or too many
+    (400), a file is too large (413), or is not a JPEG, PNG or WebP photo by its content, whatever
+    its name says (400, naming the file); or when the queue is down (503, photos queued before
+    it stay queued).
     """
     if not files:
         raise UploadRefused(NO_PHOTO, 400)
+    if len(files) > settings.VEIL_MAX_FILES_PER_REQUEST:
+        raise UploadRefused(too_many_files_message(settings.VEIL_MAX_FILES_PER_REQUEST), 400)
     if any(f.size is None or f.size > settings.VEIL_MAX_UPLOAD_BYTES for f in files):
         raise UploadRefused(too_large_message(settings.VEIL_MAX_UPLOAD_MB), 413)
+    # MemoryFileUploadHandler is the only upload handler: this never reads from disk.
+    contents = [upload.read() for upload in files]
+    for upload, data in zip(files, contents, strict=True):
+        try:
+            sniff_image(data)
+        except ImageTooLarge as exc:
+            raise UploadRefused(f"“{upload.name}”: {exc}.", 413) from None
+        except NotAnImage as exc:
+            raise UploadRefused(f"“{upload.name}”: {exc}.", 400) from None
     photos: list[Photo] = []
     try:
-        for upload in files:
-            # MemoryFileUploadHandler is the only upload handler: this never reads from disk.
-            photos.append(accept_upload(album, upload.read()))
+        for data in contents:
+            photos.append(accept_upload(album, data))
     except QueueUnavailable as exc:
         raise UploadRefused(str(exc), 503) from exc
     return photos
+
+
+def too_many_files_message(limit: int) -> str:
+    return f"Upload at most {limit} photos at a time; send the rest in another batch."
 
 
 def accept_upload(album: Album, data: bytes) -> Photo:

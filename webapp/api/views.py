@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, render
@@ -22,17 +24,28 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
 
+from webapp.addresses import request_address
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 from webapp.albums.views import photo_download_response, photo_image_response, photo_thumbnail_response
@@ -183,12 +196,13 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         # the Sharing page's form validates, so both say the same things
         data = {k: v for k, v in request.data.items() if k in RecipientCreateSerializer().fields}
         data["password_choice"] = RecipientForm.CHOOSE if data.get("password") else RecipientForm.GENERATE
-        form = RecipientForm(data, album=album)
+        form = RecipientForm(data, album=album, client=request_address(request))
         if not form.is_valid():
             return Response({k: [str(e) for e in v] for k, v in form.errors.items()}, status=400)
         added = form.add_recipient()
         if added is None:
-            return Response({k: [str(e) for e in v] for k, v in form.errors.items()}, status=400)
+            errors = {k: [str(e) for e in v] for k, v in form.errors.items()}
+            return Response(errors, status=429 if form.too_many_tries else 400)
         slot, password = added
         answer = dict(RecipientSerializer(slot).data)
         if password is not None:
@@ -265,6 +279,61 @@ class PhotoViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
                 status=status.HTTP_409_CONFLICT,
             )
         return Response(self.get_serializer(photo).data)
+
+
+# --- API tokens: by password (scripts) and on the token page (browsers) --------------------
+
+
+class TokenRequestThrottle(SimpleRateThrottle):
+    """Requests to the token endpoint per client address, right or wrong (VEIL_TOKEN_RATE): one
+    address trying many usernames is slowed, which axes' per-(username, address) count is not."""
+
+    scope = "token"
+
+    def get_rate(self) -> str:
+        return settings.VEIL_TOKEN_RATE
+
+    def get_cache_key(self, request: Request, view: APIView) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LockedOut(Throttled):
+    default_detail = "Too many wrong passwords for this username from your address."
+
+
+@extend_schema(
+    tags=["auth"],
+    summary="A new API token for a username and password",
+    description="Each answer is a new token: the one before stops working. Wrong passwords count "
+    "towards a lockout of that username from your address; requests are also limited per address.",
+    request=AuthTokenSerializer,
+    responses={
+        200: inline_serializer("NewToken", {"token": serializers.CharField()}),
+        400: OpenApiResponse(description="Wrong username or password"),
+        429: OpenApiResponse(description="Locked out or throttled; see Retry-After"),
+    },
+)
+class RotatingAuthToken(ObtainAuthToken):
+    """DRF's obtain_auth_token, but never hands back a token issued before: it replaces it."""
+
+    throttle_classes = (TokenRequestThrottle,)
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        try:
+            # authenticate(request=...) goes through axes, which marks this (DRF) request
+            serializer.is_valid(raise_exception=True)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False):
+                raise LockedOut(wait=settings.VEIL_LOGIN_COOLOFF_MINUTES * 60) from None
+            raise
+        user = serializer.validated_data["user"]
+        with transaction.atomic():
+            Token.objects.filter(user=user).delete()
+            token = Token.objects.create(user=user)
+        response = Response({"token": token.key})
+        patch_cache_control(response, no_store=True)
+        return response
 
 
 # --- the API token page --------------------------------------------------------------------

@@ -42,6 +42,8 @@ from webapp.albums.models import Photo
 
 from .models import StoredPhotoSize, TaskRecord, WorkerHeartbeat
 
+ANONYMIZE_TASK = "albums.anonymize_photo"  # webapp.albums.tasks names it; importing that would load the cipher
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 15.0
@@ -143,7 +145,8 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if photo is not None:  # (a photo deleted meanwhile has nothing left to report)
         if result == Photo.Status.FAILED and photo.status == Photo.Status.FAILED:
             fields.update(state=TaskRecord.State.FAILED, failure_reason=photo.failure_reason)
-        elif photo.status == Photo.Status.DONE:
+        elif photo.status == Photo.Status.DONE and sender.name == ANONYMIZE_TASK:
+            # only the anonymizing run counts its faces: an unlock's recoveries of them do not
             fields["faces"] = photo.faces
             measure_stored_size(photo)
     TaskRecord.objects.filter(task_id=request.id).update(**fields)

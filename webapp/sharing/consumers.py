@@ -26,6 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from cipher_worker.errors import WrongKey
+from webapp.addresses import scope_address
 from webapp.albums.models import Album
 
 from . import protocol
@@ -107,6 +108,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             album,
             slot_id,
             password,
+            client=scope_address(self.scope),
             session_id=session_id,
             session_key=key,
             reply_channel=self.channel_name,

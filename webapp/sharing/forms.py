@@ -10,7 +10,7 @@ from webapp.albums.forms import MIN_PASSPHRASE
 from webapp.albums.models import Album, AlbumKeySlot
 
 from .passphrases import generate_passphrase
-from .recipients import SharingError, add_recipient
+from .recipients import SharingError, TooManyTries, add_recipient
 
 
 def _owner_passphrase_field() -> forms.CharField:
@@ -66,9 +66,11 @@ class RecipientForm(forms.Form):
     expires_on = ExpiryField(label="Access until (optional)", help_text="Leave empty for access until you remove it.")
     owner_passphrase = _owner_passphrase_field()
 
-    def __init__(self, *args: Any, album: Album, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, album: Album, client: str, **kwargs: Any) -> None:
+        """``client``: the address the album passphrase is typed at, for its try limit."""
         super().__init__(*args, **kwargs)
-        self.album = album
+        self.album, self.client = album, client
+        self.too_many_tries = False
 
     def clean_name(self) -> str:
         name = " ".join(self.cleaned_data["name"].split())
@@ -101,11 +103,13 @@ class RecipientForm(forms.Form):
             slot = add_recipient(
                 self.album,
                 owner_passphrase=self.cleaned_data["owner_passphrase"],
+                client=self.client,
                 name=self.cleaned_data["name"],
                 password=password,
                 expires_at=self.expires_at,
             )
         except SharingError as exc:
+            self.too_many_tries = isinstance(exc, TooManyTries)
             self.add_error("owner_passphrase", str(exc))
             return None
         return slot, password if generated else None

@@ -11,13 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
+import redis
 from django.db import transaction
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import WrongKey
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 
+from .tries import limiter, too_many_tries
+
 WRONG_OWNER_PASSPHRASE = "That is not this album's passphrase."
+TRIES_UNAVAILABLE = "Veil cannot check passphrases right now; please try again in a minute."
 
 
 class SharingError(Exception):
@@ -28,18 +32,41 @@ def owner_slot(album: Album) -> AlbumKeySlot:
     return album.key_slots.get(kind=AlbumKeySlot.Kind.OWNER)
 
 
-def _album_private_key(album: Album, owner_passphrase: str) -> bytes:
+class TooManyTries(SharingError):
+    """The owner slot's tries are used up for now (see :mod:`webapp.sharing.tries`)."""
+
+
+def _album_private_key(album: Album, owner_passphrase: str, client: str) -> bytes:
+    """The album private key, opened with the owner's passphrase typed at ``client`` (an address):
+    a check that takes a try from the owner slot like an unlock does."""
+    slot = owner_slot(album)
+    tries = limiter()
     try:
-        return owner_slot(album).unwrap(owner_passphrase)
+        reserved = tries.reserve(slot.pk, client)
+    except redis.RedisError:
+        raise SharingError(TRIES_UNAVAILABLE) from None
+    if not reserved.allowed:
+        raise TooManyTries(too_many_tries(reserved.wait))
+    try:
+        private = slot.unwrap(owner_passphrase)
     except WrongKey:
         raise SharingError(WRONG_OWNER_PASSPHRASE) from None
+    tries.give_back(slot.pk, client)
+    return private
 
 
 def add_recipient(
-    album: Album, *, owner_passphrase: str, name: str, password: str, expires_at: datetime | None = None
+    album: Album,
+    *,
+    owner_passphrase: str,
+    client: str,
+    name: str,
+    password: str,
+    expires_at: datetime | None = None,
 ) -> AlbumKeySlot:
-    """A new key slot named ``name`` that ``password`` opens; SharingError for a wrong passphrase."""
-    private = _album_private_key(album, owner_passphrase)
+    """A new key slot named ``name`` that ``password`` opens; SharingError for a wrong passphrase
+    (TooManyTries once ``client`` has guessed too often)."""
+    private = _album_private_key(album, owner_passphrase, client)
     try:
         wrapped = keys.wrap_private_key(private, password)
     finally:
@@ -66,7 +93,7 @@ class Rotation:
     removed_recipients: list[str]
 
 
-def rotate_album_key(album: Album, owner_passphrase: str) -> Rotation:
+def rotate_album_key(album: Album, owner_passphrase: str, client: str) -> Rotation:
     """A new album key pair: every photo's content key re-sealed to it, the owner slot re-wrapped
     with the same passphrase, and every recipient slot removed (the server never has their
     passwords, so the owner adds them again). All or nothing, in one transaction."""
@@ -74,7 +101,7 @@ def rotate_album_key(album: Album, owner_passphrase: str) -> Rotation:
         album = Album.objects.select_for_update().get(pk=album.pk)
         if album.photos.filter(status__in=Photo.IN_PROGRESS).exists():
             raise SharingError("Some photos are still being anonymized; rotate the key once they are all done.")
-        old_private = _album_private_key(album, owner_passphrase)
+        old_private = _album_private_key(album, owner_passphrase, client)
         new_private, new_public = keys.generate_album_keypair()
         try:
             count = 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ParamSpec
@@ -30,6 +29,7 @@ from webapp.albums.models import Album, AlbumKeySlot, Photo
 from . import protocol
 from .models import UnlockAttempt
 from .tasks import recover_photo
+from .tries import limiter, too_many_tries
 
 P = ParamSpec("P")
 
@@ -41,56 +41,10 @@ QUEUE_DOWN = "Veil's photo queue is not reachable right now; please try again in
 KEY_MISMATCH = "This photo's key does not match the album's key; it cannot be shown unlocked."
 
 
-def too_many_tries(seconds: int) -> str:
-    minutes = max(1, math.ceil(seconds / 60))
-    return f"Too many tries; try again in {minutes} minute{'s' if minutes != 1 else ''}."
-
-
 def expired(slot: AlbumKeySlot) -> str:
     assert slot.expires_at is not None
     until = date_format(timezone.localtime(slot.expires_at), "j F Y, H:i")
     return f"Access for {slot.label} ended on {until}; ask the album's owner to extend it."
-
-
-class TryLimiter:
-    """At most ``limit`` unlock tries per key slot per ``window`` seconds, counted in Redis.
-
-    A try is reserved before the password is checked (so parallel guesses cannot overrun the
-    limit) and given back when it succeeds: only wrong passwords use the allowance up. The
-    window starts at the first try and is not extended by later ones.
-    """
-
-    PREFIX = "veil:unlock-tries:"
-
-    def __init__(self, client: redis.Redis, limit: int, window: int) -> None:
-        self.client, self.limit, self.window = client, limit, window
-
-    def key(self, subject: int | str) -> str:
-        return f"{self.PREFIX}{subject}"
-
-    def reserve(self, subject: int | str) -> Tries:
-        """Take one try for ``subject`` (a key slot id) if the window has one left."""
-        key = self.key(subject)
-        pipe = self.client.pipeline()  # MULTI/EXEC; SET NX starts the window (Redis 6 has no EXPIRE NX)
-        pipe.set(key, 0, ex=self.window, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, count, ttl = pipe.execute()
-        return Tries(int(count) <= self.limit, max(int(ttl), 1), int(count) == self.limit + 1)
-
-    def give_back(self, subject: int | str) -> None:
-        self.client.decr(self.key(subject))
-
-
-@dataclass(frozen=True)
-class Tries:
-    allowed: bool
-    wait: int  # seconds until the window ends
-    first_refusal: bool  # the first try refused in this window (the one worth logging)
-
-
-def limiter() -> TryLimiter:
-    return TryLimiter(transit.client(), settings.VEIL_UNLOCK_TRIES, settings.VEIL_UNLOCK_WINDOW)
 
 
 @dataclass
@@ -126,49 +80,60 @@ def begin_unlock(
     slot_id: int,
     password: str,
     *,
+    client: str,
     session_id: str,
     session_key: bytes,
     reply_channel: str,
     via: str,
 ) -> Started | Refused:
-    """Check and open one unlock; every outcome but a flood of refusals is logged for the owner."""
+    """Check and open one unlock from ``client`` (its address); every outcome but a flood of
+    refusals is logged for the owner."""
     tries = limiter()
-    slot = AlbumKeySlot.objects.filter(album=album, pk=slot_id).first()
+    slots = AlbumKeySlot.objects.filter(album=album, pk=slot_id)
+    if via == UnlockAttempt.Via.SHARE_LINK:  # the owner's passphrase is never tried through a share link
+        slots = slots.exclude(kind=AlbumKeySlot.Kind.OWNER)
+    slot = slots.first()
     if slot is None:
         # No password is checked, but the log is kept from flooding: unknown names share a limit.
-        if tries.reserve(f"unknown:{album.pk}").allowed:
-            UnlockAttempt.objects.create(album=album, outcome=UnlockAttempt.Outcome.REVOKED, via=via)
+        if tries.reserve(f"unknown:{album.pk}", client).allowed:
+            _record(album, None, UnlockAttempt.Outcome.REVOKED, via)
         return Refused("revoked", REVOKED)
-
-    def record(outcome: str) -> None:
-        UnlockAttempt.objects.create(album=album, slot=slot, slot_label=slot.label, outcome=outcome, via=via)
-
-    if slot.is_expired():
-        record(UnlockAttempt.Outcome.EXPIRED)
-        return Refused("expired", expired(slot))
-    reserved = tries.reserve(slot.pk)
+    reserved = tries.reserve(slot.pk, client)
     if not reserved.allowed:  # refused before any Argon2 work; logged once per window
         if reserved.first_refusal:
-            record(UnlockAttempt.Outcome.RATE_LIMITED)
+            _record(album, slot, UnlockAttempt.Outcome.RATE_LIMITED, via)
         return Refused("rate_limited", too_many_tries(reserved.wait))
+    if slot.is_expired():  # a try used up all the same: tries at an expired slot are limited too
+        _record(album, slot, UnlockAttempt.Outcome.EXPIRED, via)
+        return Refused("expired", expired(slot))
     try:
         private: bytes | None = slot.unwrap(password)
     except WrongKey:
         private = None
     if private is None:
-        record(UnlockAttempt.Outcome.WRONG_PASSWORD)
+        _record(album, slot, UnlockAttempt.Outcome.WRONG_PASSWORD, via)
         if not album.decoy_mode:
             return Refused("wrong_password", WRONG_PASSWORD)
         # Decoy mode: carry on exactly like a real unlock, with the typed password instead of keys.
         requests = ((photo, protocol.UnlockRequest(session_key, decoy_password=password)) for photo in _photos(album))
         return _queue(requests, session_id, reply_channel)
-    tries.give_back(slot.pk)
-    record(UnlockAttempt.Outcome.SUCCESS)
+    tries.give_back(slot.pk, client)
+    _record(album, slot, UnlockAttempt.Outcome.SUCCESS, via)
     AlbumKeySlot.objects.filter(pk=slot.pk).update(last_unlocked_at=timezone.now())
     try:
         return _queue(_real_requests(album, private, session_key), session_id, reply_channel)
     finally:
         del private
+
+
+def _record(album: Album, slot: AlbumKeySlot | None, outcome: str, via: str) -> None:
+    """Log an attempt for the owner, keeping the album's newest VEIL_UNLOCK_LOG_KEEP."""
+    label = slot.label if slot is not None else ""
+    UnlockAttempt.objects.create(album=album, slot=slot, slot_label=label, outcome=outcome, via=via)
+    keep = settings.VEIL_UNLOCK_LOG_KEEP
+    stale = list(album.unlock_attempts.order_by("-created_at", "-pk").values_list("pk", flat=True)[keep : keep + 100])
+    if stale:
+        UnlockAttempt.objects.filter(pk__in=stale).delete()
 
 
 def _photos(album: Album) -> Iterator[Photo]:

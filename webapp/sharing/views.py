@@ -20,6 +20,7 @@ from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.addresses import request_address
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.views import (
     AuthedRequest,
@@ -30,7 +31,7 @@ from webapp.albums.views import (
 
 from .forms import AlbumSettingsForm, ExpiryForm, RecipientForm, RotateKeyForm, end_of_day
 from .models import UnlockAttempt
-from .recipients import SharingError, revoke_recipient, rotate_album_key
+from .recipients import SharingError, TooManyTries, revoke_recipient, rotate_album_key
 
 ATTEMPTS_SHOWN = 50
 FAILED_WINDOW = timedelta(days=30)
@@ -48,7 +49,7 @@ def _sharing_page(request: AuthedRequest, album: Album, status: int = 200, **for
         "slots": album.key_slots.all(),
         "now": timezone.now(),
         "share_link": request.build_absolute_uri(album.share_url()),
-        "recipient_form": forms.get("recipient_form") or RecipientForm(album=album),
+        "recipient_form": forms.get("recipient_form") or RecipientForm(album=album, client=request_address(request)),
         "settings_form": forms.get("settings_form") or AlbumSettingsForm(instance=album),
         "rotate_form": forms.get("rotate_form") or RotateKeyForm(),
         "expiry_form": ExpiryForm(),
@@ -73,12 +74,12 @@ def album_sharing(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @sensitive_post_parameters("password", "owner_passphrase")
 def recipient_add(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     album = _owned_album(request, album_id)
-    form = RecipientForm(request.POST, album=album)
+    form = RecipientForm(request.POST, album=album, client=request_address(request))
     if not form.is_valid():
         return _sharing_page(request, album, status=400, recipient_form=form)
     added = form.add_recipient()
     if added is None:
-        return _sharing_page(request, album, status=400, recipient_form=form)
+        return _sharing_page(request, album, status=429 if form.too_many_tries else 400, recipient_form=form)
     slot, password = added
     if password is not None:
         link = request.build_absolute_uri(album.share_url())
@@ -153,10 +154,11 @@ def album_key_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpRespons
     if not form.is_valid():
         return _sharing_page(request, album, status=400, rotate_form=form)
     try:
-        rotation = rotate_album_key(album, form.cleaned_data["owner_passphrase"])
+        rotation = rotate_album_key(album, form.cleaned_data["owner_passphrase"], request_address(request))
     except SharingError as exc:
-        form.add_error("owner_passphrase" if "passphrase" in str(exc) else None, str(exc))
-        return _sharing_page(request, album, status=400, rotate_form=form)
+        about_passphrase = "passphrase" in str(exc) or isinstance(exc, TooManyTries)
+        form.add_error("owner_passphrase" if about_passphrase else None, str(exc))
+        return _sharing_page(request, album, status=429 if isinstance(exc, TooManyTries) else 400, rotate_form=form)
     removed = ", ".join(rotation.removed_recipients)
     text = f"The album has a new key; {rotation.photos} photo{'s' if rotation.photos != 1 else ''} now open with it."
     if removed:

@@ -16,6 +16,6 @@ register = template.Library()
 def unlock_dialog(album: Album, page: Literal["owner", "share"]) -> dict[str, Any]:
     socket = f"/ws/albums/{album.pk}/unlock/" if page == "owner" else f"/ws/share/{album.share_token}/"
     slots = list(album.key_slots.all())  # the owner first
-    if page == "share":  # family members open share links: their names first, nobody chosen for them
-        slots = slots[1:] + slots[:1]
+    if page == "share":  # family members open share links; the owner unlocks on the album page
+        slots = [slot for slot in slots if not slot.is_owner]
     return {"album": album, "slots": slots, "socket_path": socket, "page": page}
