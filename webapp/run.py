@@ -121,6 +121,7 @@ def listening(host: str, port: int) -> bool:
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    env.setdefault("DEBUG", "1")  # one machine, for trying Veil out: development settings
     redis_url = env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
     host, port = env.get("VEIL_HOST", "127.0.0.1"), env.get("VEIL_PORT", "8000")
     python = sys.executable

@@ -5,9 +5,11 @@ The defaults run the whole product on one developer machine (``make run``):
 ==========================  ==============================================================
 variable                    meaning (default)
 ==========================  ==============================================================
-DEBUG                       ``1``/``0`` (1)
-SECRET_KEY                  Django's signing key (a fixed development key, with a warning
-                            when DEBUG is off)
+DEBUG                       ``1``/``0`` (0: production; ``make run`` sets 1)
+SECRET_KEY                  Django's signing key (required unless DEBUG is on; then a fixed
+                            development key)
+BEHIND_TLS_PROXY            ``1`` when a TLS proxy serves Veil: HTTPS redirect, HSTS, secure
+                            proxy header (0)
 ALLOWED_HOSTS               comma-separated host names (localhost, 127.0.0.1, [::1])
 CSRF_TRUSTED_ORIGINS        comma-separated origins behind a proxy (none)
 DATABASE_URL                ``sqlite:///…/var/db.sqlite3``; ``postgres://…`` for Postgres
@@ -76,16 +78,18 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
+# Production unless told otherwise: `make run` (webapp.run) says DEBUG=1, the tests DEBUG=0.
+DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY") or _DEV_SECRET_KEY
-if SECRET_KEY == _DEV_SECRET_KEY and not DEBUG:
-    warnings.warn(
-        "SECRET_KEY is not set: using the development key with DEBUG off; set SECRET_KEY in production",
-        RuntimeWarning,
-        stacklevel=1,
-    )
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. In production set it to a long random string "
+            '(python -c "import secrets; print(secrets.token_urlsafe(50))"); '
+            "for development on this machine run `make run`, or set DEBUG=1."
+        )
+    SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -361,7 +365,14 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+# Served over TLS by a proxy (BEHIND_TLS_PROXY=1): trust its X-Forwarded-Proto, send plain HTTP
+# to HTTPS, and tell browsers never to use plain HTTP here again (HSTS, a year, preloadable).
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 LOGGING = {
     "version": 1,

@@ -3,8 +3,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth import password_validation
 
 MIN_PASSPHRASE = 8
+MAX_PASSPHRASE = 512  # what the unlock dialog and its websocket take
+
+
+def check_passphrase(value: str) -> str:
+    """An album passphrase or a recipient's password, held to Django's password validators
+    (length, common passwords, all digits), as an account password is; ValidationError if weak."""
+    password_validation.validate_password(value)
+    return value
 
 
 class AlbumForm(forms.Form):
@@ -12,6 +21,7 @@ class AlbumForm(forms.Form):
     passphrase = forms.CharField(
         label="Album passphrase",
         min_length=MIN_PASSPHRASE,
+        max_length=MAX_PASSPHRASE,
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
         help_text=(
@@ -24,6 +34,9 @@ class AlbumForm(forms.Form):
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
+
+    def clean_passphrase(self) -> str:
+        return check_passphrase(self.cleaned_data["passphrase"])
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

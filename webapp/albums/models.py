@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from cipher_worker import keys
 from webapp.realtime.status import PhotoStatusMessage, photo_status_message
@@ -36,6 +37,7 @@ class AlbumManager(models.Manager["Album"]):
     def owned_by(self, user_id: int) -> AlbumQuerySet:
         return self.get_queryset().owned_by(user_id)
 
+    @sensitive_variables("passphrase", "private", "slot")
     def create_with_passphrase(self, *, owner: User, name: str, passphrase: str) -> Album:
         """A new album with a fresh X25519 key pair; the private key is kept only in the owner's slot."""
         private, public = keys.generate_album_keypair()
@@ -131,6 +133,7 @@ class AlbumKeySlot(models.Model):
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
+    @sensitive_variables("password")
     def unwrap(self, password: str) -> bytes:
         """The album's raw private key; raises cipher_worker.errors.WrongKey for another password."""
         return keys.unwrap_private_key(keys.KeySlot.from_bytes(bytes(self.slot)), password)

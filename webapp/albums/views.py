@@ -16,6 +16,7 @@ from django.db.models import Count, Q
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from cipher_worker import envelope
@@ -57,6 +58,7 @@ def album_list(request: AuthedRequest) -> HttpResponse:
 
 
 @login_required
+@sensitive_post_parameters("passphrase", "passphrase_again")
 def album_create(request: AuthedRequest) -> HttpResponse:
     form = AlbumForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

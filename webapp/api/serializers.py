@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from webapp.albums.forms import MIN_PASSPHRASE
+from webapp.albums.forms import MAX_PASSPHRASE, MIN_PASSPHRASE, check_passphrase
 from webapp.albums.models import Album, Photo
 
 
@@ -42,8 +43,15 @@ class AlbumCreateSerializer(serializers.Serializer):
         min_length=MIN_PASSPHRASE,
         trim_whitespace=False,
         style={"input_type": "password"},
+        max_length=MAX_PASSPHRASE,
         help_text="Unlocks the real faces of this album. Veil never stores it and cannot reset it.",
     )
+
+    def validate_passphrase(self, value: str) -> str:
+        try:
+            return check_passphrase(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(list(exc.messages)) from None
 
 
 class PhotoSerializer(serializers.ModelSerializer):

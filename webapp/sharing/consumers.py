@@ -27,6 +27,7 @@ from django.conf import settings
 
 from cipher_worker.errors import WrongKey
 from webapp.addresses import scope_address
+from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 
 from . import protocol
@@ -191,7 +192,7 @@ def _unlock_request(content: dict[str, Any]) -> tuple[int, str] | None:
         slot = int(slot)
     if not isinstance(slot, int) or isinstance(slot, bool) or not 0 < slot < 2**63:
         return None
-    if not isinstance(password, str) or not 0 < len(password) <= protocol.MAX_PASSWORD_CHARS:
+    if not isinstance(password, str) or not 0 < len(password) <= MAX_PASSPHRASE:
         return None
     return slot, password
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 from django import forms
 from django.utils import timezone
 
-from webapp.albums.forms import MIN_PASSPHRASE
+from webapp.albums.forms import MAX_PASSPHRASE, MIN_PASSPHRASE, check_passphrase
 from webapp.albums.models import Album, AlbumKeySlot
 
 from .passphrases import generate_passphrase
@@ -60,8 +60,10 @@ class RecipientForm(forms.Form):
         required=False,
         strip=False,
         min_length=MIN_PASSPHRASE,
+        max_length=MAX_PASSPHRASE,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text=f"At least {MIN_PASSPHRASE} characters. Give it to them yourself; Veil never shows it again.",
+        help_text=f"At least {MIN_PASSPHRASE} characters, not a common one. Give it to them yourself; "
+        "Veil never shows it again.",
     )
     expires_on = ExpiryField(label="Access until (optional)", help_text="Leave empty for access until you remove it.")
     owner_passphrase = _owner_passphrase_field()
@@ -71,6 +73,10 @@ class RecipientForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.album, self.client = album, client
         self.too_many_tries = False
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data.get("password") or ""
+        return check_passphrase(password) if password else password
 
     def clean_name(self) -> str:
         name = " ".join(self.cleaned_data["name"].split())

@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cipher_worker.errors import WrongKey
 
 SESSION_KEY_BYTES: Final = 32
-MAX_PASSWORD_CHARS: Final = 512
 
 UNLOCK: Final = "unlock"
 LOCK: Final = "lock"

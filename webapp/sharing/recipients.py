@@ -13,6 +13,7 @@ from datetime import datetime
 
 import redis
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import WrongKey
@@ -36,6 +37,7 @@ class TooManyTries(SharingError):
     """The owner slot's tries are used up for now (see :mod:`webapp.sharing.tries`)."""
 
 
+@sensitive_variables("owner_passphrase", "private")
 def _album_private_key(album: Album, owner_passphrase: str, client: str) -> bytes:
     """The album private key, opened with the owner's passphrase typed at ``client`` (an address):
     a check that takes a try from the owner slot like an unlock does."""
@@ -55,6 +57,7 @@ def _album_private_key(album: Album, owner_passphrase: str, client: str) -> byte
     return private
 
 
+@sensitive_variables("owner_passphrase", "password", "private", "wrapped")
 def add_recipient(
     album: Album,
     *,
@@ -93,6 +96,7 @@ class Rotation:
     removed_recipients: list[str]
 
 
+@sensitive_variables("owner_passphrase", "old_private", "new_private", "content_key")
 def rotate_album_key(album: Album, owner_passphrase: str, client: str) -> Rotation:
     """A new album key pair: every photo's content key re-sealed to it, the owner slot re-wrapped
     with the same passphrase, and every recipient slot removed (the server never has their

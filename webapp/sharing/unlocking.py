@@ -19,6 +19,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.views.decorators.debug import sensitive_variables
 from kombu.exceptions import OperationalError
 
 from cipher_worker import envelope, keys
@@ -75,6 +76,7 @@ def _refused_while_redis_is_down(begin: Callable[P, Started | Refused]) -> Calla
 
 
 @_refused_while_redis_is_down
+@sensitive_variables("password", "private")
 def begin_unlock(
     album: Album,
     slot_id: int,
@@ -142,6 +144,7 @@ def _photos(album: Album) -> Iterator[Photo]:
     yield from photos.only("pk", "envelope").iterator()
 
 
+@sensitive_variables("private", "content_key")
 def _real_requests(
     album: Album, private: bytes, session_key: bytes
 ) -> Iterator[tuple[Photo, protocol.UnlockRequest | str]]:

@@ -1,0 +1,69 @@
+"""Safe defaults: production settings unless development is asked for, a real SECRET_KEY, Veil's
+own error pages, TLS headers behind a TLS proxy, and passphrases held to the password rules."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from webapp.albums.models import Album
+
+from .conftest import ROOT
+from .factories import PASSPHRASE, AlbumFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "BEHIND_TLS_PROXY"}}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_without_a_secret_key_veil_refuses_to_start_in_production() -> None:
+    refused = _manage("check")
+    assert refused.returncode != 0 and "SECRET_KEY is not set" in refused.stderr
+    assert _manage("check", DEBUG="1").returncode == 0, "development runs with its own key"
+
+
+def test_the_documented_production_settings_pass_the_deploy_check() -> None:
+    production = {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "BEHIND_TLS_PROXY": "1",
+        "ALLOWED_HOSTS": "photos.example.org",
+    }
+    checked = _manage("check", "--deploy", "--fail-level", "WARNING", **production)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "no issues" in checked.stdout
+
+
+def test_a_stranger_sees_veils_own_not_found_page(client: Client) -> None:
+    page = client.get("/no/such/page/")
+    text = page.content.decode()
+    assert page.status_code == 404 and "Nothing here" in text
+    assert "URLconf" not in text and "urlpatterns" not in text.lower(), "no technical page"
+
+
+@pytest.mark.parametrize("weak", ["12345678", "password1", "qwertyuiop"])
+def test_a_weak_album_passphrase_or_recipient_password_is_refused(owner_client: Client, user: Any, weak: str) -> None:
+    made = owner_client.post(reverse("albums:create"), {"name": "Lake", "passphrase": weak, "passphrase_again": weak})
+    assert made.status_code == 200 and "This password is too common" in made.content.decode()
+    assert not Album.objects.exists()
+    api = APIClient()
+    api.force_authenticate(user)
+    assert api.post("/api/albums/", {"name": "Lake", "passphrase": weak}).status_code == 400
+    album = AlbumFactory(owner=user)
+    form = {"name": "Tom", "password_choice": "choose", "password": weak, "owner_passphrase": PASSPHRASE}
+    added = owner_client.post(reverse("sharing:recipient-add", args=[album.pk]), form)
+    assert added.status_code == 400 and "This password is too common" in added.content.decode()
+    assert not album.key_slots.filter(label="Tom").exists()
