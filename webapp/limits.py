@@ -1,8 +1,11 @@
-"""An ASGI guard that refuses request bodies over the upload limit before Django buffers them."""
+"""Guards against one client exhausting the service: an ASGI guard that refuses request bodies
+over the upload limit before Django buffers them, and a message rate for websockets."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -110,3 +113,21 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class MessageRate:
+    """At most ``limit`` messages per ``window`` seconds on one websocket (a sliding window,
+    kept in the consumer's memory: a socket is one connection to one process)."""
+
+    def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window, clock
+        self._times: deque[float] = deque()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True

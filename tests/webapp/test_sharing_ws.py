@@ -235,6 +235,38 @@ def test_an_unlock_queues_sealed_keys_and_pushes_the_workers_result(fresh_redis:
     assert UnlockAttempt.objects.get().outcome == "success"
 
 
+def test_a_page_that_floods_its_socket_is_slowed_before_any_work(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.VEIL_SOCKET_RATE = 3
+    album = AlbumFactory()
+    slot = recipient(album)
+    calls: list[int] = []
+    real_unwrap = AlbumKeySlot.unwrap
+
+    def counted(self: AlbumKeySlot, password: str) -> bytes:
+        calls.append(1)
+        return real_unwrap(self, password)
+
+    monkeypatch.setattr(AlbumKeySlot, "unwrap", counted)
+    answers = exchange(share_socket(album), *[unlock(slot, f"guess {n}") for n in range(5)])
+    assert [a["data"]["code"] for a in answers] == ["wrong_password"] * 3 + ["rate_limited"] * 2
+    assert answers[-1]["data"]["message"] == "Too many requests from this page; wait a minute and try again."
+    assert len(calls) == 3
+
+
+def test_a_message_rate_is_a_sliding_window() -> None:
+    from webapp.limits import MessageRate
+
+    now = [0.0]
+    rate = MessageRate(2, window=60, clock=lambda: now[0])
+    assert rate.allow() and rate.allow() and not rate.allow()
+    now[0] = 59.0
+    assert not rate.allow()
+    now[0] = 60.5
+    assert rate.allow() and rate.allow() and not rate.allow()
+
+
 def test_the_owner_slot_cannot_be_tried_through_the_share_link() -> None:
     album = AlbumFactory()
     done_photo(album)

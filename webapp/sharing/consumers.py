@@ -29,6 +29,7 @@ from cipher_worker.errors import WrongKey
 from webapp.addresses import scope_address
 from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
+from webapp.limits import MessageRate
 
 from . import protocol
 from .models import UnlockAttempt
@@ -40,6 +41,7 @@ LINK_GONE = "This share link no longer works: the album's owner has replaced it.
 ALBUM_GONE = "This album no longer exists."
 TOO_SLOW = "No worker recovered this photo in time; press “Show real faces” again."
 BAD_REQUEST = "Choose your name and type your password."
+TOO_FAST = "Too many requests from this page; wait a minute and try again."
 GRACE = 60  # seconds beyond the longest transit wait before the page is told to stop waiting
 
 
@@ -57,6 +59,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     via: str = UnlockAttempt.Via.SHARE_LINK
     gone_message = LINK_GONE
     session: ViewingSession | None = None
+    rate: MessageRate | None = None
 
     # --- which album: one per socket, checked again for every message -------------------
     @database_sync_to_async
@@ -79,6 +82,11 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
 
     # --- from the browser ----------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if self.rate is None:
+            self.rate = MessageRate(settings.VEIL_SOCKET_RATE)
+        if not self.rate.allow():  # before any parsing, database or password work
+            await self.send_json(protocol.refusal("rate_limited", TOO_FAST))
+            return
         try:
             content = json.loads(text_data or "")
         except ValueError:
