@@ -9,6 +9,12 @@
   const emptyNote = document.getElementById("empty-grid");
   if (!form || !grid) return;
 
+  // Deleting or dismissing a photo asks first: its form carries the question in data-confirm.
+  grid.addEventListener("submit", (e) => {
+    const question = e.target.dataset ? e.target.dataset.confirm : "";
+    if (question && !window.confirm(question)) e.preventDefault();
+  });
+
   const input = document.getElementById("photo-input");
   const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   const maxMb = Number(form.dataset.maxMb || "40");

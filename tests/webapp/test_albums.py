@@ -237,6 +237,46 @@ def test_an_upload_that_expired_before_a_worker_came_fails_with_a_reason(user: A
     assert photo.failure_reason == "the upload expired before a worker got to it; please upload again"
 
 
+def test_deleting_a_photo_leaves_nothing_of_it(
+    owner_client: Client, user: Any, fresh_redis: redis.Redis, django_capture_on_commit_callbacks: Any
+) -> None:
+    album = AlbumFactory(owner=user)
+    photo = PhotoFactory(
+        album=album,
+        status=Photo.Status.DONE,
+        envelope=b"sealed",
+        image=default_storage.save("photos/a/x.jpg", ContentFile(jpeg())),
+        thumbnail=default_storage.save("photos/a/x.thumb.jpg", ContentFile(jpeg(32, 24))),
+    )
+    transit.put_upload(photo.pk, jpeg())  # as if a retry's copy were still there
+    transit.count_attempt(photo.pk)
+    page = owner_client.get(album.get_absolute_url()).content.decode()
+    assert reverse("albums:photo-delete", args=[photo.pk]) in page and "data-confirm=" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner_client.post(reverse("albums:photo-delete", args=[photo.pk]))
+
+    assert response.status_code == 302 and response.url == album.get_absolute_url()
+    assert not Photo.objects.filter(pk=photo.pk).exists()
+    assert not default_storage.exists("photos/a/x.jpg") and not default_storage.exists("photos/a/x.thumb.jpg")
+    assert not fresh_redis.keys(f"*{photo.pk}*")
+    assert "Photo deleted." in owner_client.get(response.url).content.decode()
+
+
+def test_a_photo_being_anonymized_is_not_deleted_and_nobody_else_deletes_yours(owner_client: Client, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    busy = PhotoFactory(album=album, status=Photo.Status.ANONYMIZING)
+    refused = owner_client.post(reverse("albums:photo-delete", args=[busy.pk]), HTTP_ACCEPT="application/json")
+    assert refused.status_code == 409 and "still being anonymized" in refused.json()["error"]
+    failed = PhotoFactory(album=album, status=Photo.Status.FAILED, failure_reason="the file is empty")
+    stranger = Client()
+    stranger.force_login(UserFactory())
+    assert stranger.post(reverse("albums:photo-delete", args=[failed.pk])).status_code == 404
+    assert Photo.objects.filter(pk__in=[busy.pk, failed.pk]).count() == 2
+    dismissed = owner_client.post(reverse("albums:photo-delete", args=[failed.pk]), HTTP_ACCEPT="application/json")
+    assert dismissed.status_code == 200 and not Photo.objects.filter(pk=failed.pk).exists()
+
+
 def test_a_failed_photo_is_retried_while_its_upload_is_in_transit(
     owner_client: Client, user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -16,4 +16,5 @@ urlpatterns = [
     path("photos/<uuid:photo_id>/thumbnail/", views.photo_thumbnail, name="photo-thumbnail"),
     path("photos/<uuid:photo_id>/download/", views.photo_download, name="photo-download"),
     path("photos/<uuid:photo_id>/retry/", views.photo_retry, name="photo-retry"),
+    path("photos/<uuid:photo_id>/delete/", views.photo_delete, name="photo-delete"),
 ]

@@ -24,6 +24,7 @@ from cipher_worker.imageio import FORMATS
 
 from .forms import AlbumForm
 from .models import Album, Photo
+from .removal import StillWorking, delete_photo
 from .uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -138,6 +139,23 @@ def photo_retry(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"error": text}, status=409)
     messages.error(request, text)
+    return redirect(photo.album)
+
+
+@login_required
+@require_POST
+def photo_delete(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
+    photo = _owned_photo(request, photo_id)
+    try:
+        delete_photo(photo)
+    except StillWorking as exc:
+        if _wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=409)
+        messages.error(request, str(exc))
+        return redirect(photo.album)
+    if _wants_json(request):
+        return JsonResponse({"deleted": str(photo_id)})
+    messages.success(request, "Photo deleted.")
     return redirect(photo.album)
 
 
