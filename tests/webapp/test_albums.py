@@ -237,6 +237,16 @@ def test_an_upload_that_expired_before_a_worker_came_fails_with_a_reason(user: A
     assert photo.failure_reason == "the upload expired before a worker got to it; please upload again"
 
 
+def test_each_tile_names_its_file(owner_client: Client, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    assert upload(owner_client, album, jpeg(), name="beach day.jpg").status_code == 201
+    assert upload(owner_client, album, b"not a photo", name="notes.jpg").status_code == 400
+    photo = album.photos.get()
+    assert photo.file_name == "beach day.jpg"
+    page = owner_client.get(album.get_absolute_url()).content.decode()
+    assert '<p class="tile-name" title="beach day.jpg">beach day.jpg</p>' in page
+
+
 def test_deleting_a_photo_leaves_nothing_of_it(
     owner_client: Client, user: Any, fresh_redis: redis.Redis, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -167,6 +167,8 @@ class Photo(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)  # 0..1 within the whole job
     failure_reason = models.CharField(max_length=300, blank=True)
+    # the uploaded file's name, so the owner can tell which tile is which file
+    file_name = models.CharField(max_length=255, blank=True)
     # True when the failure was ours (not the photo's) and the upload may still be processed again.
     retryable = models.BooleanField(default=False)
     # The anonymized image and its thumbnail; the original is never stored.

@@ -73,8 +73,8 @@ def accept_uploads(album: Album, files: Sequence[UploadedFile]) -> list[Photo]:
             raise UploadRefused(f"“{upload.name}”: {exc}.", 400) from None
     photos: list[Photo] = []
     try:
-        for data in contents:
-            photos.append(accept_upload(album, data))
+        for upload, data in zip(files, contents, strict=True):
+            photos.append(accept_upload(album, data, upload.name or ""))
     except QueueUnavailable as exc:
         raise UploadRefused(str(exc), 503) from exc
     return photos
@@ -84,13 +84,14 @@ def too_many_files_message(limit: int) -> str:
     return f"Upload at most {limit} photos at a time; send the rest in another batch."
 
 
-def accept_upload(album: Album, data: bytes) -> Photo:
+def accept_upload(album: Album, data: bytes, file_name: str = "") -> Photo:
     """Queue ``data`` (the original bytes, in memory) for anonymization into ``album``.
 
     The bytes go to Redis sealed to the workers' transit key; the task message holds only the
     photo id. Raises QueueUnavailable (and keeps no row) if Redis or the broker is down.
     """
-    photo = Photo.objects.create(album=album)
+    # only the name's last part, as the browser or script sent it, at most 255 characters
+    photo = Photo.objects.create(album=album, file_name=file_name.replace("\\", "/").rsplit("/", 1)[-1][:255])
     try:
         transit.put_upload(photo.pk, data)
         transaction.on_commit(lambda: anonymize_photo.delay(str(photo.pk)))

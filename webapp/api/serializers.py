@@ -70,6 +70,7 @@ class PhotoSerializer(serializers.ModelSerializer):
             "id",
             "url",
             "album",
+            "file_name",
             "status",
             "progress",
             "message",
