@@ -130,6 +130,13 @@ class FaceKeys:
 def derive_face_keys(content_key: bytes, nonce: bytes, face_index: int, dim: int, candidate: int = 0) -> FaceKeys:
     """Derive face ``face_index``'s pad (``dim`` uint32; candidate ``candidate``) and region key
     from a photo's key and nonce. The region key does not depend on the candidate."""
+    pad = derive_pad(content_key, nonce, face_index, dim, candidate)
+    region_key = _hkdf(content_key, nonce, _REGION_INFO + str(face_index).encode("ascii"), REGION_KEY_BYTES)
+    return FaceKeys(pad, region_key)
+
+
+def derive_pad(content_key: bytes, nonce: bytes, face_index: int, dim: int, candidate: int = 0) -> FacePad:
+    """The pad alone of :func:`derive_face_keys`: what screening many candidates needs."""
     _check_len(content_key, CONTENT_KEY_BYTES, "content key")
     _check_len(nonce, NONCE_BYTES, "photo nonce")
     if face_index < 0:
@@ -141,8 +148,7 @@ def derive_face_keys(content_key: bytes, nonce: bytes, face_index: int, dim: int
     index = str(face_index).encode("ascii")
     pad_info = _PAD_INFO + index + (b"/candidate/%d" % candidate if candidate else b"")
     pad_bytes = _hkdf(content_key, nonce, pad_info, 4 * dim)
-    region_key = _hkdf(content_key, nonce, _REGION_INFO + index, REGION_KEY_BYTES)
-    return FaceKeys(FacePad(np.frombuffer(pad_bytes, dtype="<u4").astype(np.uint32)), region_key)
+    return FacePad(np.frombuffer(pad_bytes, dtype="<u4").astype(np.uint32))
 
 
 def encrypt(u: ArrayLike, pad: FacePad) -> U32Array:

@@ -297,7 +297,7 @@ class Pipeline:
             # every face's candidates, face-major: row i·K + c is face i under candidate pad c
             u_all = np.stack(
                 [
-                    cipher.encrypt(u[i], cipher.derive_face_keys(content_key, nonce, i, dim, c).pad)
+                    cipher.encrypt(u[i], cipher.derive_pad(content_key, nonce, i, dim, c))
                     for i in range(n)
                     for c in range(count)
                 ]
