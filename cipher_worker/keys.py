@@ -59,6 +59,7 @@ GCM_TAG_BYTES = 16
 
 _SEAL_INFO = b"veil/v1/seal/"
 CONTENT_KEY_CONTEXT = b"content-key"
+ALBUM_KEY_CONTEXT = b"album-key"
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,21 @@ def open_content_key(sealed: bytes, album_private: bytes) -> bytes:
     if len(content_key) != KEY_BYTES:
         raise BadInput("the sealed content key does not have the size of a content key")
     return content_key
+
+
+def seal_album_key(album_private: bytes, slot_public: bytes) -> bytes:
+    """Seal an album private key to a recipient slot's own public key. The slot's private half is
+    what the recipient's password wraps, so whoever holds the album key can hand a new one to
+    every recipient without knowing their passwords."""
+    _check_key_bytes(album_private, "private")
+    return seal(album_private, slot_public, ALBUM_KEY_CONTEXT)
+
+
+def open_album_key(sealed: bytes, slot_private: bytes) -> bytes:
+    """Open :func:`seal_album_key` output; raises WrongKey for another slot's key."""
+    album_private = open_sealed(sealed, slot_private, ALBUM_KEY_CONTEXT)
+    _check_key_bytes(album_private, "private")
+    return album_private
 
 
 def wrap_private_key(private_raw: bytes, password: str, params: KdfParams = DEFAULT_KDF) -> KeySlot:

@@ -18,12 +18,14 @@ from cipher_worker.keys import (
     KeySlot,
     generate_album_keypair,
     key_fingerprint,
+    open_album_key,
     open_content_key,
     open_sealed,
     public_key_from_private,
     read_private_key_file,
     read_public_key_file,
     seal,
+    seal_album_key,
     seal_content_key,
     unwrap_private_key,
     wrap_private_key,
@@ -113,6 +115,16 @@ def test_content_keys_open_only_with_their_album_key() -> None:
     assert open_content_key(sealed, ALBUM[0]) == content_key
     with pytest.raises(WrongKey):
         open_content_key(sealed, OTHER_ALBUM[0])
+
+
+def test_an_album_key_sealed_to_a_slot_opens_with_that_slot_key_only() -> None:
+    slot_private, slot_public = generate_album_keypair()
+    sealed = seal_album_key(ALBUM[0], slot_public)
+    assert open_album_key(sealed, slot_private) == ALBUM[0]
+    with pytest.raises(WrongKey):
+        open_album_key(sealed, OTHER_ALBUM[0])
+    with pytest.raises(WrongKey):  # nor does a content key's sealing open as an album key
+        open_album_key(seal_content_key(ALBUM[0], slot_public), slot_private)
 
 
 def test_a_key_slot_opens_with_its_password_only() -> None:

@@ -514,25 +514,34 @@ def test_album_settings_turn_decoy_mode_on_and_off(owner_client: Client, user: A
 # --- rotating the album key --------------------------------------------------------------------
 
 
-def test_rotating_the_album_key_reseals_every_photo_and_removes_recipients(owner_client: Client, user: Any) -> None:
+def test_rotating_the_album_key_reseals_every_photo_and_keeps_the_family(owner_client: Client, user: Any) -> None:
     album = AlbumFactory(owner=user)
     photos = [done_photo(album) for _ in range(2)]
     recipient(album, "Grandma")
+    recipient(album, "Ben", password="a kite over the harbour")
     old_public, old_private = album.public_key_bytes, album.key_slots.get(kind="owner").unwrap(PASSPHRASE)
     url = reverse("sharing:key-rotate", args=[album.pk])
+    assert "I understand" not in owner_client.get(reverse("sharing:album", args=[album.pk])).content.decode()
 
-    wrong = owner_client.post(url, {"owner_passphrase": "nope", "confirm": "on"})
+    wrong = owner_client.post(url, {"owner_passphrase": "nope"})
     assert wrong.status_code == 400 and "That is not this album&#x27;s passphrase." in wrong.content.decode()
-    response = owner_client.post(url, {"owner_passphrase": PASSPHRASE, "confirm": "on"})
+    response = owner_client.post(url, {"owner_passphrase": PASSPHRASE})
 
     assert response.status_code == 302
     message = owner_client.get(response.url).content.decode()
-    assert "2 photos now open with it. Add Grandma again" in message
+    assert "2 photos now open with it. Ben, Grandma can still unlock it with their own passwords." in message
     album.refresh_from_db()
     new_private = album.key_slots.get(kind="owner").unwrap(PASSPHRASE)  # the same passphrase
     assert album.public_key_bytes != old_public
     assert keys.public_key_from_private(new_private) == album.public_key_bytes
-    assert list(album.key_slots.values_list("label", flat=True)) == ["owner"]
+    assert list(album.key_slots.values_list("label", flat=True)) == ["owner", "Ben", "Grandma"]
+    # each recipient's own password now opens the new key, and the new key only
+    assert album.key_slots.get(label="Grandma").unwrap(GRANDMA) == new_private
+    assert album.key_slots.get(label="Ben").unwrap("a kite over the harbour") == new_private
+    with pytest.raises(WrongKey):
+        album.key_slots.get(label="Ben").unwrap(GRANDMA)
+    started = attempt(album, album.key_slots.get(label="Grandma"), GRANDMA)
+    assert isinstance(started, unlocking.Started) and len(started.photo_ids) == 2
     for photo, content_key in photos:
         photo.refresh_from_db()
         env = envelope.Envelope.from_bytes(bytes(photo.envelope))
@@ -540,6 +549,34 @@ def test_rotating_the_album_key_reseals_every_photo_and_removes_recipients(owner
         envelope.verify_envelope(env, content_key)  # the MAC was computed again
         with pytest.raises(WrongKey):
             keys.open_content_key(env.sealed_content_key, old_private)
+
+
+def test_a_recipient_from_before_slot_keys_still_unlocks_and_a_rotation_asks_before_removing_them(
+    owner_client: Client, user: Any
+) -> None:
+    album = AlbumFactory(owner=user)
+    done_photo(album)
+    private = album.key_slots.get(kind="owner").unwrap(PASSPHRASE)
+    legacy = AlbumKeySlot.objects.create(  # the album key wrapped by her password, as before
+        album=album, kind="recipient", label="Aunt May", slot=keys.wrap_private_key(private, GRANDMA).to_bytes()
+    )
+    recipient(album, "Ben", password="a kite over the harbour")
+    assert legacy.unwrap(GRANDMA) == private and not legacy.can_follow_rotation
+    url = reverse("sharing:key-rotate", args=[album.pk])
+    page = owner_client.get(reverse("sharing:album", args=[album.pk])).content.decode()
+    assert "I understand that Aunt May will be removed" in page
+
+    unconfirmed = owner_client.post(url, {"owner_passphrase": PASSPHRASE})
+    assert unconfirmed.status_code == 400 and "Tick the box to confirm that Aunt May will be removed." in (
+        unconfirmed.content.decode()
+    )
+    album.refresh_from_db()
+    assert album.key_slots.filter(label="Aunt May").exists()
+    response = owner_client.post(url, {"owner_passphrase": PASSPHRASE, "confirm": "on"})
+
+    message = owner_client.get(response.url).content.decode()
+    assert "Ben can still unlock it with their own passwords. Add Aunt May again" in message
+    assert list(album.key_slots.values_list("label", flat=True)) == ["owner", "Ben"]
 
 
 def test_the_key_is_not_rotated_while_photos_are_being_anonymized(user: Any) -> None:

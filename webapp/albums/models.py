@@ -98,7 +98,14 @@ class Album(models.Model):
 
 
 class AlbumKeySlot(models.Model):
-    """The album private key wrapped by one password: the owner's passphrase or a recipient's."""
+    """One password that opens the album private key: the owner's passphrase or a recipient's.
+
+    The owner's slot wraps the album private key itself. A recipient's slot has a key pair of its
+    own: its password wraps the slot's private half (``slot``) and the album private key is sealed
+    to its public half (``sealed_album_key``), so a rotated album key can be handed to every
+    recipient without their passwords. Recipient slots made before that (no ``public_key``) wrap
+    the album key directly and still open; a rotation cannot keep them.
+    """
 
     class Kind(models.TextChoices):
         OWNER = "owner", "Owner"
@@ -110,6 +117,8 @@ class AlbumKeySlot(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     label = models.CharField(max_length=120)
     slot = models.BinaryField(max_length=256)  # keys.KeySlot.to_bytes()
+    public_key = models.BinaryField(max_length=32, null=True, blank=True)  # the slot's own X25519 key
+    sealed_album_key = models.BinaryField(max_length=128, null=True, blank=True)  # keys.seal_album_key
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)  # None: until revoked
     last_unlocked_at = models.DateTimeField(null=True, blank=True)
@@ -133,10 +142,38 @@ class AlbumKeySlot(models.Model):
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
-    @sensitive_variables("password")
+    @property
+    def can_follow_rotation(self) -> bool:
+        """Whether a new album key can be sealed to this slot without its password."""
+        return self.is_owner or self.public_key is not None
+
+    @sensitive_variables("password", "unwrapped")
     def unwrap(self, password: str) -> bytes:
         """The album's raw private key; raises cipher_worker.errors.WrongKey for another password."""
-        return keys.unwrap_private_key(keys.KeySlot.from_bytes(bytes(self.slot)), password)
+        unwrapped = keys.unwrap_private_key(keys.KeySlot.from_bytes(bytes(self.slot)), password)
+        if self.sealed_album_key is None:
+            return unwrapped  # the owner's slot, or a recipient slot from before slot key pairs
+        try:
+            return keys.open_album_key(bytes(self.sealed_album_key), unwrapped)
+        finally:
+            del unwrapped
+
+    @sensitive_variables("album_private", "password", "slot_private")
+    def fill_for_recipient(self, album_private: bytes, password: str) -> None:
+        """Give this (unsaved) recipient slot a key pair of its own, its private half wrapped by
+        ``password`` and ``album_private`` sealed to its public half."""
+        slot_private, self.public_key = keys.generate_album_keypair()
+        try:
+            self.slot = keys.wrap_private_key(slot_private, password).to_bytes()
+        finally:
+            del slot_private
+        self.reseal(album_private)
+
+    @sensitive_variables("album_private")
+    def reseal(self, album_private: bytes) -> None:
+        """Seal (another) album private key to this recipient slot's public key (not saved)."""
+        assert self.public_key is not None, "a slot without its own key pair cannot be resealed"
+        self.sealed_album_key = keys.seal_album_key(album_private, bytes(self.public_key))
 
 
 class PhotoQuerySet(models.QuerySet["Photo"]):

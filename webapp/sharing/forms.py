@@ -147,7 +147,15 @@ class AlbumSettingsForm(forms.ModelForm):
 
 class RotateKeyForm(forms.Form):
     owner_passphrase = _owner_passphrase_field()
-    confirm = forms.BooleanField(
-        label="I understand that every recipient is removed and must be added again.",
-        error_messages={"required": "Tick the box to confirm that every recipient will be removed."},
-    )
+
+    def __init__(self, *args: Any, stranded: list[str], **kwargs: Any) -> None:
+        """``stranded``: recipients a rotation removes (see recipients.stranded_recipients); the
+        owner ticks a box to agree when there are any."""
+        super().__init__(*args, **kwargs)
+        self.stranded = stranded
+        if stranded:
+            names = ", ".join(stranded)
+            self.fields["confirm"] = forms.BooleanField(
+                label=f"I understand that {names} will be removed and must be added again.",
+                error_messages={"required": f"Tick the box to confirm that {names} will be removed."},
+            )

@@ -1,8 +1,9 @@
-"""Recipients are key slots: the album private key wrapped by each family member's own password.
+"""Recipients are key slots: each family member's own password opens the album private key.
 
-Adding one needs the owner's album passphrase, because only a password can unwrap the private
-key that the new slot wraps. The key is unwrapped in this process's memory, wrapped again
-and dropped; neither password nor key is stored, logged or sent anywhere.
+Adding one needs the owner's album passphrase, because only it opens the album private key that
+the new slot is given. The key is opened in this process's memory, sealed to the new slot and
+dropped; neither password nor key is stored, logged or sent anywhere. Rotating the album key
+seals the new key to every recipient slot's own public key, so the family stays on the list.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _album_private_key(album: Album, owner_passphrase: str, client: str) -> byte
     return private
 
 
-@sensitive_variables("owner_passphrase", "password", "private", "wrapped")
+@sensitive_variables("owner_passphrase", "password", "private")
 def add_recipient(
     album: Album,
     *,
@@ -70,17 +71,13 @@ def add_recipient(
     """A new key slot named ``name`` that ``password`` opens; SharingError for a wrong passphrase
     (TooManyTries once ``client`` has guessed too often)."""
     private = _album_private_key(album, owner_passphrase, client)
+    slot = AlbumKeySlot(album=album, kind=AlbumKeySlot.Kind.RECIPIENT, label=name, expires_at=expires_at)
     try:
-        wrapped = keys.wrap_private_key(private, password)
+        slot.fill_for_recipient(private, password)
     finally:
         del private
-    return AlbumKeySlot.objects.create(
-        album=album,
-        kind=AlbumKeySlot.Kind.RECIPIENT,
-        label=name,
-        slot=wrapped.to_bytes(),
-        expires_at=expires_at,
-    )
+    slot.save()
+    return slot
 
 
 def revoke_recipient(slot: AlbumKeySlot) -> None:
@@ -90,17 +87,26 @@ def revoke_recipient(slot: AlbumKeySlot) -> None:
     slot.delete()
 
 
+def stranded_recipients(album: Album) -> list[str]:
+    """Recipients whose slots predate slot key pairs: a rotation removes them (Veil never has
+    their passwords), so the owner adds them again."""
+    recipients = album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT, public_key=None)
+    return list(recipients.values_list("label", flat=True))
+
+
 @dataclass(frozen=True)
 class Rotation:
     photos: int  # photos whose content key was sealed again
+    kept_recipients: list[str]
     removed_recipients: list[str]
 
 
 @sensitive_variables("owner_passphrase", "old_private", "new_private", "content_key")
 def rotate_album_key(album: Album, owner_passphrase: str, client: str) -> Rotation:
     """A new album key pair: every photo's content key re-sealed to it, the owner slot re-wrapped
-    with the same passphrase, and every recipient slot removed (the server never has their
-    passwords, so the owner adds them again). All or nothing, in one transaction."""
+    with the same passphrase, the new key sealed to every recipient slot's public key, and only
+    the recipients from before slot key pairs removed (see :func:`stranded_recipients`). All or
+    nothing, in one transaction."""
     with transaction.atomic():
         album = Album.objects.select_for_update().get(pk=album.pk)
         if album.photos.filter(status__in=Photo.IN_PROGRESS).exists():
@@ -123,11 +129,15 @@ def rotate_album_key(album: Album, owner_passphrase: str, client: str) -> Rotati
             slot = owner_slot(album)
             slot.slot = keys.wrap_private_key(new_private, owner_passphrase).to_bytes()
             slot.save(update_fields=["slot"])
+            kept = []
+            for recipient in album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT).exclude(public_key=None):
+                recipient.reseal(new_private)
+                recipient.save(update_fields=["sealed_album_key"])
+                kept.append(recipient.label)
         finally:
             del old_private, new_private
-        recipients = album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT)
-        removed = list(recipients.values_list("label", flat=True))
-        recipients.delete()
+        removed = stranded_recipients(album)
+        album.key_slots.filter(label__in=removed, kind=AlbumKeySlot.Kind.RECIPIENT).delete()
         album.public_key = new_public
         album.save(update_fields=["public_key"])
-    return Rotation(count, removed)
+    return Rotation(count, kept, removed)

@@ -31,7 +31,7 @@ from webapp.albums.views import (
 
 from .forms import AlbumSettingsForm, ExpiryForm, RecipientForm, RotateKeyForm, end_of_day
 from .models import UnlockAttempt
-from .recipients import SharingError, TooManyTries, revoke_recipient, rotate_album_key
+from .recipients import SharingError, TooManyTries, revoke_recipient, rotate_album_key, stranded_recipients
 
 ATTEMPTS_SHOWN = 50
 FAILED_WINDOW = timedelta(days=30)
@@ -51,7 +51,7 @@ def _sharing_page(request: AuthedRequest, album: Album, status: int = 200, **for
         "share_link": request.build_absolute_uri(album.share_url()),
         "recipient_form": forms.get("recipient_form") or RecipientForm(album=album, client=request_address(request)),
         "settings_form": forms.get("settings_form") or AlbumSettingsForm(instance=album),
-        "rotate_form": forms.get("rotate_form") or RotateKeyForm(),
+        "rotate_form": forms.get("rotate_form") or RotateKeyForm(stranded=stranded_recipients(album)),
         "expiry_form": ExpiryForm(),
         "attempts": attempts[:ATTEMPTS_SHOWN],
         "failed_recently": attempts.filter(created_at__gte=since, outcome__in=UnlockAttempt.FAILURES).count(),
@@ -150,7 +150,7 @@ def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @sensitive_post_parameters("owner_passphrase")
 def album_key_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     album = _owned_album(request, album_id)
-    form = RotateKeyForm(request.POST)
+    form = RotateKeyForm(request.POST, stranded=stranded_recipients(album))
     if not form.is_valid():
         return _sharing_page(request, album, status=400, rotate_form=form)
     try:
@@ -159,10 +159,11 @@ def album_key_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpRespons
         about_passphrase = "passphrase" in str(exc) or isinstance(exc, TooManyTries)
         form.add_error("owner_passphrase" if about_passphrase else None, str(exc))
         return _sharing_page(request, album, status=429 if isinstance(exc, TooManyTries) else 400, rotate_form=form)
-    removed = ", ".join(rotation.removed_recipients)
     text = f"The album has a new key; {rotation.photos} photo{'s' if rotation.photos != 1 else ''} now open with it."
-    if removed:
-        text += f" Add {removed} again to let them unlock it."
+    if rotation.kept_recipients:
+        text += f" {', '.join(rotation.kept_recipients)} can still unlock it with their own passwords."
+    if rotation.removed_recipients:
+        text += f" Add {', '.join(rotation.removed_recipients)} again to let them unlock it."
     messages.success(request, text)
     return redirect("sharing:album", album.pk)
 
