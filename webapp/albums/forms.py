@@ -44,3 +44,20 @@ class AlbumForm(forms.Form):
         if first and second and first != second:
             self.add_error("passphrase_again", "The two passphrases differ.")
         return cleaned
+
+
+class AlbumNameForm(forms.Form):
+    name = forms.CharField(label="Album name", max_length=120, error_messages={"required": "Give the album a name."})
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Give the album a name.")
+        return name
+
+
+class AlbumDeleteForm(forms.Form):
+    confirm = forms.BooleanField(
+        label="Delete this album, its photos and their real faces for good.",
+        error_messages={"required": "Tick the box to confirm that everything in this album will be deleted."},
+    )

@@ -1,16 +1,24 @@
-"""Deleting a photo so that nothing of it is left: its stored files, its row (the envelope is in
-it), its sealed upload and attempt counter in Redis, its stored-size row; the dashboard's task
-rows stay, without the link."""
+"""Deleting a photo or a whole album so that nothing of it is left.
+
+A photo: its stored files, its row (the envelope is in it), its sealed upload, attempt counter
+and pending unlock requests in Redis. An album: all of that for every photo, and its key slots,
+share link (a column of the album row), unlock log and password-try counters. The dashboard's
+task rows stay, without the link.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import redis
 from django.db import transaction
 from django.db.models.fields.files import FieldFile
 
 from . import transit
-from .models import Photo
+from .models import Album, Photo
+
+log = logging.getLogger(__name__)
 
 STILL_WORKING = "This photo is still being anonymized; delete it once it is done or has failed."
 
@@ -30,12 +38,29 @@ def delete_photo(photo: Photo) -> None:
         files = [f for f in (locked.image, locked.thumbnail) if f]
         locked.delete()
         # files after the row is gone for good: a failed commit must not leave a row without them
-        transaction.on_commit(lambda: _forget_files_and_transit(photo.pk, files))
+        transaction.on_commit(lambda: _forget(files, [photo.pk]))
 
 
-def _forget_files_and_transit(photo_id: uuid.UUID, files: list[FieldFile]) -> None:
+def delete_album(album: Album) -> int:
+    """Everything of ``album``; returns how many photos went with it. Photos still being
+    anonymized do not hold it up: their worker finds the row gone and removes its own files."""
+    with transaction.atomic():
+        locked = Album.objects.select_for_update().filter(pk=album.pk).first()
+        if locked is None:
+            return 0
+        photos = list(Photo.objects.filter(album=locked).only("pk", "image", "thumbnail"))
+        files = [f for p in photos for f in (p.image, p.thumbnail) if f]
+        # cascades to photos, key slots and the unlock log; webapp.sharing forgets the slots' try counters
+        locked.delete()
+        transaction.on_commit(lambda: _forget(files, [p.pk for p in photos]))
+    return len(photos)
+
+
+def _forget(files: list[FieldFile], photo_ids: list[uuid.UUID]) -> None:
     for stored in files:
         if stored.name:
             stored.storage.delete(stored.name)
-    r = transit.client()
-    r.delete(transit.transit_key(str(photo_id)), transit.attempts_key(str(photo_id)))
+    try:
+        transit.forget_photos(photo_ids)
+    except redis.RedisError:  # what waits there is sealed and expires with its TTL
+        log.warning("could not remove the transit entries of %d deleted photos", len(photo_ids), exc_info=True)

@@ -123,6 +123,9 @@ class PhotoJob:
             del data
         try:
             self.store(result)
+        except Photo.DoesNotExist:  # deleted, or its album was, while the worker was on it
+            transit.discard_upload(photo.pk)
+            return "deleted"
         except Exception:
             log.exception("storing photo %s failed", photo.pk)
             return self.fail(OUR_FAULT, discard=False, retryable=True)

@@ -1,7 +1,7 @@
 """The transit store: what a worker needs waits in Redis, sealed to the workers' key.
 
 Two kinds of entry, both sealed with ``keys.seal`` to the transit public key, both with a TTL:
-uploads (below) and unlock requests (``veil:transit:unlock:<random id>``: a photo's opened
+uploads (below) and unlock requests (``veil:transit:unlock:<photo id>.<random>``: a photo's opened
 content key or a decoy password, with the viewing session's key; see webapp.sharing). A worker
 takes an unlock request with GETDEL, so it is gone from Redis the moment it is used.
 
@@ -110,8 +110,9 @@ def unlock_context(photo_id: uuid.UUID | str) -> bytes:
 
 
 def put_unlock(photo_id: uuid.UUID | str, request: bytes, ttl: int) -> str:
-    """Seal an unlock request for ``photo_id`` to the workers; returns its transit id (random, 128 bits)."""
-    transit_id = uuid.uuid4().hex
+    """Seal an unlock request for ``photo_id`` to the workers; returns its transit id (the photo
+    id, so a deleted photo's pending requests can be found, and 128 random bits)."""
+    transit_id = f"{photo_id}.{uuid.uuid4().hex}"
     sealed = keys.seal(request, settings.VEIL_TRANSIT_PUBLIC_KEY, unlock_context(photo_id))
     client().set(unlock_key(transit_id), sealed, ex=ttl)
     return transit_id
@@ -127,3 +128,18 @@ def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
     if sealed is None:
         return None
     return keys.open_sealed(bytes(sealed), private, unlock_context(photo_id))  # type: ignore[arg-type]
+
+
+def forget_photos(photo_ids: list[uuid.UUID] | list[str]) -> None:
+    """Delete whatever of these photos waits in Redis: uploads, attempt counters and unlock
+    requests not yet taken (found with one SCAN over the unlock entries)."""
+    if not photo_ids:
+        return
+    r = client()
+    wanted = {str(p) for p in photo_ids}
+    doomed = [transit_key(p) for p in wanted] + [attempts_key(p) for p in wanted]
+    for key in r.scan_iter(match=UNLOCK_PREFIX + "*", count=1000):
+        if key.decode().removeprefix(UNLOCK_PREFIX).split(".", 1)[0] in wanted:
+            doomed.append(key.decode())
+    for start in range(0, len(doomed), 500):
+        r.delete(*doomed[start : start + 500])

@@ -22,9 +22,9 @@ from django.views.decorators.http import require_GET, require_POST
 from cipher_worker import envelope
 from cipher_worker.imageio import FORMATS
 
-from .forms import AlbumForm
+from .forms import AlbumDeleteForm, AlbumForm, AlbumNameForm
 from .models import Album, Photo
-from .removal import StillWorking, delete_photo
+from .removal import StillWorking, delete_album, delete_photo
 from .uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -81,6 +81,53 @@ def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
         "albums/album_detail.html",
         {"album": album, "photos": photos, "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB},
     )
+
+
+def _album_settings_page(
+    request: AuthedRequest,
+    album: Album,
+    *,
+    name_form: AlbumNameForm | None = None,
+    delete_form: AlbumDeleteForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    context = {
+        "album": album,
+        "name_form": name_form or AlbumNameForm(initial={"name": album.name}),
+        "delete_form": delete_form or AlbumDeleteForm(),
+        "photo_count": album.photos.count(),
+        "recipient_count": album.key_slots.exclude(kind="owner").count(),
+    }
+    response = render(request, "albums/album_settings.html", context)
+    response.status_code = status
+    return response
+
+
+@login_required
+def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
+    """Rename the album (POST) or see how to delete it."""
+    album = _owned_album(request, album_id)
+    if request.method != "POST":
+        return _album_settings_page(request, album)
+    form = AlbumNameForm(request.POST)
+    if not form.is_valid():
+        return _album_settings_page(request, album, name_form=form, status=400)
+    album.name = form.cleaned_data["name"]
+    album.save(update_fields=["name"])
+    messages.success(request, f"The album is now called “{album.name}”.")
+    return redirect(album)
+
+
+@login_required
+@require_POST
+def album_delete(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
+    album = _owned_album(request, album_id)
+    form = AlbumDeleteForm(request.POST)
+    if not form.is_valid():
+        return _album_settings_page(request, album, delete_form=form, status=400)
+    count = delete_album(album)
+    messages.success(request, f"“{album.name}” and its {count} photo{'s' if count != 1 else ''} are deleted.")
+    return redirect("albums:list")
 
 
 @login_required

@@ -34,6 +34,16 @@ class AlbumSerializer(serializers.ModelSerializer):
         return _absolute(self.context, reverse("api:album-photos", args=[album.pk]))
 
 
+class AlbumRenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120, help_text="The album's new name.")
+
+    def validate_name(self, value: str) -> str:
+        name = " ".join(value.split())
+        if not name:
+            raise serializers.ValidationError("Give the album a name.")
+        return name
+
+
 class AlbumCreateSerializer(serializers.Serializer):
     """What the new-album form asks for: the album passphrase wraps the album's private key."""
 

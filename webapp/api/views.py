@@ -47,6 +47,7 @@ from rest_framework.views import APIView
 
 from webapp.addresses import request_address
 from webapp.albums.models import Album, AlbumKeySlot, Photo
+from webapp.albums.removal import StillWorking, delete_album, delete_photo
 from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
 from webapp.albums.views import photo_download_response, photo_image_response, photo_thumbnail_response
 from webapp.sharing.forms import RecipientForm
@@ -54,6 +55,7 @@ from webapp.sharing.recipients import revoke_recipient
 
 from .serializers import (
     AlbumCreateSerializer,
+    AlbumRenameSerializer,
     AlbumSerializer,
     PhotoSerializer,
     PhotoUploadSerializer,
@@ -122,6 +124,8 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def get_serializer_class(self) -> type[BaseSerializer]:
         if self.action == "create":
             return AlbumCreateSerializer
+        if self.action == "partial_update":
+            return AlbumRenameSerializer
         if self.action == "photos":
             return PhotoSerializer
         return AlbumSerializer
@@ -142,6 +146,26 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         )
         data = AlbumSerializer(self.get_queryset().get(pk=album.pk), context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Rename an album", request=AlbumRenameSerializer, responses={200: AlbumSerializer})
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        album = self.get_object()
+        form = AlbumRenameSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        album.name = form.validated_data["name"]
+        album.save(update_fields=["name"])
+        return Response(
+            AlbumSerializer(self.get_queryset().get(pk=album.pk), context=self.get_serializer_context()).data
+        )
+
+    @extend_schema(
+        summary="Delete an album for good",
+        description="Its photos, recovery data, key slots, share link and unlock log; nothing brings it back.",
+        responses={204: None},
+    )
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        delete_album(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         methods=["GET"],
@@ -264,6 +288,17 @@ class PhotoViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         response = photo_download_response(self.get_object())
         patch_cache_control(response, private=True, no_cache=True)
         return response
+
+    @extend_schema(
+        summary="Delete a photo for good (or dismiss a failed upload)",
+        responses={204: None, 409: OpenApiResponse(description="A worker is still on it")},
+    )
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        try:
+            delete_photo(self.get_object())
+        except StillWorking as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="Queue a failed photo again",

@@ -80,6 +80,16 @@ class TryLimiter:
     def give_back(self, slot: int | str, who: str) -> None:
         self._give_back(self.keys(slot, who))
 
+    def forget(self, slot: int | str) -> None:
+        """Drop every counter of ``slot`` (it is gone, and so is what was counted)."""
+        doomed = [f"{PREFIX}{slot}", *self.client.scan_iter(match=f"{PREFIX}{slot}:client:*", count=1000)]
+        self.client.delete(*doomed)
+
+
+def unknown_slot(album_id: object) -> str:
+    """The counter that names no slot of an album share: tries at names it does not have."""
+    return f"unknown:{album_id}"
+
 
 def limiter() -> TryLimiter:
     return TryLimiter(

@@ -30,7 +30,7 @@ from webapp.albums.models import Album, AlbumKeySlot, Photo
 from . import protocol
 from .models import UnlockAttempt
 from .tasks import recover_photo
-from .tries import limiter, too_many_tries
+from .tries import limiter, too_many_tries, unknown_slot
 
 P = ParamSpec("P")
 
@@ -97,7 +97,7 @@ def begin_unlock(
     slot = slots.first()
     if slot is None:
         # No password is checked, but the log is kept from flooding: unknown names share a limit.
-        if tries.reserve(f"unknown:{album.pk}", client).allowed:
+        if tries.reserve(unknown_slot(album.pk), client).allowed:
             _record(album, None, UnlockAttempt.Outcome.REVOKED, via)
         return Refused("revoked", REVOKED)
     reserved = tries.reserve(slot.pk, client)
