@@ -25,6 +25,8 @@ STATIC_ROOT                 ``collectstatic`` output (none: whitenoise serves st
 VEIL_MAX_UPLOAD_MB          largest photo accepted, in MB (40)
 VEIL_MAX_FILES_PER_REQUEST  photos one upload request may carry (20; the album page sends one
                             per request)
+VEIL_PHOTO_QUOTA            photos one account may keep, over all its albums (10000; 0: no limit)
+VEIL_STORAGE_QUOTA_MB       MB the stored photos of one account may take (20480; 0: no limit)
 VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads with; with
                             DEBUG on and nothing set, one is made once in var/transit.key
 VEIL_TRANSIT_PUBLIC_KEY     base64 public half: all a web process that runs no task needs
@@ -228,6 +230,8 @@ MEDIA_URL = "media/"
 VEIL_MAX_UPLOAD_MB = int(os.environ.get("VEIL_MAX_UPLOAD_MB", "40"))
 VEIL_MAX_UPLOAD_BYTES = VEIL_MAX_UPLOAD_MB * 1024 * 1024
 VEIL_MAX_FILES_PER_REQUEST = int(os.environ.get("VEIL_MAX_FILES_PER_REQUEST", "20"))
+VEIL_PHOTO_QUOTA = int(os.environ.get("VEIL_PHOTO_QUOTA", "10000"))
+VEIL_STORAGE_QUOTA_MB = int(os.environ.get("VEIL_STORAGE_QUOTA_MB", "20480"))
 # A request body may exceed one photo by its multipart framing; webapp.asgi refuses larger
 # bodies before reading them, so Django's ASGI body buffer never rolls over to disk.
 VEIL_MAX_REQUEST_BYTES = VEIL_MAX_UPLOAD_BYTES + 256 * 1024

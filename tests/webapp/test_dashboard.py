@@ -29,7 +29,7 @@ from webapp.albums import tasks, transit
 from webapp.albums.models import Photo
 from webapp.albums.uploads import accept_upload
 from webapp.dashboard import panels, signals
-from webapp.dashboard.models import StoredPhotoSize, TaskRecord, WorkerHeartbeat
+from webapp.dashboard.models import TaskRecord, WorkerHeartbeat
 
 from .conftest import ROOT, Worker
 from .factories import AlbumFactory, PhotoFactory, UserFactory
@@ -78,11 +78,10 @@ def test_the_dashboard_is_for_staff_only(owner_client: Client, staff_client: Cli
 def test_the_panels_show_what_the_workers_are_doing(staff_client: Client, fresh_redis: redis.Redis) -> None:
     now = timezone.now()
     album = AlbumFactory()
-    done = PhotoFactory(album=album, status=Photo.Status.DONE, faces=3)
+    done = PhotoFactory(album=album, status=Photo.Status.DONE, faces=3, image_bytes=2_000_000, thumbnail_bytes=40_000)
     failed = PhotoFactory(album=album, status=Photo.Status.FAILED, failure_reason="the file is empty")
     PhotoFactory(album=album, status=Photo.Status.ANONYMIZING)
     PhotoFactory(album=album)
-    StoredPhotoSize.objects.create(photo=done, image_bytes=2_000_000, thumbnail_bytes=40_000)
     record(photo=done, state="succeeded", worker="w1@box", faces=3, finished_at=now - timedelta(minutes=5))
     record(photo=failed, state="failed", worker="w1@box", finished_at=now, failure_reason="the file is empty")
     record(state="running", worker="w2@box", started_at=now - timedelta(seconds=20))
@@ -118,8 +117,7 @@ def test_the_page_costs_the_same_few_queries_however_many_rows(
     def seed(n: int) -> None:
         now = timezone.now()
         for _ in range(n):
-            photo = PhotoFactory(album=album, status=Photo.Status.DONE, faces=1)
-            StoredPhotoSize.objects.create(photo=photo, image_bytes=10, thumbnail_bytes=1)
+            photo = PhotoFactory(album=album, status=Photo.Status.DONE, faces=1, image_bytes=10, thumbnail_bytes=1)
             record(photo=photo, state="failed", failure_reason="x", finished_at=now)
             record(photo=photo, state="running", started_at=now, worker="w")
             record(photo=photo, state="succeeded", faces=1, finished_at=now)
@@ -163,8 +161,8 @@ def test_older_photos_are_measured_by_the_command(staff_client: Client) -> None:
 
     call_command("measure_storage", stdout=io.StringIO())
 
-    stored = StoredPhotoSize.objects.get(photo=photo)
-    assert (stored.image_bytes, stored.thumbnail_bytes) == (1000, 100)
+    photo.refresh_from_db()
+    assert (photo.image_bytes, photo.thumbnail_bytes) == (1000, 100)
     page = staff_client.get(DASHBOARD).content.decode()
     assert 'data-bytes="1100"' in page and "not measured" not in page
 
@@ -236,8 +234,8 @@ def test_a_stored_photo_records_its_faces_and_stored_size(user: Any, monkeypatch
     photo.refresh_from_db()
     task = TaskRecord.objects.get(task_id=result.id)
     assert (photo.status, task.state, task.faces) == ("done", "succeeded", 2)
-    assert photo.stored_size.image_bytes == len(image) == default_storage.size(photo.image.name)
-    assert photo.stored_size.thumbnail_bytes == default_storage.size(photo.thumbnail.name) > 0
+    assert photo.image_bytes == len(image) == default_storage.size(photo.image.name)
+    assert photo.thumbnail_bytes == default_storage.size(photo.thumbnail.name) > 0
 
 
 def test_recovering_a_photos_faces_for_an_unlock_does_not_count_them_again(user: Any) -> None:
@@ -264,12 +262,10 @@ def test_recovering_a_photos_faces_for_an_unlock_does_not_count_them_again(user:
         "albums_photo",
         "dashboard_taskrecord",
         "dashboard_workerheartbeat",
-        "dashboard_storedphotosize",
     ],
 )
 def test_the_admin_lists_every_model(admin_client: Client, model: str) -> None:
-    photo = PhotoFactory(status=Photo.Status.DONE)
-    StoredPhotoSize.objects.create(photo=photo, image_bytes=1, thumbnail_bytes=1)
+    photo = PhotoFactory(status=Photo.Status.DONE, image_bytes=1, thumbnail_bytes=1)
     record(photo=photo, state="succeeded")
     WorkerHeartbeat.objects.create(hostname="w@box", started_at=timezone.now(), last_seen=timezone.now())
 
@@ -312,7 +308,7 @@ def test_a_real_worker_run_leaves_a_task_record_and_a_heartbeat(
     assert task.queued_at and task.started_at and task.finished_at and task.duration
     assert task.queued_at <= task.started_at <= task.finished_at
     assert 0 < task.duration <= (task.finished_at - task.queued_at).total_seconds()
-    assert photo.stored_size.image_bytes == default_storage.size(photo.image.name)
+    assert photo.image_bytes == default_storage.size(photo.image.name)
     beat = WorkerHeartbeat.objects.get(hostname=hostname)
     assert beat.alive and beat.pid == worker.process.pid
 

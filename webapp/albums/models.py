@@ -212,6 +212,10 @@ class Photo(models.Model):
     image = models.FileField(max_length=255, blank=True)
     thumbnail = models.FileField(max_length=255, blank=True)
     envelope = models.BinaryField(null=True, blank=True)  # sealed recovery data (cipher_worker.envelope)
+    # Bytes the stored files take (the account's storage quota and the dashboard add them up).
+    # While the photo is queued, image_bytes holds its upload's size: what it is about to take.
+    image_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    thumbnail_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     format = models.CharField(max_length=8, blank=True)  # JPEG, PNG or WEBP
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)

@@ -158,9 +158,10 @@ class PhotoJob:
         photo = self.photo
         base = f"photos/{photo.album_id}/{uuid.uuid4().hex}"
         written: list[str] = []
+        thumbnail = make_thumbnail(result.image)
         try:
             written.append(default_storage.save(base + FORMATS[result.format], ContentFile(result.image)))
-            written.append(default_storage.save(f"{base}.thumb.jpg", ContentFile(make_thumbnail(result.image))))
+            written.append(default_storage.save(f"{base}.thumb.jpg", ContentFile(thumbnail)))
             with transaction.atomic():
                 fields = {
                     "status": Photo.Status.DONE,
@@ -169,6 +170,8 @@ class PhotoJob:
                     "retryable": False,
                     "image": written[0],
                     "thumbnail": written[1],
+                    "image_bytes": len(result.image),
+                    "thumbnail_bytes": len(thumbnail),
                     "envelope": result.envelope,
                     "format": result.format,
                     "width": result.size[0],
@@ -190,7 +193,7 @@ class PhotoJob:
         if discard:
             transit.discard_upload(photo.pk)
         Photo.objects.filter(pk=photo.pk).update(
-            status=Photo.Status.FAILED, failure_reason=reason[:300], retryable=retryable
+            status=Photo.Status.FAILED, failure_reason=reason[:300], retryable=retryable, image_bytes=None
         )
         photo.status, photo.failure_reason, photo.retryable = Photo.Status.FAILED, reason[:300], retryable
         self.announce()

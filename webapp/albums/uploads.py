@@ -14,17 +14,11 @@ from cipher_worker.imageio import sniff_image
 from webapp.limits import too_large_message
 from webapp.realtime.status import send_status
 
-from . import transit
+from . import quotas, transit
 from .models import Album, Photo
 from .tasks import anonymize_photo
 
 log = logging.getLogger(__name__)
-
-
-class QueueUnavailable(Exception):
-    """Redis or the broker did not take the upload; nothing was kept."""
-
-    message = "Veil's photo queue is not reachable right now; please try again in a minute."
 
 
 class UploadRefused(Exception):
@@ -40,6 +34,7 @@ class UploadRefused(Exception):
 
 
 NO_PHOTO = "Choose at least one photo to upload."
+QUEUE_DOWN = "Veil's photo queue is not reachable right now; please try again in a minute."
 
 
 def check_request_size(content_length: int) -> None:
@@ -53,8 +48,7 @@ def accept_uploads(album: Album, files: Sequence[UploadedFile]) -> list[Photo]:
 
     Every file is checked before any is queued: UploadRefused when there is no file or too many
     (400), a file is too large (413), or is not a JPEG, PNG or WebP photo by its content, whatever
-    its name says (400, naming the file); or when the queue is down (503, photos queued before
-    it stay queued).
+    its name says (400, naming the file); then as :func:`accept_contents`.
     """
     if not files:
         raise UploadRefused(NO_PHOTO, 400)
@@ -71,44 +65,58 @@ def accept_uploads(album: Album, files: Sequence[UploadedFile]) -> list[Photo]:
             raise UploadRefused(f"“{upload.name}”: {exc}.", 413) from None
         except NotAnImage as exc:
             raise UploadRefused(f"“{upload.name}”: {exc}.", 400) from None
-    photos: list[Photo] = []
-    try:
-        for upload, data in zip(files, contents, strict=True):
-            photos.append(accept_upload(album, data, upload.name or ""))
-    except QueueUnavailable as exc:
-        raise UploadRefused(str(exc), 503) from exc
-    return photos
+    return accept_contents(album, [(upload.name or "", data) for upload, data in zip(files, contents, strict=True)])
 
 
 def too_many_files_message(limit: int) -> str:
     return f"Upload at most {limit} photos at a time; send the rest in another batch."
 
 
-def accept_upload(album: Album, data: bytes, file_name: str = "") -> Photo:
-    """Queue ``data`` (the original bytes, in memory) for anonymization into ``album``.
+def accept_contents(album: Album, named: Sequence[tuple[str, bytes]]) -> list[Photo]:
+    """Queue each (file name, original bytes in memory) for anonymization into ``album``.
 
-    The bytes go to Redis sealed to the workers' transit key; the task message holds only the
-    photo id. Raises QueueUnavailable (and keeps no row) if Redis or the broker is down.
+    The rows are made under a lock on the owner's account once the quota has room for them all
+    (UploadRefused 403 otherwise). Each upload then goes to Redis sealed to the workers' transit
+    key, and its task message, holding only the photo id, to the broker. If Redis or the broker
+    is down: UploadRefused 503, and the photos not yet queued are removed again.
     """
-    # only the name's last part, as the browser or script sent it, at most 255 characters
-    photo = Photo.objects.create(album=album, file_name=file_name.replace("\\", "/").rsplit("/", 1)[-1][:255])
-    try:
-        transit.put_upload(photo.pk, data)
-        transaction.on_commit(lambda: anonymize_photo.delay(str(photo.pk)))
-    except Exception as exc:
-        log.exception("could not queue photo %s", photo.pk)
-        _forget(photo)
-        raise QueueUnavailable(QueueUnavailable.message) from exc
-    send_status(album.owner_id, photo.live_status())
-    return photo
+    with transaction.atomic():
+        quotas.lock_account(album.owner_id)
+        refusal = quotas.usage(album.owner_id).refusal(len(named), sum(len(data) for _, data in named))
+        if refusal:
+            raise UploadRefused(refusal, 403)
+        photos = [
+            Photo.objects.create(album=album, file_name=_base_name(name), image_bytes=len(data)) for name, data in named
+        ]
+    for position, (photo, (_, data)) in enumerate(zip(photos, named, strict=True)):
+        try:
+            transit.put_upload(photo.pk, data)
+            anonymize_photo.delay(str(photo.pk))
+        except Exception as exc:
+            log.exception("could not queue photo %s", photo.pk)
+            for unqueued in photos[position:]:
+                _discard(unqueued)
+                unqueued.delete()
+            raise UploadRefused(QUEUE_DOWN, 503) from exc
+        send_status(album.owner_id, photo.live_status())
+    return photos
 
 
-def _forget(photo: Photo) -> None:
+def accept_upload(album: Album, data: bytes, file_name: str = "") -> Photo:
+    """One photo's :func:`accept_contents`."""
+    return accept_contents(album, [(file_name, data)])[0]
+
+
+def _base_name(file_name: str) -> str:
+    """Only the name's last part, as the browser or script sent it, at most 255 characters."""
+    return file_name.replace("\\", "/").rsplit("/", 1)[-1][:255]
+
+
+def _discard(photo: Photo) -> None:
     try:
         transit.discard_upload(photo.pk)
     except Exception:
         log.warning("could not remove the transit copy of photo %s", photo.pk, exc_info=True)
-    photo.delete()
 
 
 def retry_photo(photo: Photo) -> bool:

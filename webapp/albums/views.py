@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from cipher_worker import envelope
 from cipher_worker.imageio import FORMATS
 
+from . import quotas
 from .forms import AlbumDeleteForm, AlbumForm, AlbumNameForm
 from .models import Album, Photo
 from .removal import StillWorking, delete_album, delete_photo
@@ -74,13 +75,19 @@ def album_create(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_GET
 def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    album = _owned_album(request, album_id)
-    photos = album.photos.all()
-    return render(
-        request,
-        "albums/album_detail.html",
-        {"album": album, "photos": photos, "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB},
-    )
+    return _album_page(request, _owned_album(request, album_id))
+
+
+def _album_page(request: AuthedRequest, album: Album, status: int = 200) -> HttpResponse:
+    context = {
+        "album": album,
+        "photos": album.photos.all(),
+        "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB,
+        "usage": quotas.usage(request.user.pk),
+    }
+    response = render(request, "albums/album_detail.html", context)
+    response.status_code = status
+    return response
 
 
 def _album_settings_page(
@@ -151,13 +158,7 @@ def _upload_error(request: AuthedRequest, album: Album, text: str, status: int) 
     if _wants_json(request):
         return JsonResponse({"error": text}, status=status)
     messages.error(request, text)
-    response = render(
-        request,
-        "albums/album_detail.html",
-        {"album": album, "photos": album.photos.all(), "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB},
-    )
-    response.status_code = status
-    return response
+    return _album_page(request, album, status)
 
 
 @login_required

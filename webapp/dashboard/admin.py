@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import StoredPhotoSize, TaskRecord, WorkerHeartbeat
+from .models import TaskRecord, WorkerHeartbeat
 
 
 class RecordAdmin(admin.ModelAdmin):
@@ -28,9 +28,3 @@ class TaskRecordAdmin(RecordAdmin):
 class WorkerHeartbeatAdmin(RecordAdmin):
     list_display = ("hostname", "pid", "started_at", "last_seen", "stopped_at")
     search_fields = ("hostname",)
-
-
-@admin.register(StoredPhotoSize)
-class StoredPhotoSizeAdmin(RecordAdmin):
-    list_display = ("photo_id", "image_bytes", "thumbnail_bytes", "measured_at")
-    search_fields = ("photo__id",)

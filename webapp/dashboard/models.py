@@ -1,5 +1,5 @@
-"""What the staff dashboard reads: task records and worker heartbeats (filled from Celery
-signals, see ``signals.py``) and the stored size of each anonymized photo.
+"""What the staff dashboard reads besides the photos themselves: task records and worker
+heartbeats, filled from Celery signals (see ``signals.py``).
 
 Nothing here holds a secret: a task record keeps the task's name and photo, never its
 arguments, and a failure reason is the sentence the photo's owner sees.
@@ -70,15 +70,3 @@ class WorkerHeartbeat(models.Model):
     @property
     def alive(self) -> bool:
         return self.stopped_at is None and timezone.now() - self.last_seen < ALIVE_WITHIN
-
-
-class StoredPhotoSize(models.Model):
-    """Bytes that an anonymized photo takes in the media storage, measured once when it is stored."""
-
-    photo = models.OneToOneField(Photo, on_delete=models.CASCADE, primary_key=True, related_name="stored_size")
-    image_bytes = models.PositiveBigIntegerField(default=0)
-    thumbnail_bytes = models.PositiveBigIntegerField(default=0)
-    measured_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return f"{self.photo_id}: {self.image_bytes + self.thumbnail_bytes} bytes"

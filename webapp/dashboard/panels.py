@@ -21,7 +21,7 @@ from webapp.albums.models import Photo
 from webapp.celery import app as celery_app
 from webapp.sharing.models import UnlockAttempt
 
-from .models import ALIVE_WITHIN, StoredPhotoSize, TaskRecord, WorkerHeartbeat
+from .models import ALIVE_WITHIN, TaskRecord, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,13 @@ class StorageUsed:
 
 
 def storage_used() -> StorageUsed:
-    """Bytes of the anonymized images and thumbnails in the media storage (sizes measured through
-    default_storage when each photo was stored; ``manage.py measure_storage`` fills in older ones)."""
-    totals = StoredPhotoSize.objects.aggregate(
+    """Bytes of the anonymized images and thumbnails in the media storage (recorded by the worker
+    as it stores each photo; ``manage.py measure_storage`` measures older ones)."""
+    done = Photo.objects.filter(status=Photo.Status.DONE)
+    totals = done.filter(thumbnail_bytes__isnull=False).aggregate(
         image=Sum("image_bytes"), thumbnail=Sum("thumbnail_bytes"), photos=Count("pk")
     )
-    unmeasured = Photo.objects.filter(status=Photo.Status.DONE, stored_size__isnull=True).count()
+    unmeasured = done.filter(thumbnail_bytes__isnull=True).count()
     return StorageUsed(totals["image"] or 0, totals["thumbnail"] or 0, totals["photos"], unmeasured)
 
 

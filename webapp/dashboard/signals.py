@@ -34,13 +34,12 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp.albums.models import Photo
 
-from .models import StoredPhotoSize, TaskRecord, WorkerHeartbeat
+from .models import TaskRecord, WorkerHeartbeat
 
 ANONYMIZE_TASK = "albums.anonymize_photo"  # webapp.albums.tasks names it; importing that would load the cipher
 
@@ -140,7 +139,7 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     request = sender.request
     fields: dict[str, Any] = {"state": TaskRecord.State.SUCCEEDED, **_finish(request.id)}
     candidate = first_uuid(request.args)
-    photos = Photo.objects.only("status", "faces", "failure_reason", "image", "thumbnail")
+    photos = Photo.objects.only("status", "faces", "failure_reason")
     photo = None if candidate is None else photos.filter(pk=candidate).first()
     if photo is not None:  # (a photo deleted meanwhile has nothing left to report)
         if result == Photo.Status.FAILED and photo.status == Photo.Status.FAILED:
@@ -148,7 +147,6 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         elif photo.status == Photo.Status.DONE and sender.name == ANONYMIZE_TASK:
             # only the anonymizing run counts its faces: an unlock's recoveries of them do not
             fields["faces"] = photo.faces
-            measure_stored_size(photo)
     TaskRecord.objects.filter(task_id=request.id).update(**fields)
 
 
@@ -170,16 +168,6 @@ def on_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
 def _finish(task_id: str) -> dict[str, Any]:
     started = _started.pop(task_id, None)
     return {"finished_at": timezone.now(), "duration": None if started is None else time.monotonic() - started}
-
-
-def measure_stored_size(photo: Photo) -> StoredPhotoSize:
-    """Record the bytes of the photo's stored image and thumbnail, as the media storage reports them."""
-    sizes = {
-        "image_bytes": default_storage.size(photo.image.name) if photo.image.name else 0,
-        "thumbnail_bytes": default_storage.size(photo.thumbnail.name) if photo.thumbnail.name else 0,
-    }
-    stored, _ = StoredPhotoSize.objects.update_or_create(photo_id=photo.pk, defaults=sizes)
-    return stored
 
 
 # --- workers ------------------------------------------------------------------------------

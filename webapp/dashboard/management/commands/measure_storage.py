@@ -1,13 +1,14 @@
-"""``manage.py measure_storage``: record the stored size of finished photos the dashboard has not measured."""
+"""``manage.py measure_storage``: record the stored size of finished photos stored before Veil
+recorded sizes (the worker records them as it stores each photo)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand
 
 from webapp.albums.models import Photo
-from webapp.dashboard.signals import measure_stored_size
 
 
 class Command(BaseCommand):
@@ -19,10 +20,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         photos = Photo.objects.filter(status=Photo.Status.DONE).only("image", "thumbnail")
         if not options["all"]:
-            photos = photos.filter(stored_size__isnull=True)
+            photos = photos.filter(thumbnail_bytes__isnull=True)
         total = count = 0
         for photo in photos.iterator():
-            stored = measure_stored_size(photo)
-            total += stored.image_bytes + stored.thumbnail_bytes
+            sizes = {
+                "image_bytes": default_storage.size(photo.image.name) if photo.image.name else 0,
+                "thumbnail_bytes": default_storage.size(photo.thumbnail.name) if photo.thumbnail.name else 0,
+            }
+            Photo.objects.filter(pk=photo.pk).update(**sizes)
+            total += sum(sizes.values())
             count += 1
         self.stdout.write(f"measured {count} photo{'s' if count != 1 else ''}: {total} bytes")

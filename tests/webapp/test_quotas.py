@@ -1,0 +1,81 @@
+"""What one account may keep: a photo count and the bytes its photos take, over all its albums."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+from PIL import Image
+
+from webapp.albums import quotas, transit
+from webapp.albums.models import Album, Photo
+from webapp.albums.removal import delete_photo
+
+from .factories import AlbumFactory, PhotoFactory, UserFactory
+
+
+def jpeg(side: int = 64) -> bytes:
+    """A noisy photo: its JPEG is about ``side``² / 2 bytes."""
+    pixels = np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def upload(client: Client, album: Album, *photos: bytes) -> Any:
+    files = [SimpleUploadedFile(f"p{i}.jpg", data, content_type="image/jpeg") for i, data in enumerate(photos)]
+    return client.post(reverse("albums:upload", args=[album.pk]), {"photos": files}, HTTP_ACCEPT="application/json")
+
+
+def test_an_account_keeps_at_most_its_photo_quota_over_all_its_albums(
+    owner_client: Client, user: Any, settings: Any
+) -> None:
+    settings.VEIL_PHOTO_QUOTA = 3
+    first, second = AlbumFactory(owner=user), AlbumFactory(owner=user)
+    PhotoFactory(album=first, status=Photo.Status.DONE)
+    assert upload(owner_client, second, jpeg()).status_code == 201
+
+    refused = upload(owner_client, first, jpeg(), jpeg())  # one more would fit, two do not
+
+    assert refused.status_code == 403
+    assert refused.json()["error"] == (
+        "Your account holds 2 of its 3 photos, so 1 more fit; delete some photos to upload more."
+    )
+    assert Photo.objects.owned_by(user.pk).count() == 2
+    assert len(transit.client().keys(transit.KEY_PREFIX + "*")) == 1  # the one upload that fitted
+    page = owner_client.get(first.get_absolute_url()).content.decode()
+    assert "Your account: 2 of 3 photos" in page
+    someone_else, their_client = UserFactory(), Client()
+    their_client.force_login(someone_else)
+    assert upload(their_client, AlbumFactory(owner=someone_else), jpeg(), jpeg()).status_code == 201
+
+
+def test_an_account_keeps_at_most_its_storage_quota_and_deleting_makes_room(
+    owner_client: Client, user: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.VEIL_STORAGE_QUOTA_MB = 1
+    album = AlbumFactory(owner=user)
+    kept = PhotoFactory(album=album, status=Photo.Status.DONE, image_bytes=700_000, thumbnail_bytes=20_000)
+    PhotoFactory(album=album, status=Photo.Status.FAILED)  # keeps nothing, so counts nothing
+    big = jpeg(800)
+    assert 300_000 < len(big) < 1_000_000
+
+    refused = upload(owner_client, album, big)
+
+    assert refused.status_code == 403
+    assert refused.json()["error"].startswith("Your photos take 703.1\xa0KB of your 1.0\xa0MB; these do not fit.")
+    with django_capture_on_commit_callbacks(execute=True):
+        delete_photo(kept)
+    assert upload(owner_client, album, big).status_code == 201
+    assert quotas.usage(user.pk).bytes == len(big)  # a queued photo counts with its upload's size
+
+
+def test_no_limit_when_the_quotas_are_zero(user: Any, settings: Any) -> None:
+    settings.VEIL_PHOTO_QUOTA = settings.VEIL_STORAGE_QUOTA_MB = 0
+    PhotoFactory(album=AlbumFactory(owner=user), image_bytes=10**12)
+    usage = quotas.usage(user.pk)
+    assert usage.refusal(10**6, 10**12) is None and usage.summary == "1 photo · 931.3\xa0GB used"
