@@ -48,6 +48,10 @@ VEIL_LOGIN_FAILURE_LIMIT    wrong passwords for one username from one client add
 VEIL_LOGIN_COOLOFF_MINUTES  how long such a lockout lasts, in minutes (15)
 VEIL_TOKEN_RATE             requests to /api/auth/token/ per client address, right or wrong,
                             as DRF writes rates: ``N/second|minute|hour|day`` (20/hour)
+VEIL_KEY_WORK_RATE          album creations, recipient additions and key rotations one
+                            account may make, each an Argon2 run or two (30/hour)
+VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
+VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wrong (60/hour)
 LOG_LEVEL                   root log level (INFO)
 ==========================  ==============================================================
 """
@@ -336,10 +340,22 @@ CACHES = {
 }
 
 # --- the REST API (webapp.api): token auth for scripts, the session for the browsable API ----
+
+
+def _rate(name: str, default: str) -> str:
+    rate = os.environ.get(name, default)
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{name} must read like 20/hour, not {rate!r}")
+    return rate
+
+
 # Requests to /api/auth/token/ per client address (webapp.api.views.TokenRequestThrottle).
-VEIL_TOKEN_RATE = os.environ.get("VEIL_TOKEN_RATE", "20/hour")
-if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", VEIL_TOKEN_RATE):
-    raise ImproperlyConfigured(f"VEIL_TOKEN_RATE must read like 20/hour, not {VEIL_TOKEN_RATE!r}")
+VEIL_TOKEN_RATE = _rate("VEIL_TOKEN_RATE", "20/hour")
+# Argon2 work allowances (webapp.keywork): per account, per address for sign-ups and unlocks.
+VEIL_KEY_WORK_RATE = _rate("VEIL_KEY_WORK_RATE", "30/hour")
+VEIL_SIGNUP_RATE = _rate("VEIL_SIGNUP_RATE", "5/hour")
+VEIL_UNLOCK_RATE = _rate("VEIL_UNLOCK_RATE", "60/hour")
+RATELIMIT_CACHE_PREFIX = "veil:rl:"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # first, so an unauthenticated request gets 401 with `WWW-Authenticate: Token`

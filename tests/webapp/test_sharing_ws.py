@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -253,6 +254,35 @@ def test_a_page_that_floods_its_socket_is_slowed_before_any_work(
     assert [a["data"]["code"] for a in answers] == ["wrong_password"] * 3 + ["rate_limited"] * 2
     assert answers[-1]["data"]["message"] == "Too many requests from this page; wait a minute and try again."
     assert len(calls) == 3
+
+
+def test_an_unlock_checking_its_password_does_not_hold_up_other_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    album = AlbumFactory()
+    slot = recipient(album)
+    other_socket_answered = threading.Event()
+    real_unwrap = AlbumKeySlot.unwrap
+
+    def slow_argon2(self: AlbumKeySlot, password: str) -> bytes:
+        # Held until another socket of this process has been served: on the one thread that the
+        # sockets' database calls share, that would never happen (its connect would time out).
+        other_socket_answered.wait(timeout=10)
+        return real_unwrap(self, password)
+
+    monkeypatch.setattr(AlbumKeySlot, "unwrap", slow_argon2)
+    first, second = share_socket(album), share_socket(album)
+
+    async def scenario() -> dict[str, Any]:
+        assert (await first.connect())[0]
+        await first.send_json_to(unlock(slot, "a wrong guess"))
+        connected, _ = await second.connect(timeout=5)  # its album lookup runs meanwhile
+        assert connected
+        other_socket_answered.set()
+        answer = await first.receive_json_from(timeout=10)
+        await first.disconnect()
+        await second.disconnect()
+        return answer
+
+    assert async_to_sync(scenario)()["data"]["code"] == "wrong_password"
 
 
 def test_a_message_rate_is_a_sliding_window() -> None:

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cipher_worker import envelope
 from cipher_worker.imageio import FORMATS
+from webapp.keywork import spends
 
 from . import quotas
 from .forms import AlbumDeleteForm, AlbumForm, AlbumNameForm
@@ -60,6 +61,7 @@ def album_list(request: AuthedRequest) -> HttpResponse:
 
 
 @login_required
+@spends("key-work")
 @sensitive_post_parameters("passphrase", "passphrase_again")
 def album_create(request: AuthedRequest) -> HttpResponse:
     form = AlbumForm(request.POST or None)

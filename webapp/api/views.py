@@ -45,6 +45,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from webapp import keywork
 from webapp.addresses import request_address
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.removal import StillWorking, delete_album, delete_photo
@@ -96,6 +97,19 @@ class UploadAwareSchema(AutoSchema):
         return super()._get_paginator() if self.method == "GET" else None
 
 
+class Unavailable(APIException):
+    status_code = 503
+    default_detail = keywork.UNAVAILABLE
+
+
+def spend_key_work(request: Request) -> None:
+    """The account's allowance of Argon2 work (webapp.keywork), as the pages spend it."""
+    try:
+        keywork.spend("key-work", keywork.account(request), request._request)
+    except keywork.TooMuchWork as exc:
+        raise (Unavailable() if exc.unavailable else Throttled(detail=str(exc))) from None
+
+
 def owned_albums(request: Request) -> QuerySet[Album]:
     return (
         Album.objects.owned_by(request.user.pk)
@@ -134,10 +148,11 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         summary="Make an album",
         description="Makes the album's key pair; the passphrase wraps its private key (the owner's key slot).",
         request=AlbumCreateSerializer,
-        responses={201: AlbumSerializer},
+        responses={201: AlbumSerializer, 429: OpenApiResponse(description="Too many albums made in a short while")},
     )
     @method_decorator(sensitive_variables("passphrase"))
     def create(self, request: Request) -> Response:
+        spend_key_work(request)
         form = AlbumCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         passphrase = form.validated_data["passphrase"]
@@ -208,7 +223,13 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         summary="Add a family member",
         description="Needs the album passphrase. Without `password`, Veil makes one and returns it this once.",
         request=RecipientCreateSerializer,
-        responses={201: RecipientCreatedSerializer, 400: OpenApiResponse(description="What to correct")},
+        responses={
+            201: RecipientCreatedSerializer,
+            400: OpenApiResponse(description="What to correct"),
+            429: OpenApiResponse(
+                description="Too many passphrase tries, or too many recipients added in a short while"
+            ),
+        },
     )
     @method_decorator(sensitive_variables("password", "owner_passphrase"))
     @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
@@ -217,6 +238,7 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if request.method == "GET":
             slots = album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT)
             return Response(RecipientSerializer(slots, many=True).data)
+        spend_key_work(request)
         # the Sharing page's form validates, so both say the same things
         data = {k: v for k, v in request.data.items() if k in RecipientCreateSerializer().fields}
         data["password_choice"] = RecipientForm.CHOOSE if data.get("password") else RecipientForm.GENERATE

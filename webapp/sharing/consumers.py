@@ -113,7 +113,9 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     async def unlock(self, album: Album, slot_id: int, password: str) -> None:
         self.forget()  # a new unlock replaces the last one; its late results are dropped
         session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
-        outcome = await database_sync_to_async(begin_unlock)(
+        # In the thread pool, not the one thread every socket's database calls share: an Argon2
+        # run (≈ 0.2 s) must not stall the other sockets of this process.
+        outcome = await database_sync_to_async(begin_unlock, thread_sensitive=False)(
             album,
             slot_id,
             password,

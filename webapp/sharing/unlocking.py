@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import VeilError, WrongKey
+from webapp import keywork
 from webapp.albums import transit
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 
@@ -90,6 +91,10 @@ def begin_unlock(
 ) -> Started | Refused:
     """Check and open one unlock from ``client`` (its address); every outcome but a flood of
     refusals is logged for the owner."""
+    try:
+        keywork.spend("unlock", client)  # right passwords too: each one costs an Argon2 run and a queue of tasks
+    except keywork.TooMuchWork as exc:
+        return Refused("unavailable" if exc.unavailable else "rate_limited", str(exc))
     tries = limiter()
     slots = AlbumKeySlot.objects.filter(album=album, pk=slot_id)
     if via == UnlockAttempt.Via.SHARE_LINK:  # the owner's passphrase is never tried through a share link

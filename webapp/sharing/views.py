@@ -28,6 +28,7 @@ from webapp.albums.views import (
     photo_image_response,
     photo_thumbnail_response,
 )
+from webapp.keywork import spends
 
 from .forms import AlbumSettingsForm, ExpiryForm, RecipientForm, RotateKeyForm, end_of_day
 from .models import UnlockAttempt
@@ -70,6 +71,7 @@ def album_sharing(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@spends("key-work")
 @never_cache  # the answer may show a generated password, once
 @sensitive_post_parameters("password", "owner_passphrase")
 def recipient_add(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
@@ -147,6 +149,7 @@ def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@spends("key-work")
 @sensitive_post_parameters("owner_passphrase")
 def album_key_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     album = _owned_album(request, album_id)

@@ -1,0 +1,90 @@
+"""Allowances for Argon2 work (webapp.keywork): right passwords count too, so a loop of
+album creations, recipient additions, sign-ups or unlocks cannot keep the cores busy; one
+account or address over its allowance leaves everyone else untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from webapp.albums.models import Album
+from webapp.keywork import TOO_MUCH
+from webapp.sharing import unlocking
+from webapp.sharing.models import UnlockAttempt
+
+from .factories import PASSPHRASE, AlbumFactory, UserFactory
+
+NEW_ALBUM = {"name": "Summer", "passphrase": PASSPHRASE, "passphrase_again": PASSPHRASE}
+
+
+@pytest.fixture(autouse=True)
+def small_allowances(settings: Any) -> None:
+    settings.VEIL_KEY_WORK_RATE = settings.VEIL_SIGNUP_RATE = settings.VEIL_UNLOCK_RATE = "2/hour"
+
+
+def test_an_account_makes_albums_up_to_its_allowance_and_others_are_untouched(owner_client: Client) -> None:
+    url = reverse("albums:create")
+    assert [owner_client.post(url, NEW_ALBUM).status_code for _ in range(2)] == [302, 302]
+
+    refused = owner_client.post(url, NEW_ALBUM)
+
+    assert refused.status_code == 429 and TOO_MUCH in refused.content.decode()
+    assert Album.objects.count() == 2
+    assert owner_client.get(url).status_code == 200  # looking at the form costs nothing
+    someone_else = Client()
+    someone_else.force_login(UserFactory())
+    assert someone_else.post(url, NEW_ALBUM).status_code == 302
+
+
+def test_adding_recipients_with_the_right_passphrase_spends_the_same_allowance(owner_client: Client, user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    url = reverse("sharing:recipient-add", args=[album.pk])
+
+    def add(name: str) -> int:
+        form = {"name": name, "password_choice": "generate", "owner_passphrase": PASSPHRASE}
+        return owner_client.post(url, form).status_code
+
+    assert [add("Ann"), add("Ben"), add("Cat")] == [200, 200, 429]
+    assert list(album.key_slots.values_list("label", flat=True)) == ["owner", "Ann", "Ben"]
+    api = APIClient()
+    api.force_authenticate(user)
+    refused = api.post("/api/albums/", {"name": "More", "passphrase": PASSPHRASE}, format="json")
+    assert refused.status_code == 429 and refused.json()["detail"] == TOO_MUCH
+
+
+def test_sign_ups_from_one_address_are_limited_and_another_address_signs_up(db: None) -> None:
+    def sign_up(name: str, address: str) -> int:
+        form = {"username": name, "password1": "a long family passphrase", "password2": "a long family passphrase"}
+        return Client(REMOTE_ADDR=address).post(reverse("accounts:signup"), form).status_code
+
+    assert [sign_up(f"user{n}", "198.51.100.4") for n in range(3)] == [302, 302, 429]
+    assert sign_up("user3", "198.51.100.5") == 302
+
+
+def test_unlocks_from_one_address_count_right_passwords_too(db: None) -> None:
+    from .test_sharing import GRANDMA, done_photo, recipient
+
+    album = AlbumFactory()
+    done_photo(album)
+    slot = recipient(album)
+
+    def unlock(client: str) -> unlocking.Started | unlocking.Refused:
+        return unlocking.begin_unlock(
+            album,
+            slot.pk,
+            GRANDMA,
+            client=client,
+            session_id="s",
+            session_key=bytes(32),
+            reply_channel="c",
+            via=UnlockAttempt.Via.SHARE_LINK,
+        )
+
+    assert [type(unlock("192.0.2.7")).__name__ for _ in range(2)] == ["Started", "Started"]
+    refused = unlock("192.0.2.7")
+    assert isinstance(refused, unlocking.Refused) and (refused.code, refused.message) == ("rate_limited", TOO_MUCH)
+    assert isinstance(unlock("192.0.2.8"), unlocking.Started)  # Grandma's own connection

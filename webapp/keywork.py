@@ -1,0 +1,95 @@
+"""Allowances for the expensive work behind a password: Argon2id (≈ 0.2 s of a core and 64 MiB
+each time) runs when an album is made, a recipient is added, the album key is rotated, an
+account is signed up for, and an unlock is tried. Guess limits (webapp.sharing.tries, axes)
+count wrong passwords only; these count every request, right passwords included, so that one
+account or one address looping over them cannot keep the web processes' cores busy.
+
+Counted with django-ratelimit in the shared Redis cache, in fixed windows:
+
+* ``VEIL_KEY_WORK_RATE`` (30/h) per account: album creation, adding a recipient, key rotation,
+  on the pages and through the API;
+* ``VEIL_SIGNUP_RATE`` (5/h) per client address: sign-ups;
+* ``VEIL_UNLOCK_RATE`` (60/h) per client address: unlock attempts on the websockets.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, cast
+
+import redis
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django_ratelimit.core import is_ratelimited
+
+from webapp.addresses import request_address
+
+log = logging.getLogger(__name__)
+
+Work = Literal["key-work", "signup", "unlock"]
+View = TypeVar("View", bound=Callable[..., HttpResponse])
+
+TOO_MUCH = "You have done this many times in a short while; please wait a few minutes and try again."
+UNAVAILABLE = "Veil cannot take this right now; please try again in a minute."
+
+
+class TooMuchWork(Exception):
+    """Over the allowance (``unavailable`` when the counter itself could not be reached)."""
+
+    def __init__(self, message: str = TOO_MUCH, *, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable
+
+
+def _rate(work: Work) -> str:
+    return {
+        "key-work": settings.VEIL_KEY_WORK_RATE,
+        "signup": settings.VEIL_SIGNUP_RATE,
+        "unlock": settings.VEIL_UNLOCK_RATE,
+    }[work]
+
+
+def spend(work: Work, who: str, request: HttpRequest | None = None) -> None:
+    """Take one from ``who``'s allowance for ``work`` (an account id or a client address);
+    TooMuchWork if none is left, or if Redis does not answer (the work is refused then too)."""
+    try:
+        limited = is_ratelimited(
+            request or HttpRequest(),
+            group=f"veil.{work}",
+            key=lambda _group, _request: who,
+            rate=_rate(work),
+            increment=True,
+        )
+    except redis.RedisError:
+        log.exception("the %s allowance could not be counted", work)
+        raise TooMuchWork(UNAVAILABLE, unavailable=True) from None
+    if limited:
+        raise TooMuchWork()
+
+
+def account(request: HttpRequest) -> str:
+    return f"account:{request.user.pk}"
+
+
+def spends(work: Work) -> Callable[[View], View]:
+    """A view whose POSTs each take one from the allowance (per account for key work, per client
+    address for sign-ups); over it, a "please wait" page with 429 (503 when Redis is away)."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method == "POST":
+                who = account(request) if work == "key-work" else request_address(request)
+                try:
+                    spend(work, who, request)
+                except TooMuchWork as exc:
+                    status = 503 if exc.unavailable else 429
+                    return render(request, "429.html", {"message": str(exc)}, status=status)
+            return view(request, *args, **kwargs)
+
+        return cast(View, guarded)
+
+    return decorate
