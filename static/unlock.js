@@ -98,6 +98,7 @@
       setStatus("Real faces shown on " + data.recovered + " photo" + (data.recovered === 1 ? "" : "s") +
                 ", for this page only: a reload hides them." + failed, Boolean(data.failed));
       hideButton.hidden = false;
+      openButton.hidden = true; // one of "Show" and "Hide real faces" at a time
     }
   }
 
@@ -198,6 +199,7 @@
     });
     grid.querySelectorAll(".recovering, .unlock-failed").forEach((t) => t.classList.remove("recovering", "unlock-failed"));
     hideButton.hidden = true;
+    openButton.hidden = false;
     setStatus("", false);
     if (lightbox.open) showInLightbox(lightboxId);
   });

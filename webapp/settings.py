@@ -66,6 +66,7 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
+import csp.constants
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -123,6 +124,7 @@ INSTALLED_APPS = [
     "webapp.dashboard",
     "webapp.api",
     "axes",
+    "csp",
 ]
 
 MIDDLEWARE = [
@@ -134,6 +136,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as axes asks: it turns a lockout into its page
 ]
 
@@ -163,6 +166,14 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Writers wait their turn (up to 20 s) instead of failing with "database is locked": a
+    # transaction takes the write lock when it begins, not when it first writes (two uploads
+    # checking the quota at once would otherwise deadlock), and WAL lets reads run beside it.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     # A test database in a file, not in memory, so a real Celery worker process can share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -395,6 +406,23 @@ if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_HSTS_SECONDS = 365 * 24 * 3600
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# A Content-Security-Policy on every page (django-csp), TLS or not: scripts and styles only from
+# Veil's own static files, recovered photos shown from blob: URLs, websockets to this origin, no
+# framing. Style attributes stay allowed (the dashboard draws its bars with them).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.constants.SELF],
+        "script-src": [csp.constants.SELF],
+        "style-src": [csp.constants.SELF, csp.constants.UNSAFE_INLINE],
+        "img-src": [csp.constants.SELF, "blob:", "data:"],
+        "connect-src": [csp.constants.SELF, "blob:"],  # a page may read back the blob: it made
+        "object-src": [csp.constants.NONE],
+        "base-uri": [csp.constants.NONE],
+        "form-action": [csp.constants.SELF],
+        "frame-ancestors": [csp.constants.NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -67,3 +67,24 @@ def test_a_weak_album_passphrase_or_recipient_password_is_refused(owner_client: 
     added = owner_client.post(reverse("sharing:recipient-add", args=[album.pk]), form)
     assert added.status_code == 400 and "This password is too common" in added.content.decode()
     assert not album.key_slots.filter(label="Tom").exists()
+
+
+def test_every_page_carries_a_content_security_policy_its_own_markup_keeps(owner_client: Client, user: Any) -> None:
+    import re
+
+    album = AlbumFactory(owner=user)
+    pages = [
+        reverse("albums:list"),
+        album.get_absolute_url(),
+        reverse("sharing:album", args=[album.pk]),
+        album.share_url(),
+        "/api/docs/",
+    ]
+    for url in pages:
+        response = owner_client.get(url)
+        policy = response.headers.get("Content-Security-Policy", "")
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, url
+        html = response.content.decode()
+        # scripts only from files: an inline one would be blocked by the policy
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), url
+        assert "javascript:" not in html and not re.search(r"\son[a-z]+=", html), url

@@ -106,10 +106,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for csp_violations
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
     yield driver
     driver.quit()
+
+
+def csp_violations(driver) -> list[str]:
+    """What the browser's console said about the Content-Security-Policy since it was last asked."""
+    return [entry["message"] for entry in driver.get_log("browser") if "Content Security Policy" in entry["message"]]
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "the page") -> None:
@@ -175,6 +181,7 @@ def test_sign_up_create_an_album_upload_and_watch_photos_finish(web: str, browse
 
     driver.find_element(By.CSS_SELECTOR, ".site-header form button").click()
     wait_for(lambda: driver.find_elements(By.LINK_TEXT, "Log in"), what="the logged-out header")
+    assert not csp_violations(driver)
 
 
 def fetch_bytes(driver, url: str) -> bytes:
@@ -280,6 +287,7 @@ def test_a_family_member_unlocks_the_real_faces_with_their_password(web: str, br
     status = driver.find_element(By.ID, "unlock-status")
     wait_for(lambda: "Real faces shown on 1 photo" in status.text, what="the finished status")
     assert driver.find_element(By.ID, "unlock-hide").is_displayed()
+    assert not driver.find_element(By.ID, "unlock-open").is_displayed()  # one of the two at a time
     driver.save_screenshot(str(tmp_path / "unlocked.png"))
 
     # The recovered pixels, as the page holds them, against the original upload and the anonymized
@@ -319,3 +327,5 @@ def test_a_family_member_unlocks_the_real_faces_with_their_password(web: str, br
     assert [i.get_attribute("src") for i in images] == [anonymized_src]
     assert not driver.find_elements(By.CSS_SELECTOR, "#photo-grid .real-badge, #photo-grid .tile.real")
     assert not driver.find_element(By.ID, "unlock-hide").is_displayed()
+    assert driver.find_element(By.ID, "unlock-open").is_displayed()
+    assert not csp_violations(driver)
