@@ -48,6 +48,7 @@ VEIL_LOGIN_FAILURE_LIMIT    wrong passwords for one username from one client add
 VEIL_LOGIN_COOLOFF_MINUTES  how long such a lockout lasts, in minutes (15)
 VEIL_TOKEN_RATE             requests to /api/auth/token/ per client address, right or wrong,
                             as DRF writes rates: ``N/second|minute|hour|day`` (20/hour)
+VEIL_TOKEN_DAYS             days an API token works before a new one is needed (90)
 VEIL_KEY_WORK_RATE          album creations, recipient additions and key rotations one
                             account may make, each an Argon2 run or two (30/hour)
 VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
@@ -363,6 +364,7 @@ def _rate(name: str, default: str) -> str:
 # Requests to /api/auth/token/ per client address (webapp.api.views.TokenRequestThrottle).
 VEIL_TOKEN_RATE = _rate("VEIL_TOKEN_RATE", "20/hour")
 # Argon2 work allowances (webapp.keywork): per account, per address for sign-ups and unlocks.
+VEIL_TOKEN_DAYS = int(os.environ.get("VEIL_TOKEN_DAYS", "90"))  # an API token works this long
 VEIL_KEY_WORK_RATE = _rate("VEIL_KEY_WORK_RATE", "30/hour")
 VEIL_SIGNUP_RATE = _rate("VEIL_SIGNUP_RATE", "5/hour")
 VEIL_UNLOCK_RATE = _rate("VEIL_UNLOCK_RATE", "60/hour")
@@ -370,7 +372,7 @@ RATELIMIT_CACHE_PREFIX = "veil:rl:"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # first, so an unauthenticated request gets 401 with `WWW-Authenticate: Token`
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 from drf_spectacular.validation import validate_schema
 from PIL import Image
 from rest_framework.authtoken.models import Token
@@ -94,6 +96,21 @@ def test_a_token_comes_from_the_token_page_the_command_or_a_password(owner_clien
     by_password = APIClient().post("/api/auth/token/", {"username": user.username, "password": PASSWORD})
     assert by_password.status_code == 200 and by_password.json()["token"] == Token.objects.get(user=user).key
     assert by_password.json()["token"] != by_command  # a new one: no token is ever shown twice
+
+
+def test_a_token_stops_working_after_its_days_and_is_then_gone(owner_client: Client, user: Any, settings: Any) -> None:
+    settings.VEIL_TOKEN_DAYS = 30
+    token = Token.objects.create(user=user)
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert script.get("/api/albums/").status_code == 200
+    assert "It works until" in owner_client.get("/api/token/").content.decode()
+
+    Token.objects.filter(pk=token.pk).update(created=timezone.now() - timedelta(days=30, seconds=1))
+
+    expired = script.get("/api/albums/")
+    assert expired.status_code == 401 and expired.json()["detail"].startswith("This API token has expired")
+    assert not Token.objects.filter(user=user).exists()
 
 
 # --- albums -------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from webapp.albums.views import photo_download_response, photo_image_response, p
 from webapp.sharing.forms import RecipientForm
 from webapp.sharing.recipients import revoke_recipient
 
+from .authentication import expires_at
 from .serializers import (
     AlbumCreateSerializer,
     AlbumRenameSerializer,
@@ -409,4 +410,5 @@ def api_token(request: HttpRequest) -> HttpResponse:
         if request.POST.get("action") != "revoke":
             token = Token.objects.create(user=request.user)
             new_key = token.key
-    return render(request, "api/token.html", {"token": token, "new_key": new_key})
+    context = {"token": token, "new_key": new_key, "token_expires": expires_at(token) if token else None}
+    return render(request, "api/token.html", context)
