@@ -19,6 +19,9 @@
   const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   const maxMb = Number(form.dataset.maxMb || "40");
   const statusUrl = form.dataset.statusUrl;
+  const ZERO_ID = "00000000-0000-0000-0000-000000000000";
+  const deleteUrl = grid.dataset.deleteUrl; // with ZERO_ID where the photo's id goes
+  const retryUrl = grid.dataset.retryUrl;
   const LABELS = {queued: "Queued", detecting: "Finding faces", anonymizing: "Anonymizing", done: "Done", failed: "Failed"};
   const RANK = {queued: 0, detecting: 1, anonymizing: 2, done: 3, failed: 3};
   const PARALLEL_UPLOADS = 3;
@@ -41,6 +44,7 @@
     const image = el("div", {"class": "tile-image"});
     image.appendChild(el("div", {"class": "placeholder", "aria-hidden": "true"}));
     const meta = el("div", {"class": "tile-meta"});
+    if (data.file_name) meta.appendChild(el("p", {"class": "tile-name", title: data.file_name}, data.file_name));
     meta.appendChild(el("span", {"class": "badge badge-" + data.status}, LABELS[data.status] || data.status));
     meta.appendChild(el("progress", {max: "1", value: String(data.progress || 0)}));
     meta.appendChild(el("p", {"class": "tile-message"}, data.message || ""));
@@ -68,12 +72,33 @@
     bar.value = data.progress || 0;
     bar.hidden = data.status === "done" || data.status === "failed";
     tile.querySelector(".tile-message").textContent = data.message || "";
+    addControls(tile, data);
     if (data.thumbnail_url && !tile.querySelector("img")) {
       const box = tile.querySelector(".tile-image");
       const link = el("a", {href: data.thumbnail_url.replace(/thumbnail\/$/, "image/"), target: "_blank", rel: "noopener"});
       link.appendChild(el("img", {src: data.thumbnail_url, alt: "Anonymized photo"}));
       box.replaceChildren(link);
     }
+  }
+
+  // A finished tile gets what a reloaded one has: Delete (Dismiss when failed), Try again.
+  function postForm(url, label, question) {
+    const action = el("form", {method: "post", action: url});
+    if (question) action.dataset.confirm = question;
+    action.appendChild(el("input", {type: "hidden", name: "csrfmiddlewaretoken", value: csrf}));
+    action.appendChild(el("button", {type: "submit", "class": question ? "link danger" : "link"}, label));
+    return action;
+  }
+
+  function addControls(tile, data) {
+    if (data.status !== "done" && data.status !== "failed") return;
+    tile.querySelectorAll(".tile-meta form").forEach((f) => f.remove());
+    const meta = tile.querySelector(".tile-meta");
+    const url = (pattern) => pattern.replace(ZERO_ID, data.photo_id);
+    if (data.status === "failed" && data.retryable) meta.appendChild(postForm(url(retryUrl), "Try again"));
+    const failed = data.status === "failed";
+    meta.appendChild(postForm(url(deleteUrl), failed ? "Dismiss" : "Delete",
+      failed ? "Remove this failed upload?" : "Delete this photo for good? Its real faces go with it."));
   }
 
   function addPhoto(data) {

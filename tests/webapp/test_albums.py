@@ -126,6 +126,8 @@ def test_an_upload_is_queued_sealed_in_redis_and_the_task_carries_only_its_id(
         "progress": 0.0,
         "message": "Queued…",
         "thumbnail_url": None,
+        "file_name": "photo.jpg",
+        "retryable": False,
     }
     # The transit copy opens with the workers' key, expires, and is the only copy of the bytes.
     assert transit.get_upload(photo.pk) == data

@@ -174,6 +174,9 @@ def test_sign_up_create_an_album_upload_and_watch_photos_finish(web: str, browse
     thumbnails = driver.find_elements(By.CSS_SELECTOR, "#photo-grid .tile img")
     assert len(thumbnails) == 2
     assert all(driver.execute_script("return arguments[0].naturalWidth", img) > 0 for img in thumbnails)
+    # live tiles carry what a reloaded page shows: the file's name and its Delete button
+    assert sorted(texts(driver, "#photo-grid .tile-name")) == ["impostor_2.jpg", "person_a_2.jpg"]
+    assert texts(driver, "#photo-grid .tile form button") == ["Delete", "Delete"]
 
     driver.refresh()  # a reload shows the same state, from the database
     wait_for(lambda: tile_states(driver) == ["done", "done"], what="the reloaded grid")

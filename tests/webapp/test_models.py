@@ -54,4 +54,6 @@ def test_photos_list_newest_first_and_describe_their_state() -> None:
         "progress": 0.0,
         "message": "the file is empty",
         "thumbnail_url": None,
+        "file_name": newer.file_name,
+        "retryable": False,
     }

@@ -262,4 +262,6 @@ class Photo(models.Model):
             progress=1.0 if self.status == self.Status.DONE else self.progress,
             message=self.status_message,
             thumbnail_url=self.thumbnail_url(),
+            file_name=self.file_name,
+            retryable=self.status == self.Status.FAILED and self.retryable,
         )

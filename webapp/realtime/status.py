@@ -4,10 +4,12 @@ A message on the channel layer and on the websocket has the same shape::
 
     {"type": "photo.status",
      "data": {"photo_id": str, "album_id": str, "status": str, "progress": float 0..1,
-              "message": str, "thumbnail_url": str | None}}
+              "message": str, "thumbnail_url": str | None, "file_name": str, "retryable": bool}}
 
 ``status`` is one of the photo states (queued, detecting, anonymizing, done, failed);
-``message`` is a human sentence (the failure reason when failed).
+``message`` is a human sentence (the failure reason when failed); ``file_name`` the uploaded
+file's name ("" in progress messages, which the page already has it for); ``retryable``
+whether a failed photo may be tried again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class PhotoStatusData(TypedDict):
     progress: float
     message: str
     thumbnail_url: str | None
+    file_name: str
+    retryable: bool
 
 
 class PhotoStatusMessage(TypedDict):
@@ -51,6 +55,8 @@ def photo_status_message(
     progress: float,
     message: str = "",
     thumbnail_url: str | None = None,
+    file_name: str = "",
+    retryable: bool = False,
 ) -> PhotoStatusMessage:
     return {
         "type": PHOTO_STATUS,
@@ -61,6 +67,8 @@ def photo_status_message(
             "progress": round(min(max(float(progress), 0.0), 1.0), 3),
             "message": message,
             "thumbnail_url": thumbnail_url,
+            "file_name": file_name,
+            "retryable": retryable,
         },
     }
 

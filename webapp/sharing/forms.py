@@ -135,8 +135,11 @@ class AlbumSettingsForm(forms.ModelForm):
         }
         help_texts: ClassVar[dict[str, str]] = {
             "decoy_mode": (
-                "A wrong password shows plausible wrong faces instead of an error, so a guesser cannot "
-                "tell they failed. Wrong tries are still limited and listed below."
+                "A wrong password shows plausible wrong faces instead of an error. That hides a failed "
+                "try from someone watching a screen, or guessing once or twice. It cannot hide it from a "
+                "determined guesser: wrong tries still run out after a few (a right password never does), "
+                "and a careful look tells the generated faces of a decoy from real photographs. Every "
+                "wrong try is still listed below."
             ),
             "downloads_include_envelope": (
                 "A downloaded photo then carries its sealed recovery data, so the file alone and a key "
