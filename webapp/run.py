@@ -94,6 +94,8 @@ def start_private_redis(supervisor: Supervisor, url: str, env: dict[str, str]) -
         raise SystemExit(INSTALL_REDIS.format(url=url))
     say(f"nothing answers at {url}: starting a private redis-server on 127.0.0.1:{port} (no persistence)")
     argv = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    # capped, and never evicting: a full Redis refuses a new upload (503) rather than drop a queued one
+    argv += ["--maxmemory", "1gb", "--maxmemory-policy", "noeviction"]
     argv += ["--loglevel", "warning"]
     process = supervisor.start("redis-server", argv, env)
     deadline = time.monotonic() + 10
@@ -125,6 +127,11 @@ def main() -> int:
     redis_url = env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
     host, port = env.get("VEIL_HOST", "127.0.0.1"), env.get("VEIL_PORT", "8000")
     python = sys.executable
+    if host not in LOCAL_HOSTS and env["DEBUG"] == "1":
+        say(
+            f"warning: serving development settings on {host}: other machines would see Django's debug pages. "
+            "For a family on your network, run with DEBUG=0, a SECRET_KEY and ALLOWED_HOSTS (see README)."
+        )
 
     say("migrating the database")
     subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
