@@ -14,6 +14,7 @@ from django.urls import reverse
 from PIL import Image
 from rest_framework.test import APIClient
 
+from cipher_worker import keys
 from webapp.albums import removal, tasks, transit
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.sharing import recipients, tries
@@ -150,3 +151,24 @@ def test_the_api_renames_and_deletes_albums_and_photos(user: Any, django_capture
     with django_capture_on_commit_callbacks(execute=True):
         assert api.delete(f"/api/albums/{album.pk}/").status_code == 204
     assert not Album.objects.filter(pk=album.pk).exists()
+
+
+def test_a_photo_sealed_to_a_key_rotated_meanwhile_is_not_stored_and_can_be_tried_again(
+    user: Any, media_root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = PhotoFactory(album=AlbumFactory(owner=user))
+    transit.put_upload(photo.pk, jpeg())
+    real_anonymize = tasks.cipher_api.anonymize_photo
+
+    def a_rotation_commits_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = real_anonymize(*args, **kwargs)
+        Album.objects.filter(pk=photo.album_id).update(public_key=keys.generate_album_keypair()[1])
+        return result
+
+    monkeypatch.setattr(tasks.cipher_api, "anonymize_photo", a_rotation_commits_meanwhile)
+
+    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "failed"
+    photo.refresh_from_db()
+    assert (photo.failure_reason, photo.retryable, photo.envelope) == (tasks.KEY_ROTATED, True, None)
+    assert not [p for p in media_root.rglob("*") if p.is_file()]
+    assert transit.has_upload(photo.pk)  # kept for the retry, which seals to the new key

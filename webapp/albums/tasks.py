@@ -40,6 +40,13 @@ UPLOAD_EXPIRED = "the upload expired before a worker got to it; please upload ag
 OUR_FAULT = "something went wrong on our side; the photo can be tried again"
 WRONG_TRANSIT_KEY = "this upload was sealed for other workers and cannot be opened here; please upload again"
 WORKER_LOST = "the worker stopped while anonymizing this photo; it can be tried again"
+KEY_ROTATED = "the album's key was rotated while this photo was being anonymized; it can be tried again"
+
+
+class KeyRotated(Exception):
+    """The album key changed between reading it and storing the photo sealed to it."""
+
+
 # A killed worker's task comes back once by itself (acks_late); a photo that kills its worker
 # again is failed, retryable by hand, rather than crashing workers in a loop.
 MAX_ATTEMPTS = 2
@@ -126,6 +133,8 @@ class PhotoJob:
         except Photo.DoesNotExist:  # deleted, or its album was, while the worker was on it
             transit.discard_upload(photo.pk)
             return "deleted"
+        except KeyRotated:
+            return self.fail(KEY_ROTATED, discard=False, retryable=True)
         except Exception:
             log.exception("storing photo %s failed", photo.pk)
             return self.fail(OUR_FAULT, discard=False, retryable=True)
@@ -178,7 +187,12 @@ class PhotoJob:
                     "height": result.size[1],
                     "faces": len(result.faces),
                 }
-                if not Photo.objects.filter(pk=photo.pk).update(**fields):
+                # only while the album still has the key this photo was sealed to (a rotation may
+                # have committed meanwhile: then this envelope would open with no key anyone has)
+                sealed_to = photo.album.public_key_bytes
+                if not Photo.objects.filter(pk=photo.pk, album__public_key=sealed_to).update(**fields):
+                    if Photo.objects.filter(pk=photo.pk).exists():
+                        raise KeyRotated(KEY_ROTATED)
                     raise Photo.DoesNotExist(f"photo {photo.pk} was deleted while it was being anonymized")
         except BaseException:
             for name in written:
