@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -112,21 +113,25 @@ def test_only_the_owner_deletes_an_album(user: Any) -> None:
     assert Album.objects.filter(pk=album.pk).exists()
 
 
+def anonymize_while(monkeypatch: pytest.MonkeyPatch, photo: Photo, meanwhile: Callable[[], object]) -> str:
+    """Run the photo's task for real, with ``meanwhile`` done after the pipeline and before storing."""
+    transit.put_upload(photo.pk, jpeg())
+    real_anonymize = tasks.cipher_api.anonymize_photo
+
+    def anonymize(*args: Any, **kwargs: Any) -> Any:
+        result = real_anonymize(*args, **kwargs)
+        meanwhile()
+        return result
+
+    monkeypatch.setattr(tasks.cipher_api, "anonymize_photo", anonymize)
+    return str(tasks.anonymize_photo.apply(args=[str(photo.pk)]).get())
+
+
 def test_a_worker_that_finishes_a_photo_of_a_deleted_album_keeps_nothing(
     user: Any, media_root: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     photo = PhotoFactory(album=AlbumFactory(owner=user))
-    transit.put_upload(photo.pk, jpeg())
-    real_anonymize = tasks.cipher_api.anonymize_photo
-
-    def owner_deletes_the_album_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        result = real_anonymize(*args, **kwargs)
-        removal.delete_album(photo.album)
-        return result
-
-    monkeypatch.setattr(tasks.cipher_api, "anonymize_photo", owner_deletes_the_album_meanwhile)
-
-    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "deleted"
+    assert anonymize_while(monkeypatch, photo, lambda: removal.delete_album(photo.album)) == "deleted"
     assert not [p for p in media_root.rglob("*") if p.is_file()]
     assert not transit.has_upload(photo.pk)
 
@@ -157,17 +162,11 @@ def test_a_photo_sealed_to_a_key_rotated_meanwhile_is_not_stored_and_can_be_trie
     user: Any, media_root: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     photo = PhotoFactory(album=AlbumFactory(owner=user))
-    transit.put_upload(photo.pk, jpeg())
-    real_anonymize = tasks.cipher_api.anonymize_photo
 
-    def a_rotation_commits_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        result = real_anonymize(*args, **kwargs)
+    def a_rotation_commits() -> None:
         Album.objects.filter(pk=photo.album_id).update(public_key=keys.generate_album_keypair()[1])
-        return result
 
-    monkeypatch.setattr(tasks.cipher_api, "anonymize_photo", a_rotation_commits_meanwhile)
-
-    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "failed"
+    assert anonymize_while(monkeypatch, photo, a_rotation_commits) == "failed"
     photo.refresh_from_db()
     assert (photo.failure_reason, photo.retryable, photo.envelope) == (tasks.KEY_ROTATED, True, None)
     assert not [p for p in media_root.rglob("*") if p.is_file()]
