@@ -9,6 +9,9 @@ Counted with django-ratelimit in the shared Redis cache, in fixed windows:
 * ``VEIL_KEY_WORK_RATE`` (30/h) per account: album creation, adding a recipient, key rotation,
   on the pages and through the API;
 * ``VEIL_SIGNUP_RATE`` (5/h) per client address: sign-ups;
+* ``VEIL_LOGIN_RATE`` (60/h) per client address: login attempts, right or wrong, on the login
+  page and the admin's (Django hashes a password even for a username that does not exist, and
+  axes counts per username, so many usernames from one address would otherwise be unlimited);
 * ``VEIL_UNLOCK_RATE`` (60/h) per client address: unlock attempts on the websockets.
 """
 
@@ -29,7 +32,7 @@ from webapp.addresses import request_address
 
 log = logging.getLogger(__name__)
 
-Work = Literal["key-work", "signup", "unlock"]
+Work = Literal["key-work", "signup", "login", "unlock"]
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 TOO_MUCH = "You have done this many times in a short while; please wait a few minutes and try again."
@@ -48,6 +51,7 @@ def _rate(work: Work) -> str:
     return {
         "key-work": settings.VEIL_KEY_WORK_RATE,
         "signup": settings.VEIL_SIGNUP_RATE,
+        "login": settings.VEIL_LOGIN_RATE,
         "unlock": settings.VEIL_UNLOCK_RATE,
     }[work]
 
@@ -76,7 +80,7 @@ def account(request: HttpRequest) -> str:
 
 def spends(work: Work) -> Callable[[View], View]:
     """A view whose POSTs each take one from the allowance (per account for key work, per client
-    address for sign-ups); over it, a "please wait" page with 429 (503 when Redis is away)."""
+    address otherwise); over it, a "please wait" page with 429 (503 when Redis is away)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)

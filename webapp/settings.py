@@ -52,6 +52,7 @@ VEIL_TOKEN_DAYS             days an API token works before a new one is needed (
 VEIL_KEY_WORK_RATE          album creations, recipient additions and key rotations one
                             account may make, each an Argon2 run or two (30/hour)
 VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
+VEIL_LOGIN_RATE             login attempts from one client address, right or wrong (60/hour)
 VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wrong (60/hour)
 LOG_LEVEL                   root log level (INFO)
 ==========================  ==============================================================
@@ -367,6 +368,7 @@ VEIL_TOKEN_RATE = _rate("VEIL_TOKEN_RATE", "20/hour")
 VEIL_TOKEN_DAYS = int(os.environ.get("VEIL_TOKEN_DAYS", "90"))  # an API token works this long
 VEIL_KEY_WORK_RATE = _rate("VEIL_KEY_WORK_RATE", "30/hour")
 VEIL_SIGNUP_RATE = _rate("VEIL_SIGNUP_RATE", "5/hour")
+VEIL_LOGIN_RATE = _rate("VEIL_LOGIN_RATE", "60/hour")
 VEIL_UNLOCK_RATE = _rate("VEIL_UNLOCK_RATE", "60/hour")
 RATELIMIT_CACHE_PREFIX = "veil:rl:"
 REST_FRAMEWORK = {

@@ -24,6 +24,7 @@ NEW_ALBUM = {"name": "Summer", "passphrase": PASSPHRASE, "passphrase_again": PAS
 @pytest.fixture(autouse=True)
 def small_allowances(settings: Any) -> None:
     settings.VEIL_KEY_WORK_RATE = settings.VEIL_SIGNUP_RATE = settings.VEIL_UNLOCK_RATE = "2/hour"
+    settings.VEIL_LOGIN_RATE = "2/hour"
 
 
 def test_an_account_makes_albums_up_to_its_allowance_and_others_are_untouched(owner_client: Client) -> None:
@@ -63,6 +64,17 @@ def test_sign_ups_from_one_address_are_limited_and_another_address_signs_up(db: 
 
     assert [sign_up(f"user{n}", "198.51.100.4") for n in range(3)] == [302, 302, 429]
     assert sign_up("user3", "198.51.100.5") == 302
+
+
+def test_login_attempts_from_one_address_are_limited_whatever_the_username(user: Any) -> None:
+    def log_in(path: str, name: str, address: str) -> int:
+        return Client(REMOTE_ADDR=address).post(path, {"username": name, "password": "not it at all"}).status_code
+
+    # every attempt costs a password hash, even for a username nobody has: axes, counting per
+    # username, would let one address try name after name
+    assert [log_in("/accounts/login/", f"nobody{n}", "198.51.100.9") for n in range(2)] == [200, 200]
+    assert log_in("/admin/login/", "nobody2", "198.51.100.9") == 429
+    assert log_in("/accounts/login/", user.username, "198.51.100.10") == 200  # another address still tries
 
 
 def test_unlocks_from_one_address_count_right_passwords_too(db: None) -> None:
