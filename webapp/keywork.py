@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import redis
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
 from django_ratelimit.core import is_ratelimited
 
@@ -33,7 +33,7 @@ from webapp.addresses import request_address
 log = logging.getLogger(__name__)
 
 Work = Literal["key-work", "signup", "login", "unlock"]
-View = TypeVar("View", bound=Callable[..., HttpResponse])
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 TOO_MUCH = "You have done this many times in a short while; please wait a few minutes and try again."
 UNAVAILABLE = "Veil cannot take this right now; please try again in a minute."
@@ -84,7 +84,7 @@ def spends(work: Work) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
-        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method == "POST":
                 who = account(request) if work == "key-work" else request_address(request)
                 try:
