@@ -1,11 +1,14 @@
 """Who is asking: the client address every guessing limit counts by (logins, tokens, key tries).
 
 It is the connection's peer, which uvicorn (``--proxy-headers``) sets from X-Forwarded-For only
-when the peer is a trusted proxy (``FORWARDED_ALLOW_IPS``); never a header anyone can send.
+when the peer is a trusted proxy (``FORWARDED_ALLOW_IPS``); never a header anyone can send. An
+IPv6 address stands for its /64: one host or home is handed a whole /64, and counting each of
+its 2⁶⁴ addresses apart would give it as many allowances.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,10 +17,25 @@ from django.http import HttpRequest
 
 def request_address(request: HttpRequest) -> str:
     """Over HTTP (also axes' AXES_CLIENT_IP_CALLABLE)."""
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+    return client_key(request.META.get("REMOTE_ADDR"))
 
 
 def scope_address(scope: Mapping[str, Any]) -> str:
     """On a websocket: the same address, as the ASGI scope has it."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return client_key(client[0] if client else None)
+
+
+def client_key(address: object) -> str:
+    """ "203.0.113.7" as it is; "2001:db8:1:2::5" as "2001:db8:1:2::/64"; "unknown" for none."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(str(address))
+    except ValueError:
+        return str(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

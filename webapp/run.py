@@ -157,6 +157,8 @@ def main() -> int:
             env,
         )
         web = [python, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port]
+        if not env.get("FORWARDED_ALLOW_IPS"):  # else any local process could claim any address
+            web.append("--no-proxy-headers")
         supervisor.start("web server", [*web, "--lifespan", "off", "--no-access-log"], env)
         announced = False
         while not stopping:

@@ -9,7 +9,9 @@ DEBUG                       ``1``/``0`` (0: production; ``make run`` sets 1)
 SECRET_KEY                  Django's signing key (required unless DEBUG is on; then a fixed
                             development key)
 BEHIND_TLS_PROXY            ``1`` when a TLS proxy serves Veil: HTTPS redirect, HSTS, secure
-                            proxy header (0)
+                            proxy header (0); needs FORWARDED_ALLOW_IPS
+FORWARDED_ALLOW_IPS         (read by uvicorn) the proxy addresses whose X-Forwarded-For is
+                            believed; never ``*`` (none)
 ALLOWED_HOSTS               comma-separated host names (localhost, 127.0.0.1, [::1])
 CSRF_TRUSTED_ORIGINS        comma-separated origins behind a proxy (none)
 DATABASE_URL                ``sqlite:///…/var/db.sqlite3``; ``postgres://…`` for Postgres
@@ -405,6 +407,14 @@ X_FRAME_OPTIONS = "DENY"
 # Served over TLS by a proxy (BEHIND_TLS_PROXY=1): trust its X-Forwarded-Proto, send plain HTTP
 # to HTTPS, and tell browsers never to use plain HTTP here again (HSTS, a year, preloadable).
 if env_bool("BEHIND_TLS_PROXY", False):
+    # Behind a proxy every client reaches uvicorn from the proxy's address: unless uvicorn is told
+    # to believe that proxy's X-Forwarded-For, all limits would count everyone as one client.
+    _proxies = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+    if not _proxies or "*" in _proxies.split(","):
+        raise ImproperlyConfigured(
+            "BEHIND_TLS_PROXY=1 needs FORWARDED_ALLOW_IPS set to the proxy's address (not *): without it "
+            "every client counts as the proxy, and with * anyone can claim any address"
+        )
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = 365 * 24 * 3600

@@ -125,3 +125,19 @@ def test_each_token_request_makes_a_new_token_and_the_old_one_stops_working() ->
 
     assert albums_with(old) == 401
     assert albums_with(new) == 200
+
+
+@pytest.mark.parametrize(
+    ("peer", "counted_as"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2::5", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # the same home, the same allowance
+        ("::ffff:198.51.100.4", "198.51.100.4"),
+        (None, "unknown"),
+    ],
+)
+def test_limits_count_an_ipv6_client_by_its_64(peer: str | None, counted_as: str) -> None:
+    from webapp.addresses import client_key
+
+    assert client_key(peer) == counted_as

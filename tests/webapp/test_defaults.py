@@ -23,7 +23,8 @@ pytestmark = pytest.mark.django_db
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "BEHIND_TLS_PROXY"}}
+    unset = {"DEBUG", "SECRET_KEY", "BEHIND_TLS_PROXY", "FORWARDED_ALLOW_IPS"}
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
     environment.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
@@ -40,11 +41,18 @@ def test_the_documented_production_settings_pass_the_deploy_check() -> None:
     production = {
         "SECRET_KEY": secrets.token_urlsafe(50),
         "BEHIND_TLS_PROXY": "1",
+        "FORWARDED_ALLOW_IPS": "172.17.0.1",
         "ALLOWED_HOSTS": "photos.example.org",
     }
     checked = _manage("check", "--deploy", "--fail-level", "WARNING", **production)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "no issues" in checked.stdout
+
+
+@pytest.mark.parametrize("proxies", ["", "*"])
+def test_behind_a_tls_proxy_veil_refuses_to_start_unless_it_can_tell_clients_apart(proxies: str) -> None:
+    refused = _manage("check", SECRET_KEY=secrets.token_urlsafe(50), BEHIND_TLS_PROXY="1", FORWARDED_ALLOW_IPS=proxies)
+    assert refused.returncode != 0 and "BEHIND_TLS_PROXY=1 needs FORWARDED_ALLOW_IPS" in refused.stderr
 
 
 def test_a_stranger_sees_veils_own_not_found_page(client: Client) -> None:
