@@ -25,6 +25,7 @@
   const LABELS = {queued: "Queued", detecting: "Finding faces", anonymizing: "Anonymizing", done: "Done", failed: "Failed"};
   const RANK = {queued: 0, detecting: 1, anonymizing: 2, done: 3, failed: 3};
   const PARALLEL_UPLOADS = 3;
+  const BACKLOG_RETRY_MS = 5000;
   const pending = {}; // photo id → newest status seen before its tile exists
 
   // ---- tiles -------------------------------------------------------------------------
@@ -161,6 +162,11 @@
       if (xhr.status === 201) {
         JSON.parse(xhr.responseText).photos.forEach(addPhoto);
         ui.row.remove();
+      } else if (xhr.status === 429) {
+        // earlier photos are still waiting for a worker: send this one again in a little while
+        ui.note.textContent = "waiting for earlier photos…";
+        ui.bar.value = 0;
+        setTimeout(() => { queue.unshift([file, ui]); pump(); }, BACKLOG_RETRY_MS);
       } else {
         failUpload(ui, errorText(xhr));
       }

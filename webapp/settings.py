@@ -29,6 +29,11 @@ VEIL_MAX_FILES_PER_REQUEST  photos one upload request may carry (20; the album p
                             per request)
 VEIL_PHOTO_QUOTA            photos one account may keep, over all its albums (10000; 0: no limit)
 VEIL_STORAGE_QUOTA_MB       MB the stored photos of one account may take (20480; 0: no limit)
+VEIL_MAX_WAITING_PHOTOS     photos one account may have waiting for a worker (50); more are
+                            answered 429 and the album page sends them again by itself
+VEIL_MAX_WAITING_MB         MB of uploads one account may have waiting (200)
+VEIL_MAX_WAITING_MB_ALL     MB of uploads all accounts together may have waiting (600); keep
+                            it well below Redis' maxmemory
 VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads with; with
                             DEBUG on and nothing set, one is made once in var/transit.key
 VEIL_TRANSIT_PUBLIC_KEY     base64 public half: all a web process that runs no task needs
@@ -56,6 +61,8 @@ VEIL_KEY_WORK_RATE          album creations, recipient additions and key rotatio
 VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
 VEIL_LOGIN_RATE             login attempts from one client address, right or wrong (60/hour)
 VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wrong (60/hour)
+VEIL_TASK_TIME_LIMIT        seconds a worker may spend on one photo or unlock before it is
+                            stopped and the photo fails "try again" (300)
 LOG_LEVEL                   root log level (INFO)
 ==========================  ==============================================================
 """
@@ -73,6 +80,7 @@ from pathlib import Path
 import csp.constants
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from cipher_worker.keys import generate_album_keypair, public_key_from_private
 
@@ -251,6 +259,11 @@ VEIL_MAX_UPLOAD_BYTES = VEIL_MAX_UPLOAD_MB * 1024 * 1024
 VEIL_MAX_FILES_PER_REQUEST = int(os.environ.get("VEIL_MAX_FILES_PER_REQUEST", "20"))
 VEIL_PHOTO_QUOTA = int(os.environ.get("VEIL_PHOTO_QUOTA", "10000"))
 VEIL_STORAGE_QUOTA_MB = int(os.environ.get("VEIL_STORAGE_QUOTA_MB", "20480"))
+# uploads waiting in Redis for a worker (webapp.albums.quotas): per account, and all together,
+# well below the private Redis' 1 GB cap (make run) and compose's 2 GB
+VEIL_MAX_WAITING_PHOTOS = int(os.environ.get("VEIL_MAX_WAITING_PHOTOS", "50"))
+VEIL_MAX_WAITING_MB = int(os.environ.get("VEIL_MAX_WAITING_MB", "200"))
+VEIL_MAX_WAITING_MB_ALL = int(os.environ.get("VEIL_MAX_WAITING_MB_ALL", "600"))
 # A request body may exceed one photo by its multipart framing; webapp.asgi refuses larger
 # bodies before reading them, so Django's ASGI body buffer never rolls over to disk.
 VEIL_MAX_REQUEST_BYTES = VEIL_MAX_UPLOAD_BYTES + 256 * 1024
@@ -269,6 +282,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Unlocks have a queue of their own, which every worker takes from in turn with the photo queue
+# (kombu's Redis transport rotates between a worker's queues): a family viewing waits for the
+# photo in hand at most, never for every upload queued before it.
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("unlock"))
+CELERY_TASK_ROUTES = {"sharing.recover_photo": {"queue": "unlock"}}
+# No task holds a worker for ever: a photo over the soft limit fails "try again" (its upload kept).
+CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("VEIL_TASK_TIME_LIMIT", "300"))
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 
 CHANNEL_LAYERS = {
     "default": {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
 from webapp.albums import quotas, transit
@@ -79,3 +81,40 @@ def test_no_limit_when_the_quotas_are_zero(user: Any, settings: Any) -> None:
     PhotoFactory(album=AlbumFactory(owner=user), image_bytes=10**12)
     usage = quotas.usage(user.pk)
     assert usage.refusal(10**6, 10**12) is None and usage.summary == "1 photo · 931.3\xa0GB used"
+
+
+def test_an_account_may_have_only_so_many_uploads_waiting_and_is_asked_to_wait(
+    owner_client: Client, user: Any, settings: Any
+) -> None:
+    settings.VEIL_MAX_WAITING_PHOTOS = 2
+    album = AlbumFactory(owner=user)
+    PhotoFactory(album=album, image_bytes=1000)  # queued, its upload waiting in Redis
+    PhotoFactory(album=album, status=Photo.Status.ANONYMIZING, image_bytes=1000)
+    stale = PhotoFactory(album=album, image_bytes=1000)  # queued before the transit TTL: nothing waits
+    Photo.objects.filter(pk=stale.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL + 1)
+    )
+
+    busy = upload(owner_client, album, jpeg())
+
+    assert busy.status_code == 429
+    assert (
+        busy.json()["error"]
+        == "2 of your photos are still waiting to be anonymized; this one follows once some are done."
+    )
+    someone_else, their_client = UserFactory(), Client()
+    their_client.force_login(someone_else)
+    assert upload(their_client, AlbumFactory(owner=someone_else), jpeg()).status_code == 201
+    Photo.objects.filter(album=album, status=Photo.Status.ANONYMIZING).update(status=Photo.Status.DONE)
+    assert upload(owner_client, album, jpeg()).status_code == 201
+
+
+def test_everyones_waiting_uploads_together_stay_under_their_cap(
+    owner_client: Client, user: Any, settings: Any
+) -> None:
+    settings.VEIL_MAX_WAITING_MB_ALL = 1
+    PhotoFactory(album=AlbumFactory(), image_bytes=1024 * 1024 - 100)  # another account's upload
+
+    busy = upload(owner_client, AlbumFactory(owner=user), jpeg())
+
+    assert busy.status_code == 429 and busy.json()["error"].startswith("Veil is busy with many photos right now")

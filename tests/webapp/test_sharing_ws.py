@@ -81,9 +81,9 @@ def exchange(ws: WebsocketCommunicator, *requests: dict[str, Any]) -> list[dict[
 
 
 def queued_tasks(client: redis.Redis) -> list[list[Any]]:
-    """The args of every recover task waiting in the broker."""
+    """The args of every recover task waiting in the broker (on the unlock queue)."""
     found = []
-    for raw in client.lrange("celery", 0, -1):
+    for raw in client.lrange("unlock", 0, -1):
         message = json.loads(raw)
         if message["headers"]["task"] == "sharing.recover_photo":
             args, kwargs, _ = json.loads(base64.b64decode(message["body"]))

@@ -1,19 +1,27 @@
-"""What one account may keep: a number of photos and the bytes their stored files take.
+"""What one account may keep, and what it may have waiting for a worker.
 
-Counted over all the owner's albums. A queued photo counts with its upload's size (about what
-its anonymized copy will take), a failed one with nothing. Settings: VEIL_PHOTO_QUOTA and
-VEIL_STORAGE_QUOTA_MB (0 for no limit).
+Kept: a number of photos and the bytes their stored files take, over all the owner's albums
+(VEIL_PHOTO_QUOTA, VEIL_STORAGE_QUOTA_MB; 0 for no limit). A queued photo counts with its
+upload's size (about what its anonymized copy will take), a failed one with nothing.
+
+Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is capped without
+eviction, so the photos one account has queued are limited (VEIL_MAX_WAITING_PHOTOS, and
+VEIL_MAX_WAITING_MB of uploads), and so are everyone's together (VEIL_MAX_WAITING_MB_ALL, kept
+below Redis' memory cap). Over these an upload is asked to wait (429) rather than refused for
+good. Only photos queued within the transit TTL count: an older one's upload has expired.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 
 from .models import Photo
 
@@ -58,6 +66,23 @@ def usage(owner_id: int) -> Usage:
         bytes=Coalesce(Sum("image_bytes"), 0) + Coalesce(Sum("thumbnail_bytes"), 0),
     )
     return Usage(totals["photos"], totals["bytes"], settings.VEIL_PHOTO_QUOTA, settings.VEIL_STORAGE_QUOTA_MB * MB)
+
+
+def backlog_refusal(owner_id: int, more_photos: int, more_bytes: int) -> str | None:
+    """Why these uploads must wait until earlier ones are anonymized, or None if they may queue now."""
+    since = timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL)
+    waiting = Photo.objects.filter(status__in=Photo.IN_PROGRESS, created_at__gte=since)
+    mine = waiting.filter(album__owner_id=owner_id).aggregate(photos=Count("pk"), bytes=Coalesce(Sum("image_bytes"), 0))
+    if mine["photos"] + more_photos > settings.VEIL_MAX_WAITING_PHOTOS or (
+        mine["bytes"] + more_bytes > settings.VEIL_MAX_WAITING_MB * MB
+    ):
+        return (
+            f"{mine['photos']} of your photos are still waiting to be anonymized; this one follows once some are done."
+        )
+    everyone = waiting.aggregate(bytes=Coalesce(Sum("image_bytes"), 0))["bytes"]
+    if everyone + more_bytes > settings.VEIL_MAX_WAITING_MB_ALL * MB:
+        return "Veil is busy with many photos right now; this one follows in a moment."
+    return None
 
 
 def lock_account(owner_id: int) -> None:

@@ -76,15 +76,20 @@ def accept_contents(album: Album, named: Sequence[tuple[str, bytes]]) -> list[Ph
     """Queue each (file name, original bytes in memory) for anonymization into ``album``.
 
     The rows are made under a lock on the owner's account once the quota has room for them all
-    (UploadRefused 403 otherwise). Each upload then goes to Redis sealed to the workers' transit
+    (UploadRefused 403 otherwise) and the account's queue too (429: send it again in a little
+    while; the album page does so by itself). Each upload then goes to Redis sealed to the workers' transit
     key, and its task message, holding only the photo id, to the broker. If Redis or the broker
     is down: UploadRefused 503, and the photos not yet queued are removed again.
     """
     with transaction.atomic():
         quotas.lock_account(album.owner_id)
-        refusal = quotas.usage(album.owner_id).refusal(len(named), sum(len(data) for _, data in named))
+        size = sum(len(data) for _, data in named)
+        refusal = quotas.usage(album.owner_id).refusal(len(named), size)
         if refusal:
             raise UploadRefused(refusal, 403)
+        backlog = quotas.backlog_refusal(album.owner_id, len(named), size)
+        if backlog:
+            raise UploadRefused(backlog, 429)
         photos = [
             Photo.objects.create(album=album, file_name=_base_name(name), image_bytes=len(data)) for name, data in named
         ]

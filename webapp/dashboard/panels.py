@@ -40,10 +40,11 @@ class QueueDepth:
 
 
 def queue_depth() -> QueueDepth:
-    """Redis ``LLEN`` of the default Celery queue (and its priority sub-queues), ``HLEN`` of unacked."""
-    queue = celery_app.conf.task_default_queue
-    # kombu's Redis transport keeps one list per priority step: "celery", "celery\x06\x163", …
-    names = [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
+    """Redis ``LLEN`` of the Celery queues (photos, unlocks) and their priority sub-queues, ``HLEN`` of unacked."""
+    names = []
+    for queue in [q.name for q in celery_app.conf.task_queues]:
+        # kombu's Redis transport keeps one list per priority step: "celery", "celery\x06\x163", …
+        names += [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
     try:
         pipe = transit.client().pipeline(transaction=False)
         for name in names:
