@@ -463,11 +463,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # no share token in any log line (Django's "Not Found: /s/<token>/", uvicorn's websocket lines)
+    "filters": {"share_links": {"()": "webapp.logfilters.RedactShareLinks"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["share_links"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         # failures and lockouts are warnings; axes says every successful login at INFO
         "axes": {"level": "WARNING"},
+        # uvicorn logs through its own handlers, so the filter goes on its logger (which has no
+        # handler of its own to lose here); its access log is off wherever Veil starts uvicorn
+        "uvicorn.error": {"filters": ["share_links"]},
     },
 }

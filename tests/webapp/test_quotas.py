@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -16,6 +17,7 @@ from PIL import Image
 from webapp.albums import quotas, transit
 from webapp.albums.models import Album, Photo
 from webapp.albums.removal import delete_photo
+from webapp.albums.uploads import accept_upload
 
 from .factories import AlbumFactory, PhotoFactory, UserFactory
 
@@ -118,3 +120,30 @@ def test_everyones_waiting_uploads_together_stay_under_their_cap(
     busy = upload(owner_client, AlbumFactory(owner=user), jpeg())
 
     assert busy.status_code == 429 and busy.json()["error"].startswith("Veil is busy with many photos right now")
+
+
+def test_a_photo_that_outgrows_the_storage_quota_once_anonymized_fails_and_keeps_nothing(
+    user: Any, settings: Any, media_root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cipher_worker.pipeline import AnonymizedPhoto
+    from webapp.albums import tasks
+
+    settings.VEIL_STORAGE_QUOTA_MB = 1
+    album = AlbumFactory(owner=user)
+    PhotoFactory(album=album, status=Photo.Status.DONE, image_bytes=900_000, thumbnail_bytes=10_000)
+    small = jpeg(64)
+    photo = accept_upload(album, small)  # fits as its upload
+    big = jpeg(800)  # what the worker makes of it
+
+    def anonymize(data: bytes, public: bytes, **_: Any) -> AnonymizedPhoto:
+        return AnonymizedPhoto(image=big, format="JPEG", envelope=b"e", faces=[], size=(800, 800))
+
+    monkeypatch.setattr(tasks.cipher_api, "get_pipeline", lambda: None)
+    monkeypatch.setattr(tasks.cipher_api, "anonymize_photo", anonymize)
+
+    assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "failed"
+    photo.refresh_from_db()
+    assert photo.failure_reason.startswith("anonymized, this photo no longer fits in your 1.0\xa0MB of storage")
+    assert not photo.retryable and not transit.has_upload(photo.pk)
+    assert not [p for p in media_root.rglob("*") if p.is_file()]
+    assert quotas.usage(user.pk).bytes == 910_000

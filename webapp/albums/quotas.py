@@ -50,6 +50,16 @@ class Usage:
             )
         return None
 
+    def refusal_after_storing(self, reserved: int, *files: bytes) -> str | None:
+        """Why a photo that counted ``reserved`` bytes while queued does not fit as ``files``."""
+        stored = self.bytes - reserved + sum(len(f) for f in files)
+        if self.byte_limit and stored > self.byte_limit:
+            return (
+                f"anonymized, this photo no longer fits in your {filesizeformat(self.byte_limit)} of storage; "
+                "delete some photos and upload it again"
+            )
+        return None
+
     @property
     def summary(self) -> str:
         """One line for the album page, e.g. "12 of 10000 photos · 31.2 MB of 20.0 GB"."""

@@ -30,7 +30,7 @@ from cipher_worker.imageio import FORMATS, decode_image, encode_image
 from cipher_worker.pipeline import AnonymizedPhoto
 from webapp.realtime.status import photo_status_message, send_status
 
-from . import transit
+from . import quotas, transit
 from .models import Photo
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,12 @@ class PhotoJob:
             return self.fail(OUR_FAULT, discard=False, retryable=True)
         finally:
             del data
+        thumbnail = make_thumbnail(result.image)
+        refusal = quotas.usage(self.owner_id).refusal_after_storing(photo.image_bytes or 0, result.image, thumbnail)
+        if refusal:  # anonymized, it takes more than its upload did, and no longer fits
+            return self.fail(refusal, discard=True)
         try:
-            self.store(result)
+            self.store(result, thumbnail)
         except Photo.DoesNotExist:  # deleted, or its album was, while the worker was on it
             transit.discard_upload(photo.pk)
             return "deleted"
@@ -162,12 +166,11 @@ class PhotoJob:
             ),
         )
 
-    def store(self, result: AnonymizedPhoto) -> None:
+    def store(self, result: AnonymizedPhoto, thumbnail: bytes) -> None:
         """Write the image and thumbnail, then fill the row in one transaction (files removed on failure)."""
         photo = self.photo
         base = f"photos/{photo.album_id}/{uuid.uuid4().hex}"
         written: list[str] = []
-        thumbnail = make_thumbnail(result.image)
         try:
             written.append(default_storage.save(base + FORMATS[result.format], ContentFile(result.image)))
             written.append(default_storage.save(f"{base}.thumb.jpg", ContentFile(thumbnail)))

@@ -23,6 +23,9 @@ def _owner_passphrase_field() -> forms.CharField:
     )
 
 
+MAX_EXPIRY_DAYS = 100 * 366
+
+
 def end_of_day(day: datetime.date) -> datetime.datetime:
     """Access "until 5 March" lasts to the end of that day (in the site's time zone)."""
     start = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time())
@@ -39,6 +42,8 @@ class ExpiryField(forms.DateField):
         super().validate(value)
         if value and value < timezone.localdate():
             raise forms.ValidationError("Choose today or a later day.")
+        if value and value > timezone.localdate() + datetime.timedelta(days=MAX_EXPIRY_DAYS):
+            raise forms.ValidationError("Choose a day within the next 100 years, or leave it empty for no end.")
 
 
 class RecipientForm(forms.Form):
@@ -138,7 +143,7 @@ class AlbumSettingsForm(forms.ModelForm):
                 "A wrong password shows plausible wrong faces instead of an error. That hides a failed "
                 "try from someone watching a screen, or guessing once or twice. It cannot hide it from a "
                 "determined guesser: wrong tries still run out after a few (a right password never does), "
-                "and a careful look tells the generated faces of a decoy from real photographs. Every "
+                "and a careful look (or a stopwatch) tells the generated faces of a decoy from real photographs. Every "
                 "wrong try is still listed below."
             ),
             "downloads_include_envelope": (
