@@ -75,7 +75,7 @@ def test_an_account_keeps_at_most_its_storage_quota_and_deleting_makes_room(
     with django_capture_on_commit_callbacks(execute=True):
         delete_photo(kept)
     assert upload(owner_client, album, big).status_code == 201
-    assert quotas.usage(user.pk).bytes == len(big)  # a queued photo counts with its upload's size
+    assert quotas.usage(user.pk).stored_bytes == len(big)  # a queued photo counts with its upload's size
 
 
 def test_no_limit_when_the_quotas_are_zero(user: Any, settings: Any) -> None:
@@ -146,4 +146,4 @@ def test_a_photo_that_outgrows_the_storage_quota_once_anonymized_fails_and_keeps
     assert photo.failure_reason.startswith("anonymized, this photo no longer fits in your 1.0\xa0MB of storage")
     assert not photo.retryable and not transit.has_upload(photo.pk)
     assert not [p for p in media_root.rglob("*") if p.is_file()]
-    assert quotas.usage(user.pk).bytes == 910_000
+    assert quotas.usage(user.pk).stored_bytes == 910_000

@@ -31,7 +31,7 @@ MB = 1024 * 1024
 @dataclass(frozen=True)
 class Usage:
     photos: int
-    bytes: int
+    stored_bytes: int
     photo_limit: int  # 0: no limit
     byte_limit: int  # 0: no limit
 
@@ -43,16 +43,16 @@ class Usage:
                 f"Your account holds {self.photos} of its {self.photo_limit} photos, so {room} more fit; "
                 "delete some photos to upload more."
             )
-        if self.byte_limit and self.bytes + more_bytes > self.byte_limit:
+        if self.byte_limit and self.stored_bytes + more_bytes > self.byte_limit:
             return (
-                f"Your photos take {filesizeformat(self.bytes)} of your {filesizeformat(self.byte_limit)}; "
+                f"Your photos take {filesizeformat(self.stored_bytes)} of your {filesizeformat(self.byte_limit)}; "
                 "these do not fit. Delete some photos to upload more."
             )
         return None
 
     def refusal_after_storing(self, reserved: int, *files: bytes) -> str | None:
         """Why a photo that counted ``reserved`` bytes while queued does not fit as ``files``."""
-        stored = self.bytes - reserved + sum(len(f) for f in files)
+        stored = self.stored_bytes - reserved + sum(len(f) for f in files)
         if self.byte_limit and stored > self.byte_limit:
             return (
                 f"anonymized, this photo no longer fits in your {filesizeformat(self.byte_limit)} of storage; "
@@ -65,7 +65,7 @@ class Usage:
         """One line for the album page, e.g. "12 of 10000 photos · 31.2 MB of 20.0 GB"."""
         noun = "photo" if (self.photo_limit or self.photos) == 1 else "photos"
         photos = f"{self.photos} of {self.photo_limit} {noun}" if self.photo_limit else f"{self.photos} {noun}"
-        size = filesizeformat(self.bytes)
+        size = filesizeformat(self.stored_bytes)
         stored = f"{size} of {filesizeformat(self.byte_limit)}" if self.byte_limit else size
         return f"{photos} · {stored} used"
 
