@@ -52,6 +52,8 @@
     tile.append(image, meta);
     grid.prepend(tile);
     if (emptyNote) emptyNote.hidden = true;
+    const counted = document.getElementById("quota-photos");
+    if (counted) counted.textContent = String(Number(counted.textContent) + 1);
     return tile;
   }
 

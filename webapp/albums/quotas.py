@@ -60,15 +60,6 @@ class Usage:
             )
         return None
 
-    @property
-    def summary(self) -> str:
-        """One line for the album page, e.g. "12 of 10000 photos · 31.2 MB of 20.0 GB"."""
-        noun = "photo" if (self.photo_limit or self.photos) == 1 else "photos"
-        photos = f"{self.photos} of {self.photo_limit} {noun}" if self.photo_limit else f"{self.photos} {noun}"
-        size = filesizeformat(self.stored_bytes)
-        stored = f"{size} of {filesizeformat(self.byte_limit)}" if self.byte_limit else size
-        return f"{photos} · {stored} used"
-
 
 def usage(owner_id: int) -> Usage:
     totals = Photo.objects.owned_by(owner_id).aggregate(

@@ -164,7 +164,7 @@ def album_key_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpRespons
         return _sharing_page(request, album, status=429 if isinstance(exc, TooManyTries) else 400, rotate_form=form)
     text = f"The album has a new key; {rotation.photos} photo{'s' if rotation.photos != 1 else ''} now open with it."
     if rotation.kept_recipients:
-        text += f" {', '.join(rotation.kept_recipients)} can still unlock it with their own passwords."
+        text += f" Everyone on the list keeps access with their own password ({', '.join(rotation.kept_recipients)})."
     if rotation.removed_recipients:
         text += f" Add {', '.join(rotation.removed_recipients)} again to let them unlock it."
     messages.success(request, text)
