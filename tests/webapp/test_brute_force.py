@@ -108,6 +108,15 @@ def test_the_token_endpoint_limits_requests_per_address_whatever_the_username(se
     assert guess(APIClient(), TOKEN, "grandma", PASSWORD, GRANDMA).status_code == 200
 
 
+def test_the_token_endpoint_counts_an_ipv6_client_by_its_64(settings: Any) -> None:
+    settings.VEIL_TOKEN_RATE = "2/hour"
+    UserFactory(username="grandma")
+    home = [f"2001:db8:1:2::{n}" for n in range(1, 4)]  # three addresses of one /64
+    answers = [guess(APIClient(), TOKEN, "grandma", "letmein", address).status_code for address in home]
+    assert answers == [400, 400, 429]
+    assert guess(APIClient(), TOKEN, "grandma", PASSWORD, "2001:db8:1:3::1").status_code == 200
+
+
 def test_each_token_request_makes_a_new_token_and_the_old_one_stops_working() -> None:
     user = UserFactory()
     keys = []

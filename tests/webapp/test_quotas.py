@@ -111,15 +111,20 @@ def test_an_account_may_have_only_so_many_uploads_waiting_and_is_asked_to_wait(
     assert upload(owner_client, album, jpeg()).status_code == 201
 
 
-def test_everyones_waiting_uploads_together_stay_under_their_cap(
+def test_when_everyones_waiting_uploads_fill_their_cap_only_the_accounts_over_their_share_wait(
     owner_client: Client, user: Any, settings: Any
 ) -> None:
     settings.VEIL_MAX_WAITING_MB_ALL = 1
-    PhotoFactory(album=AlbumFactory(), image_bytes=1024 * 1024 - 100)  # another account's upload
+    album = AlbumFactory(owner=user)
+    PhotoFactory(album=AlbumFactory(), image_bytes=500_000)  # a busy account's uploads
+    PhotoFactory(album=album, image_bytes=500_000)  # ours: the cap is nearly full now
 
-    busy = upload(owner_client, AlbumFactory(owner=user), jpeg())
+    busy = upload(owner_client, album, jpeg(400))  # ours would go past half of it
 
     assert busy.status_code == 429 and busy.json()["error"].startswith("Veil is busy with many photos right now")
+    newcomer, their_client = UserFactory(), Client()
+    their_client.force_login(newcomer)  # nothing waiting yet: well within a third of the cap
+    assert upload(their_client, AlbumFactory(owner=newcomer), jpeg()).status_code == 201
 
 
 def test_a_photo_that_outgrows_the_storage_quota_once_anonymized_fails_and_keeps_nothing(

@@ -24,7 +24,7 @@ from django.utils import timezone
 from webapp.albums import transit
 from webapp.albums.models import Album, AlbumKeySlot
 from webapp.asgi import application
-from webapp.sharing import protocol, tasks, unlocking
+from webapp.sharing import protocol, sessions, tasks, unlocking
 from webapp.sharing.models import UnlockAttempt
 
 from .factories import PASSPHRASE, AlbumFactory, UserFactory
@@ -372,6 +372,55 @@ def test_a_worker_that_finds_the_request_expired_tells_the_page(fresh_redis: red
     got = async_to_sync(scenario)()
     assert got["failed"]["data"]["message"] == tasks.EXPIRED and got["failed"]["data"]["photo_id"] == str(photo.pk)
     assert got["finished"]["data"]["recovered"] == 0 and got["finished"]["data"]["failed"] == 1
+
+
+def test_a_closed_page_costs_the_workers_nothing_and_leaves_nothing_waiting(
+    fresh_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    album = AlbumFactory()
+    done_photo(album)
+    done_photo(album)
+    slot = recipient(album)
+    ws = share_socket(album)
+    monkeypatch.setattr(tasks.cipher_api, "recover_photo", lambda *a, **k: pytest.fail("recovered for a closed page"))
+
+    async def scenario() -> list[list[Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.send_json_to(unlock(slot, GRANDMA))
+        started = await ws.receive_json_from(timeout=10)
+        assert sessions.is_open(started["data"]["session"])
+        await ws.disconnect()
+        return queued_tasks(fresh_redis)
+
+    queued = async_to_sync(scenario)()
+
+    assert len(queued) == 2 and not sessions.is_open(queued[0][3])
+    assert [tasks.recover_photo.run(*args) for args in queued] == ["abandoned", "abandoned"]
+    assert not fresh_redis.keys(transit.UNLOCK_PREFIX + "*")  # the sealed requests are gone all the same
+    assert not fresh_redis.keys("veil:unlock-session:*") and not fresh_redis.zcard(sessions.OPEN + "unknown")
+
+
+def test_one_address_has_only_so_many_viewings_open(settings: Any) -> None:
+    settings.VEIL_UNLOCK_SESSIONS = 2
+    album = AlbumFactory()
+    done_photo(album)
+    slot = recipient(album)
+
+    def view(session: str, client: str) -> unlocking.Started | unlocking.Refused:
+        return unlocking.begin_unlock(
+            album, slot.pk, GRANDMA, client=client, session_id=session, session_key=bytes(32),
+            reply_channel="specific.x", via=UnlockAttempt.Via.SHARE_LINK,
+        )  # fmt: skip
+
+    assert isinstance(view("a", "192.0.2.7"), unlocking.Started) and isinstance(
+        view("b", "192.0.2.7"), unlocking.Started
+    )
+    refused = view("c", "192.0.2.7")
+    assert isinstance(refused, unlocking.Refused) and refused.message == unlocking.TOO_MANY_VIEWINGS
+    assert isinstance(view("d", "192.0.2.8"), unlocking.Started)  # someone else
+    sessions.close_session("a", "192.0.2.7")
+    assert isinstance(view("e", "192.0.2.7"), unlocking.Started)
 
 
 def test_decoy_mode_queues_the_typed_password_like_a_real_unlock(fresh_redis: redis.Redis) -> None:

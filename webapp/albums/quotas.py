@@ -7,8 +7,9 @@ upload's size (about what its anonymized copy will take), a failed one with noth
 Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is capped without
 eviction, so the photos one account has queued are limited (VEIL_MAX_WAITING_PHOTOS, and
 VEIL_MAX_WAITING_MB of uploads), and so are everyone's together (VEIL_MAX_WAITING_MB_ALL, kept
-below Redis' memory cap). Over these an upload is asked to wait (429) rather than refused for
-good. Only photos queued within the transit TTL count: an older one's upload has expired.
+below Redis' memory cap); when that is full, only accounts over their share of it wait. Over
+these an upload is asked to wait (429) rather than refused for good. Only photos queued within
+the transit TTL count: an older one's upload has expired.
 """
 
 from __future__ import annotations
@@ -80,9 +81,13 @@ def backlog_refusal(owner_id: int, more_photos: int, more_bytes: int) -> str | N
         return (
             f"{mine['photos']} of your photos are still waiting to be anonymized; this one follows once some are done."
         )
-    everyone = waiting.aggregate(bytes=Coalesce(Sum("image_bytes"), 0))["bytes"]
-    if everyone + more_bytes > settings.VEIL_MAX_WAITING_MB_ALL * MB:
-        return "Veil is busy with many photos right now; this one follows in a moment."
+    everyone = waiting.aggregate(bytes=Coalesce(Sum("image_bytes"), 0), accounts=Count("album__owner", distinct=True))
+    cap = settings.VEIL_MAX_WAITING_MB_ALL * MB
+    if everyone["bytes"] + more_bytes > cap:
+        # only the accounts holding more than their share wait: a few busy ones never stop the rest
+        share = cap / (everyone["accounts"] + (0 if mine["photos"] else 1))
+        if mine["bytes"] + more_bytes > share:
+            return "Veil is busy with many photos right now; this one follows in a moment."
     return None
 
 

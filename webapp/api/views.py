@@ -352,7 +352,8 @@ class TokenRequestThrottle(SimpleRateThrottle):
         return settings.VEIL_TOKEN_RATE
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        # the address as every other limit counts it (an IPv6 client by its /64), not DRF's own
+        return self.cache_format % {"scope": self.scope, "ident": request_address(request._request)}
 
 
 class LockedOut(Throttled):

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -31,18 +34,19 @@ from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 from webapp.limits import MessageRate
 
-from . import protocol
+from . import protocol, sessions
 from .models import UnlockAttempt
 from .tasks import OUR_FAULT
-from .unlocking import Refused, begin_unlock
+from .unlocking import GRACE, Refused, begin_unlock
 
 CLOSE_NOT_FOUND = 4404
+log = logging.getLogger(__name__)
+
 LINK_GONE = "This share link no longer works: the album's owner has replaced it. Ask them for the new one."
 ALBUM_GONE = "This album no longer exists."
 TOO_SLOW = "No worker recovered this photo in time; press “Show real faces” again."
 BAD_REQUEST = "Choose your name and type your password."
 TOO_FAST = "Too many requests from this page; wait a minute and try again."
-GRACE = 60  # seconds beyond the longest transit wait before the page is told to stop waiting
 
 
 @dataclass
@@ -73,12 +77,23 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        self.forget()
+        await self.forget()
+        # what the layer already fetched for this channel would wait there for a reader for ever
+        buffers = getattr(self.channel_layer, "receive_buffer", None)
+        if isinstance(buffers, dict):
+            buffers.pop(self.channel_name, None)
 
-    def forget(self) -> None:
-        if self.session is not None and self.session.watchdog is not None:
-            self.session.watchdog.cancel()
-        self.session = None
+    async def forget(self) -> None:
+        """End the current viewing: the workers skip its photos still queued and send nothing more."""
+        session, self.session = self.session, None
+        if session is None:
+            return
+        if session.watchdog is not None:
+            session.watchdog.cancel()
+        try:
+            await sync_to_async(sessions.close_session)(session.id, scope_address(self.scope))
+        except redis.RedisError:  # it ends with its TTL all the same
+            log.warning("could not close viewing session %s", session.id, exc_info=True)
 
     # --- from the browser ----------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
@@ -96,11 +111,11 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == protocol.LOCK:
-            self.forget()
+            await self.forget()
             return
         album = await self.current_album()
         if album is None:
-            self.forget()
+            await self.forget()
             await self.send_json(protocol.refusal("link_gone", self.gone_message))
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -111,7 +126,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         await self.unlock(album, *request)
 
     async def unlock(self, album: Album, slot_id: int, password: str) -> None:
-        self.forget()  # a new unlock replaces the last one; its late results are dropped
+        await self.forget()  # a new unlock replaces the last one; its late results are dropped
         session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
         # In the thread pool, not the one thread every socket's database calls share: an Argon2
         # run (≈ 0.2 s) must not stall the other sockets of this process.

@@ -26,7 +26,7 @@ from cipher_worker.imageio import encode_image
 from webapp.albums import transit
 from webapp.albums.models import Photo
 
-from . import protocol
+from . import protocol, sessions
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,14 @@ SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
 
 @shared_task(name="sharing.recover_photo", ignore_result=True)
 def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
-    """Recover one photo for one viewing session; returns "sent" or "failed" (for logs and tests)."""
+    """Recover one photo for one viewing session; returns "sent", "failed" or "abandoned" (the page
+    closed or moved on: nothing is recovered or sent) for logs and tests."""
     try:
-        payload = transit.take_unlock(transit_id, photo_id)
+        payload = transit.take_unlock(transit_id, photo_id)  # taken out of Redis in any case
     except WrongKey:
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
+    if not sessions.is_open(session_id):
+        return "abandoned"
     if payload is None:
         return _fail(reply_channel, session_id, photo_id, EXPIRED)
     try:
@@ -83,6 +86,8 @@ def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
     finally:
         del request, image
+    if not sessions.is_open(session_id):  # closed while this photo was recovered
+        return "abandoned"
     _send(reply_channel, {"type": "unlock.result", "session": session_id, "photo_id": photo_id, "sealed": sealed})
     return "sent"
 
@@ -93,6 +98,8 @@ def _sentence(text: str) -> str:
 
 
 def _fail(reply_channel: str, session_id: str, photo_id: str, text: str) -> str:
+    if not sessions.is_open(session_id):
+        return "abandoned"
     _send(reply_channel, {"type": "unlock.failure", "session": session_id, "photo_id": photo_id, "message": text})
     return "failed"
 
@@ -107,7 +114,7 @@ def _send(channel: str, event: dict[str, Any]) -> None:
             async_to_sync(layer.send)(channel, event)
             return
         except ChannelFull:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not sessions.is_open(str(event.get("session", ""))):
                 log.warning("a page is not reading its unlock results; dropped photo %s", event.get("photo_id"))
                 return
             time.sleep(0.2)

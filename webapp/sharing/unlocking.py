@@ -28,7 +28,7 @@ from webapp import keywork
 from webapp.albums import transit
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 
-from . import protocol
+from . import protocol, sessions
 from .models import UnlockAttempt
 from .tasks import recover_photo
 from .tries import limiter, too_many_tries, unknown_slot
@@ -41,6 +41,8 @@ WRONG_PASSWORD = "That password does not open this album."
 REVOKED = "This name can no longer unlock this album; ask the album's owner."
 QUEUE_DOWN = "Veil's photo queue is not reachable right now; please try again in a minute."
 KEY_MISMATCH = "This photo's key does not match the album's key; it cannot be shown unlocked."
+TOO_MANY_VIEWINGS = "Real faces are already shown on several of your pages; close one of them and try again."
+GRACE = 60  # seconds a viewing stays open beyond the longest transit wait (the page's patience too)
 
 
 def expired(slot: AlbumKeySlot) -> str:
@@ -123,12 +125,12 @@ def begin_unlock(
             return Refused("wrong_password", WRONG_PASSWORD)
         # Decoy mode: carry on exactly like a real unlock, with the typed password instead of keys.
         requests = ((photo, protocol.UnlockRequest(session_key, decoy_password=password)) for photo in _photos(album))
-        return _queue(requests, session_id, reply_channel)
+        return _queue(requests, session_id, reply_channel, client)
     tries.give_back(slot.pk, client)
     _record(album, slot, UnlockAttempt.Outcome.SUCCESS, via)
     AlbumKeySlot.objects.filter(pk=slot.pk).update(last_unlocked_at=timezone.now())
     try:
-        return _queue(_real_requests(album, private, session_key), session_id, reply_channel)
+        return _queue(_real_requests(album, private, session_key), session_id, reply_channel, client)
     finally:
         del private
 
@@ -165,10 +167,12 @@ def _real_requests(
 
 
 def _queue(
-    requests: Iterator[tuple[Photo, protocol.UnlockRequest | str]], session_id: str, reply_channel: str
+    requests: Iterator[tuple[Photo, protocol.UnlockRequest | str]], session_id: str, reply_channel: str, client: str
 ) -> Started | Refused:
     started = Started()
     try:
+        if not sessions.open_session(session_id, client, settings.VEIL_UNLOCK_TTL + GRACE):
+            return Refused("busy", TOO_MANY_VIEWINGS)
         for position, (photo, request) in enumerate(requests):
             photo_id = str(photo.pk)
             if isinstance(request, str):
@@ -180,6 +184,7 @@ def _queue(
             recover_photo.delay(photo_id, transit_id, reply_channel, session_id)
             started.photo_ids.append(photo_id)
             started.longest_wait = ttl
+        sessions.extend(session_id, client, started.longest_wait + GRACE)
     except (redis.RedisError, OperationalError, OSError):
         log.exception("could not queue an unlock of album photos")
         return Refused("unavailable", QUEUE_DOWN)
