@@ -356,3 +356,27 @@ def test_a_model_that_will_not_load_is_our_fault_and_the_photo_stays_retryable(
     assert photo.failure_reason == tasks.OUR_FAULT and photo.retryable
     assert transit.has_upload(photo.pk)  # kept until its TTL, for the retry
     assert "Try again" in owner_client.get(photo.album.get_absolute_url()).content.decode()
+
+
+def test_a_photo_whose_upload_was_lost_is_failed_when_the_owner_looks_not_left_queued(
+    owner_client: Client, user: Any, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.albums.lost import LOST
+
+    album = AlbumFactory(owner=user)
+    lost, waiting, fresh = (PhotoFactory(album=album) for _ in range(3))
+    long_ago = timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL + settings.CELERY_TASK_TIME_LIMIT + 1)
+    Photo.objects.filter(pk__in=[lost.pk, waiting.pk]).update(created_at=long_ago)
+    transit.put_upload(waiting.pk, jpeg())  # retried by hand since: its upload is there
+    # (``fresh`` has no upload either, but may still be on its way)
+
+    page = owner_client.get(album.get_absolute_url()).content.decode()
+
+    statuses = {p.pk: (p.status, p.failure_reason) for p in Photo.objects.filter(album=album)}
+    assert statuses[lost.pk] == ("failed", LOST) and LOST in page
+    assert statuses[waiting.pk][0] == statuses[fresh.pk][0] == "queued"
+    assert reverse("albums:photo-delete", args=[lost.pk]) in page  # and it can be dismissed

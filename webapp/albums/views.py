@@ -25,6 +25,7 @@ from webapp.keywork import spends
 
 from . import quotas
 from .forms import AlbumDeleteForm, AlbumForm, AlbumNameForm
+from .lost import fail_lost
 from .models import Album, Photo
 from .removal import StillWorking, delete_album, delete_photo
 from .uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
@@ -81,6 +82,7 @@ def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 
 
 def _album_page(request: AuthedRequest, album: Album, status: int = 200) -> HttpResponse:
+    fail_lost(album.photos.all())
     context = {
         "album": album,
         "photos": album.photos.all(),
@@ -169,6 +171,7 @@ def photo_statuses(request: AuthedRequest, album_id: uuid.UUID) -> JsonResponse:
     """The live status of the album's photos (``?ids=a,b`` for some): what a page that missed
     websocket messages while reconnecting asks for."""
     album = _owned_album(request, album_id)
+    fail_lost(album.photos.all())
     photos = album.photos.all()
     ids = [part for part in request.GET.get("ids", "").split(",") if part]
     if ids:

@@ -47,6 +47,7 @@ from rest_framework.views import APIView
 
 from webapp import keywork
 from webapp.addresses import request_address
+from webapp.albums.lost import fail_lost
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.removal import StillWorking, delete_album, delete_photo
 from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
@@ -210,6 +211,7 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         album = self.get_object()
         if request.method == "POST":
             return self._upload(request, album)
+        fail_lost(album.photos.all())
         photos = album.photos.all()
         wanted = request.query_params.get("status")
         if wanted:
