@@ -152,3 +152,13 @@ def test_a_photo_that_outgrows_the_storage_quota_once_anonymized_fails_and_keeps
     assert not photo.retryable and not transit.has_upload(photo.pk)
     assert not [p for p in media_root.rglob("*") if p.is_file()]
     assert quotas.usage(user.pk).stored_bytes == 910_000
+
+
+def test_past_a_quarter_over_the_cap_everyone_waits(owner_client: Client, user: Any, settings: Any) -> None:
+    settings.VEIL_MAX_WAITING_MB_ALL = 1
+    for _ in range(4):  # four accounts within their share, together a quarter past the cap
+        PhotoFactory(album=AlbumFactory(), image_bytes=330_000)
+
+    busy = upload(owner_client, AlbumFactory(owner=user), jpeg())  # a newcomer, well within a fifth
+
+    assert busy.status_code == 429 and busy.json()["error"].startswith("Veil is busy with many photos right now")

@@ -5,7 +5,9 @@ played here by hand; the real worker is in test_sharing_integration.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -401,6 +403,51 @@ def test_a_closed_page_costs_the_workers_nothing_and_leaves_nothing_waiting(
     assert not fresh_redis.keys("veil:unlock-session:*") and not fresh_redis.zcard(sessions.OPEN + "unknown")
 
 
+@pytest.mark.parametrize("page", ["drops its connection mid-photo", "stops reading"])
+def test_a_page_that_goes_away_while_a_photo_is_on_its_way_ends_its_viewing(
+    fresh_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    from webapp.sharing import consumers
+
+    album = AlbumFactory()
+    photo, _ = done_photo(album)
+    slot = recipient(album)
+    real_send = consumers.UnlockConsumer.send
+
+    async def send(
+        self: Any, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        if bytes_data is None:
+            return await real_send(self, text_data=text_data, close=close)
+        if page == "stops reading":
+            await asyncio.Event().wait()  # the socket's writes never drain
+        raise ConnectionResetError("the page is gone")  # what the server says of a dead connection
+
+    monkeypatch.setattr(consumers.UnlockConsumer, "send", send)
+    monkeypatch.setattr(consumers, "FRAME_DEADLINE", 0.5)
+    ws = share_socket(album)
+
+    async def scenario() -> str:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.send_json_to(unlock(slot, GRANDMA))
+        started = await ws.receive_json_from(timeout=10)
+        [args] = queued_tasks(fresh_redis)
+        request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], str(photo.pk)) or b"")
+        sealed = protocol.seal_result(request.session_key, args[3], str(photo.pk), b"the real faces")
+        layer = get_channel_layer()
+        await layer.send(
+            args[2], {"type": "unlock.result", "session": args[3], "photo_id": str(photo.pk), "sealed": sealed}
+        )
+        with contextlib.suppress(Exception):  # the consumer ends, one way or the other
+            await ws.wait(timeout=5)
+        assert args[2] not in getattr(layer, "receive_buffer", {}) or not layer.receive_buffer[args[2]]
+        return str(started["data"]["session"])
+
+    session = async_to_sync(scenario)()
+    assert not sessions.is_open(session)
+
+
 def test_one_address_has_only_so_many_viewings_open(settings: Any) -> None:
     settings.VEIL_UNLOCK_SESSIONS = 2
     album = AlbumFactory()
@@ -452,3 +499,23 @@ def test_the_owner_unlocks_from_the_album_page() -> None:
 
     assert answer["type"] == "unlock.started" and answer["data"]["photos"] == [str(photo.pk)]
     assert UnlockAttempt.objects.get().via == "album_page"
+
+
+def test_a_viewing_over_the_address_limit_hears_why(settings: Any) -> None:
+    settings.VEIL_UNLOCK_SESSIONS = 1
+    album = AlbumFactory()
+    done_photo(album)
+    slot = recipient(album)
+    first, second = share_socket(album), share_socket(album)
+
+    async def scenario() -> dict[str, Any]:
+        assert (await first.connect())[0] and (await second.connect())[0]
+        await first.send_json_to(unlock(slot, GRANDMA))
+        assert (await first.receive_json_from(timeout=10))["type"] == "unlock.started"
+        await second.send_json_to(unlock(slot, GRANDMA))
+        answer = await second.receive_json_from(timeout=10)
+        await first.disconnect()
+        await second.disconnect()
+        return answer
+
+    assert async_to_sync(scenario)()["data"] == {"code": "busy", "message": unlocking.TOO_MANY_VIEWINGS}

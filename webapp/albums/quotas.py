@@ -7,7 +7,8 @@ upload's size (about what its anonymized copy will take), a failed one with noth
 Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is capped without
 eviction, so the photos one account has queued are limited (VEIL_MAX_WAITING_PHOTOS, and
 VEIL_MAX_WAITING_MB of uploads), and so are everyone's together (VEIL_MAX_WAITING_MB_ALL, kept
-below Redis' memory cap); when that is full, only accounts over their share of it wait. Over
+below Redis' memory cap); when that is full, accounts over their share of it wait, and past a
+quarter more everyone does. Over
 these an upload is asked to wait (429) rather than refused for good. Only photos queued within
 the transit TTL count: an older one's upload has expired.
 """
@@ -27,6 +28,7 @@ from django.utils import timezone
 from .models import Photo
 
 MB = 1024 * 1024
+_OVERDRAFT = 1.25  # how far past VEIL_MAX_WAITING_MB_ALL accounts within their share may go
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,12 @@ def backlog_refusal(owner_id: int, more_photos: int, more_bytes: int) -> str | N
         )
     everyone = waiting.aggregate(bytes=Coalesce(Sum("image_bytes"), 0), accounts=Count("album__owner", distinct=True))
     cap = settings.VEIL_MAX_WAITING_MB_ALL * MB
-    if everyone["bytes"] + more_bytes > cap:
-        # only the accounts holding more than their share wait: a few busy ones never stop the rest
+    total = everyone["bytes"] + more_bytes
+    if total > cap:
+        # Past the cap only accounts within their share go on, so a few busy ones never stop the
+        # rest, and only up to a quarter more: the cap stays a ceiling, well below Redis' memory.
         share = cap / (everyone["accounts"] + (0 if mine["photos"] else 1))
-        if mine["bytes"] + more_bytes > share:
+        if mine["bytes"] + more_bytes > share or total > cap * _OVERDRAFT:
             return "Veil is busy with many photos right now; this one follows in a moment."
     return None
 

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -36,7 +37,7 @@ from webapp.limits import MessageRate
 
 from . import protocol, sessions
 from .models import UnlockAttempt
-from .tasks import OUR_FAULT
+from .tasks import OUR_FAULT, SEND_PATIENCE
 from .unlocking import GRACE, Refused, begin_unlock
 
 CLOSE_NOT_FOUND = 4404
@@ -47,6 +48,7 @@ ALBUM_GONE = "This album no longer exists."
 TOO_SLOW = "No worker recovered this photo in time; press “Show real faces” again."
 BAD_REQUEST = "Choose your name and type your password."
 TOO_FAST = "Too many requests from this page; wait a minute and try again."
+FRAME_DEADLINE = 30  # seconds a page may take to read one recovered photo
 
 
 @dataclass
@@ -76,12 +78,23 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.accept()
 
-    async def disconnect(self, code: int) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However the socket ends — a clean close, or a connection that died while a photo was
+        # going out (then disconnect() is never called) — its viewing ends and nothing it was
+        # sent stays in this process.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._end())
+
+    async def _end(self) -> None:
         await self.forget()
-        # what the layer already fetched for this channel would wait there for a reader for ever
         buffers = getattr(self.channel_layer, "receive_buffer", None)
-        if isinstance(buffers, dict):
+        if isinstance(buffers, dict) and getattr(self, "channel_name", None):
+            # what the layer fetched for this channel would wait for a reader for ever; results
+            # already on their way when the viewing ended are dropped a little later too
             buffers.pop(self.channel_name, None)
+            asyncio.get_running_loop().call_later(SEND_PATIENCE + 5, buffers.pop, self.channel_name, None)
 
     async def forget(self) -> None:
         """End the current viewing: the workers skip its photos still queued and send nothing more."""
@@ -168,8 +181,15 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         content_type = protocol.CONTENT_TYPES[settings.VEIL_UNLOCK_FORMAT]
         session.pending.discard(photo_id)
         session.recovered += 1
-        await self.send(bytes_data=protocol.photo_frame(session.id, photo_id, content_type, image))
+        frame = protocol.photo_frame(session.id, photo_id, content_type, image)
         del image
+        try:  # a page that stops reading holds the socket's writes: it is let go, not waited for
+            await asyncio.wait_for(self.send(bytes_data=frame), FRAME_DEADLINE)
+        except TimeoutError:
+            log.info("a page stopped reading its real faces; its viewing ends")
+            await self.forget()
+            raise StopConsumer() from None
+        del frame
         if not session.pending:
             await self._finish(session)
 

@@ -47,7 +47,7 @@ FINISHED: Final = "unlock.finished"
 PHOTO: Final = "unlock.photo"
 
 REFUSAL_CODES: Final = frozenset(
-    {"wrong_password", "rate_limited", "revoked", "expired", "link_gone", "bad_request", "unavailable"}
+    {"wrong_password", "rate_limited", "revoked", "expired", "link_gone", "bad_request", "unavailable", "busy"}
 )
 
 CONTENT_TYPES: Final = {"PNG": "image/png", "JPEG": "image/jpeg"}

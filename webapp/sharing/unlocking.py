@@ -9,6 +9,7 @@ recorded for the owner, without the password.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -187,5 +188,7 @@ def _queue(
         sessions.extend(session_id, client, started.longest_wait + GRACE)
     except (redis.RedisError, OperationalError, OSError):
         log.exception("could not queue an unlock of album photos")
+        with contextlib.suppress(redis.RedisError):  # its photos queued so far are skipped
+            sessions.close_session(session_id, client)
         return Refused("unavailable", QUEUE_DOWN)
     return started
