@@ -79,11 +79,29 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # However the socket ends — a clean close, or a connection that died while a photo was
-        # going out (then disconnect() is never called) — its viewing ends and nothing it was
-        # sent stays in this process.
+        # However the socket ends — a clean close, a connection that died while a photo was going
+        # out (then disconnect() is never called), or a page that stopped reading — its viewing
+        # ends and nothing it was sent stays in this process.
+        main = asyncio.current_task()
+        stalled = False
+
+        async def send_in_time(message: Any) -> None:
+            nonlocal stalled
+            try:  # a page that stops reading holds every write: it is let go, not waited for
+                await asyncio.wait_for(send(message), FRAME_DEADLINE)
+            except TimeoutError:
+                stalled = True
+                log.info("a page stopped reading; its viewing ends")
+                await self._end()
+                if main is not None and main is not asyncio.current_task():
+                    main.cancel()  # stuck in the watchdog: the socket's own loop stops too
+                raise StopConsumer() from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except asyncio.CancelledError:
+            if not stalled:
+                raise
         finally:
             await asyncio.shield(self._end())
 
@@ -176,6 +194,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         try:
             image = protocol.open_result(session.key, session.id, photo_id, bytes(event.get("sealed") or b""))
         except WrongKey:
+            await self._give_credit(session)
             await self._failed(session, photo_id, OUR_FAULT)
             return
         content_type = protocol.CONTENT_TYPES[settings.VEIL_UNLOCK_FORMAT]
@@ -183,15 +202,17 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         session.recovered += 1
         frame = protocol.photo_frame(session.id, photo_id, content_type, image)
         del image
-        try:  # a page that stops reading holds the socket's writes: it is let go, not waited for
-            await asyncio.wait_for(self.send(bytes_data=frame), FRAME_DEADLINE)
-        except TimeoutError:
-            log.info("a page stopped reading its real faces; its viewing ends")
-            await self.forget()
-            raise StopConsumer() from None
+        await self.send(bytes_data=frame)  # within FRAME_DEADLINE, or the consumer ends (__call__)
         del frame
+        await self._give_credit(session)
         if not session.pending:
             await self._finish(session)
+
+    async def _give_credit(self, session: ViewingSession) -> None:
+        try:
+            await sync_to_async(sessions.give_credit)(session.id)
+        except redis.RedisError:  # the workers then wait, and the page is told the photo took too long
+            log.warning("could not pace viewing session %s", session.id, exc_info=True)
 
     async def unlock_failure(self, event: dict[str, Any]) -> None:
         session, photo_id = self._awaited(event)

@@ -6,8 +6,14 @@ requests out of the transit store all the same) and sends nothing, so no result 
 channel nobody reads. Each client address may also have only VEIL_UNLOCK_SESSIONS open at once:
 one viewer cannot keep the unlock queue to themselves by opening page after page.
 
-Keys: ``veil:unlock-session:<id>`` (exists while open, with a TTL past the last photo's wait)
-and ``veil:unlock-open:<address>``, a sorted set of that address's open sessions by expiry.
+Results are paced by the page: a session holds IN_FLIGHT credits, a worker takes one before it
+sends a recovered photo (waiting for one if none is left) and the page's consumer gives it back
+once the photo has gone out over the socket. So at most IN_FLIGHT photos of one viewing are
+ever on their way, whatever the page's connection: none piles up in the web process.
+
+Keys: ``veil:unlock-session:<id>`` (exists while open, with a TTL past the last photo's wait),
+``veil:unlock-credit:<id>`` (its credits) and ``veil:unlock-open:<address>``, a sorted set of
+that address's open sessions by expiry.
 """
 
 from __future__ import annotations
@@ -19,25 +25,39 @@ from django.conf import settings
 from webapp.albums import transit
 
 SESSION = "veil:unlock-session:"
+CREDIT = "veil:unlock-credit:"
 OPEN = "veil:unlock-open:"
+IN_FLIGHT = 2  # recovered photos of one viewing on their way to its page at most
 
-# KEYS: the address's set, the session's key; ARGV: now, ttl, limit, session id → 1 opened, 0 refused
+# KEYS: the address's set, the session's key, its credits; ARGV: now, ttl, limit, session id,
+# credits → 1 opened, 0 refused
 _OPEN = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], 1, 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[2])
 return 1
+"""
+# KEYS: the session's key, its credits → 1 taken, 0 none left, -1 the session is closed
+_TAKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) return 1 end
+return 0
+"""
+# KEYS: the session's key, its credits: one back, while the session is open
+_GIVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCR', KEYS[2]) end
+return 0
 """
 
 
 def open_session(session_id: str, client: str, ttl: int) -> bool:
     """Open ``session_id`` for ``ttl`` seconds; False if ``client`` has too many open already."""
     r = transit.client()
-    opened = r.eval(
-        _OPEN, 2, OPEN + client, SESSION + session_id, time.time(), ttl, settings.VEIL_UNLOCK_SESSIONS, session_id
-    )
+    keys = (OPEN + client, SESSION + session_id, CREDIT + session_id)
+    opened = r.eval(_OPEN, 3, *keys, time.time(), ttl, settings.VEIL_UNLOCK_SESSIONS, session_id, IN_FLIGHT)
     return bool(opened)
 
 
@@ -46,6 +66,7 @@ def extend(session_id: str, client: str, ttl: int) -> None:
     r = transit.client()
     pipe = r.pipeline()
     pipe.set(SESSION + session_id, 1, ex=ttl, xx=True)
+    pipe.expire(CREDIT + session_id, ttl)
     pipe.zadd(OPEN + client, {session_id: time.time() + ttl}, xx=True)
     pipe.expire(OPEN + client, ttl, gt=True)
     pipe.execute()
@@ -54,10 +75,20 @@ def extend(session_id: str, client: str, ttl: int) -> None:
 def close_session(session_id: str, client: str) -> None:
     r = transit.client()
     pipe = r.pipeline()
-    pipe.delete(SESSION + session_id)
+    pipe.delete(SESSION + session_id, CREDIT + session_id)
     pipe.zrem(OPEN + client, session_id)
     pipe.execute()
 
 
 def is_open(session_id: str) -> bool:
     return bool(transit.client().exists(SESSION + session_id))
+
+
+def take_credit(session_id: str) -> int:
+    """1: send a photo now; 0: the page has IN_FLIGHT on their way, wait; -1: the session closed."""
+    return int(transit.client().eval(_TAKE, 2, SESSION + session_id, CREDIT + session_id))
+
+
+def give_credit(session_id: str) -> None:
+    """A photo has gone out to the page: another may come."""
+    transit.client().eval(_GIVE, 2, SESSION + session_id, CREDIT + session_id)

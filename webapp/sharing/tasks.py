@@ -38,6 +38,7 @@ MODEL_CHANGED = (
     "the site's staff can restore that model."
 )
 SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
+CREDIT_PATIENCE = 40  # seconds to wait for a page to take a photo (beyond the consumer's 30 s deadline)
 
 
 @shared_task(name="sharing.recover_photo", ignore_result=True)
@@ -86,10 +87,23 @@ def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
     finally:
         del request, image
-    if not sessions.is_open(session_id):  # closed while this photo was recovered
+    if not _wait_for_credit(session_id):  # closed while this photo was recovered, or its page stalled
         return "abandoned"
     _send(reply_channel, {"type": "unlock.result", "session": session_id, "photo_id": photo_id, "sealed": sealed})
     return "sent"
+
+
+def _wait_for_credit(session_id: str) -> bool:
+    """Whether this photo may go to its page now: True once the page has room for it (at most
+    sessions.IN_FLIGHT on their way), False if the viewing ended or the page took no photo for
+    CREDIT_PATIENCE seconds (its consumer ends the viewing sooner than that)."""
+    deadline = time.monotonic() + CREDIT_PATIENCE
+    while (credit := sessions.take_credit(session_id)) == 0:
+        if time.monotonic() > deadline:
+            log.warning("a page took no photo for %d s; dropped one for session %s", CREDIT_PATIENCE, session_id)
+            return False
+        time.sleep(0.1)
+    return credit > 0
 
 
 def _sentence(text: str) -> str:
