@@ -177,3 +177,21 @@ def test_a_wrong_password_is_refused_and_decoy_mode_shows_other_faces(
     _, frames = unlock(worker, album, slot.pk, GRANDMA)
     header, image = protocol.parse_photo_frame(frames[0])
     assert np.array_equal(decode_image(image).pixels[face], original[face])
+
+
+def test_a_viewing_of_more_photos_than_its_page_holds_at_once_brings_them_all(
+    worker: Worker, owner_client: Client, user: Any, settings: Any
+) -> None:
+    from webapp.sharing import sessions
+
+    settings.MEDIA_ROOT = str(worker.media_root)
+    album = AlbumFactory(owner=user)
+    slot = recipient(album)
+    photos = [upload(worker, owner_client, album) for _ in range(sessions.IN_FLIGHT + 2)]
+
+    messages, frames = unlock(worker, album, slot.pk, GRANDMA)
+
+    # the photos past the page's room went back to the queue until it had taken the ones before
+    assert messages[-1]["data"] == {"session": messages[0]["data"]["session"], "recovered": len(photos), "failed": 0}
+    got = {protocol.parse_photo_frame(frame)[0]["data"]["photo_id"] for frame in frames}
+    assert got == {str(p.pk) for p in photos}, worker.output()

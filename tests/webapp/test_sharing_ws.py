@@ -527,12 +527,16 @@ def test_a_viewing_over_the_address_limit_hears_why(settings: Any) -> None:
     assert async_to_sync(scenario)()["data"] == {"code": "busy", "message": unlocking.TOO_MANY_VIEWINGS}
 
 
-def test_a_viewing_has_at_most_two_photos_on_their_way_to_its_page(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_viewing_has_at_most_two_photos_on_their_way_and_a_slow_page_holds_no_worker() -> None:
+    from celery.exceptions import Retry
+
     assert sessions.open_session("s", "192.0.2.7", 60)
-    assert [sessions.take_credit("s") for _ in range(3)] == [1, 1, 0]  # the third waits
+    assert [sessions.take_credit("s") for _ in range(3)] == [1, 1, 0]  # the third must wait
     sessions.give_credit("s")  # the page has taken one
     assert sessions.take_credit("s") == 1
-    monkeypatch.setattr(tasks, "CREDIT_PATIENCE", 0.3)
-    assert not tasks._wait_for_credit("s")  # a page that takes nothing: the photo is dropped
+    # no room for this photo: it goes back to the queue at once rather than keep a worker waiting
+    args = ["0" * 32, "t", "specific.x", "s"]
+    with pytest.raises(Retry):
+        tasks.recover_photo.run(*args)
     sessions.close_session("s", "192.0.2.7")
-    assert sessions.take_credit("s") == -1 and not tasks._wait_for_credit("s")
+    assert sessions.take_credit("s") == -1 and tasks.recover_photo.run(*args) == "abandoned"

@@ -89,6 +89,8 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             nonlocal stalled
             try:  # a page that stops reading holds every write: it is let go, not waited for
                 await asyncio.wait_for(send(message), FRAME_DEADLINE)
+            except RuntimeError:  # the server has closed the socket already (its keepalive gave up)
+                raise StopConsumer() from None
             except TimeoutError:
                 stalled = True
                 log.info("a page stopped reading; its viewing ends")
@@ -189,7 +191,9 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     # --- from the workers, through the channel layer ------------------------------------
     async def unlock_result(self, event: dict[str, Any]) -> None:
         session, photo_id = self._awaited(event)
-        if session is None:
+        if session is None:  # an old viewing's, or a photo already given up on: its place is free
+            with contextlib.suppress(redis.RedisError):
+                await sync_to_async(sessions.give_credit)(str(event.get("session", "")))
             return
         try:
             image = protocol.open_result(session.key, session.id, photo_id, bytes(event.get("sealed") or b""))

@@ -9,13 +9,14 @@ the length of the task: nothing is written to disk, the database, Redis or the l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from celery import shared_task
+from celery import Task, shared_task
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -38,19 +39,35 @@ MODEL_CHANGED = (
     "the site's staff can restore that model."
 )
 SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
-CREDIT_PATIENCE = 40  # seconds to wait for a page to take a photo (beyond the consumer's 30 s deadline)
+CREDIT_RETRY = 0.5  # seconds a photo whose page has no room yet goes back to the queue for
 
 
-@shared_task(name="sharing.recover_photo", ignore_result=True)
-def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
+@shared_task(bind=True, name="sharing.recover_photo", ignore_result=True)
+def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
     """Recover one photo for one viewing session; returns "sent", "failed" or "abandoned" (the page
-    closed or moved on: nothing is recovered or sent) for logs and tests."""
+    closed or moved on: nothing is recovered or sent) for logs and tests.
+
+    A viewing has at most sessions.IN_FLIGHT photos on their way to its page. When none is free
+    the task goes back to the queue for a moment instead of waiting here: a slow page never holds
+    a worker that other viewers' photos need."""
+    credit = sessions.take_credit(session_id)
+    if credit == 0:
+        raise self.retry(countdown=CREDIT_RETRY, max_retries=None)
+    if credit < 0:
+        with contextlib.suppress(WrongKey):
+            transit.take_unlock(transit_id, photo_id)  # its sealed request goes all the same
+        return "abandoned"
+    outcome = _recover(photo_id, transit_id, reply_channel, session_id)
+    if outcome != "sent":  # the failure message needs no room: the photo's place is free again
+        sessions.give_credit(session_id)
+    return outcome
+
+
+def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
     try:
         payload = transit.take_unlock(transit_id, photo_id)  # taken out of Redis in any case
     except WrongKey:
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
-    if not sessions.is_open(session_id):
-        return "abandoned"
     if payload is None:
         return _fail(reply_channel, session_id, photo_id, EXPIRED)
     try:
@@ -87,23 +104,10 @@ def recover_photo(photo_id: str, transit_id: str, reply_channel: str, session_id
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
     finally:
         del request, image
-    if not _wait_for_credit(session_id):  # closed while this photo was recovered, or its page stalled
+    if not sessions.is_open(session_id):  # closed while this photo was recovered
         return "abandoned"
-    _send(reply_channel, {"type": "unlock.result", "session": session_id, "photo_id": photo_id, "sealed": sealed})
-    return "sent"
-
-
-def _wait_for_credit(session_id: str) -> bool:
-    """Whether this photo may go to its page now: True once the page has room for it (at most
-    sessions.IN_FLIGHT on their way), False if the viewing ended or the page took no photo for
-    CREDIT_PATIENCE seconds (its consumer ends the viewing sooner than that)."""
-    deadline = time.monotonic() + CREDIT_PATIENCE
-    while (credit := sessions.take_credit(session_id)) == 0:
-        if time.monotonic() > deadline:
-            log.warning("a page took no photo for %d s; dropped one for session %s", CREDIT_PATIENCE, session_id)
-            return False
-        time.sleep(0.1)
-    return credit > 0
+    event = {"type": "unlock.result", "session": session_id, "photo_id": photo_id, "sealed": sealed}
+    return "sent" if _send(reply_channel, event) else "failed"
 
 
 def _sentence(text: str) -> str:
@@ -118,17 +122,18 @@ def _fail(reply_channel: str, session_id: str, photo_id: str, text: str) -> str:
     return "failed"
 
 
-def _send(channel: str, event: dict[str, Any]) -> None:
+def _send(channel: str, event: dict[str, Any]) -> bool:
+    """Whether ``event`` reached the page's channel."""
     layer = get_channel_layer()
     if layer is None:
-        return
+        return False
     deadline = time.monotonic() + SEND_PATIENCE
     while True:
         try:
             async_to_sync(layer.send)(channel, event)
-            return
+            return True
         except ChannelFull:
             if time.monotonic() > deadline or not sessions.is_open(str(event.get("session", ""))):
                 log.warning("a page is not reading its unlock results; dropped photo %s", event.get("photo_id"))
-                return
+                return False
             time.sleep(0.2)
