@@ -39,7 +39,8 @@ MODEL_CHANGED = (
     "the site's staff can restore that model."
 )
 SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
-CREDIT_RETRY = 0.5  # seconds a photo whose page has no room yet goes back to the queue for
+CREDIT_RETRY = 0.5  # seconds a photo whose page has no room yet goes back to the queue for …
+CREDIT_RETRY_MAX = 4.0  # … doubling each time, up to this
 
 
 @shared_task(bind=True, name="sharing.recover_photo", ignore_result=True)
@@ -51,8 +52,9 @@ def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str
     the task goes back to the queue for a moment instead of waiting here: a slow page never holds
     a worker that other viewers' photos need."""
     credit = sessions.take_credit(session_id)
-    if credit == 0:
-        raise self.retry(countdown=CREDIT_RETRY, max_retries=None)
+    if credit == 0:  # half a second, then longer: a page that has stopped costs few retries
+        wait = min(CREDIT_RETRY * 2 ** (self.request.retries or 0), CREDIT_RETRY_MAX)
+        raise self.retry(countdown=wait, max_retries=None)
     if credit < 0:
         with contextlib.suppress(WrongKey):
             transit.take_unlock(transit_id, photo_id)  # its sealed request goes all the same
