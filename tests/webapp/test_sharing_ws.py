@@ -534,7 +534,9 @@ def test_a_viewing_has_at_most_two_photos_on_their_way_and_a_slow_page_holds_no_
     assert [sessions.take_credit("s") for _ in range(3)] == [1, 1, 0]  # the third must wait
     sessions.give_credit("s")  # the page has taken one
     assert sessions.take_credit("s") == 1
-    # no room for this photo: it goes back to the queue at once rather than keep a worker waiting
+    # no room for this photo: it goes back to the queue at once rather than keep a worker waiting,
+    # as often as it takes (Celery's default would give up after 3) until the viewing ends
+    assert tasks.recover_photo.max_retries is None
     args = ["0" * 32, "t", "specific.x", "s"]
     with pytest.raises(Retry):
         tasks.recover_photo.run(*args)

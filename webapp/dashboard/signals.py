@@ -42,6 +42,12 @@ from webapp.albums.models import Photo
 from .models import TaskRecord, WorkerHeartbeat
 
 ANONYMIZE_TASK = "albums.anonymize_photo"  # webapp.albums.tasks names it; importing that would load the cipher
+RECOVER_TASK = "sharing.recover_photo"  # its retries only wait for room on a viewer's page: not worth a row write
+
+
+def _waiting_for_room(name: str | None, retries: int | None) -> bool:
+    return name == RECOVER_TASK and bool(retries)
+
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,8 @@ def on_publish(sender: str | None = None, body: Any = None, headers: dict[str, A
     task_id = headers.get("id")
     if not task_id:  # only task protocol 2 carries the id in the headers; Veil uses nothing else
         return
+    if _waiting_for_room(headers.get("task"), headers.get("retries")):
+        return
     args = body[0] if isinstance(body, list | tuple) and body else ()
     fields = {"state": TaskRecord.State.QUEUED, "queued_at": timezone.now(), "retries": headers.get("retries") or 0}
     TaskRecord.objects.update_or_create(
@@ -118,6 +126,9 @@ def on_publish(sender: str | None = None, body: Any = None, headers: dict[str, A
 
 @never_raises
 def on_prerun(task_id: str = "", task: Any = None, args: Sequence[Any] | None = None, **_: Any) -> None:
+    if _waiting_for_room(task.name, getattr(task.request, "retries", 0)):
+        _started.setdefault(task_id, time.monotonic())
+        return
     _started[task_id] = time.monotonic()
     fields = {
         "state": TaskRecord.State.RUNNING,
@@ -159,7 +170,9 @@ def on_failure(sender: Any = None, task_id: str = "", exception: BaseException |
 
 
 @never_raises
-def on_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
+def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    if getattr(sender, "name", None) == RECOVER_TASK:  # see _waiting_for_room
+        return
     TaskRecord.objects.filter(task_id=request.id).update(
         state=TaskRecord.State.QUEUED, failure_reason=f"retrying: {reason}"[:300], **_finish(request.id)
     )

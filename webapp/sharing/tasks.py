@@ -43,7 +43,9 @@ CREDIT_RETRY = 0.5  # seconds a photo whose page has no room yet goes back to th
 CREDIT_RETRY_MAX = 4.0  # … doubling each time, up to this
 
 
-@shared_task(bind=True, name="sharing.recover_photo", ignore_result=True)
+# max_retries here: retry(max_retries=None) would mean Celery's default of 3. The retries end when
+# the viewing does (its session has a TTL), when take_credit answers -1.
+@shared_task(bind=True, name="sharing.recover_photo", ignore_result=True, max_retries=None)
 def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
     """Recover one photo for one viewing session; returns "sent", "failed" or "abandoned" (the page
     closed or moved on: nothing is recovered or sent) for logs and tests.
@@ -54,7 +56,7 @@ def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str
     credit = sessions.take_credit(session_id)
     if credit == 0:  # half a second, then longer: a page that has stopped costs few retries
         wait = min(CREDIT_RETRY * 2 ** (self.request.retries or 0), CREDIT_RETRY_MAX)
-        raise self.retry(countdown=wait, max_retries=None)
+        raise self.retry(countdown=wait)
     if credit < 0:
         with contextlib.suppress(WrongKey):
             transit.take_unlock(transit_id, photo_id)  # its sealed request goes all the same
