@@ -55,7 +55,7 @@ def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str
     a worker that other viewers' photos need."""
     credit = sessions.take_credit(session_id)
     if credit == 0:  # half a second, then longer: a page that has stopped costs few retries
-        wait = min(CREDIT_RETRY * 2 ** (self.request.retries or 0), CREDIT_RETRY_MAX)
+        wait = min(CREDIT_RETRY * 2 ** min(self.request.retries or 0, 8), CREDIT_RETRY_MAX)
         raise self.retry(countdown=wait)
     if credit < 0:
         with contextlib.suppress(WrongKey):
