@@ -8,9 +8,8 @@ Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is cap
 eviction, so the photos one account has queued are limited (VEIL_MAX_WAITING_PHOTOS, and
 VEIL_MAX_WAITING_MB of uploads), and so are everyone's together (VEIL_MAX_WAITING_MB_ALL, kept
 below Redis' memory cap); when that is full, accounts over their share of it wait, and past a
-quarter more everyone does. Over
-these an upload is asked to wait (429) rather than refused for good. Only photos queued within
-the transit TTL count: an older one's upload has expired.
+quarter more everyone does. Over these an upload is asked to wait (429) rather than refused for
+good. Only photos queued within the transit TTL count: an older one's upload has expired.
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def accept_contents(album: Album, named: Sequence[tuple[str, bytes]]) -> list[Ph
 
     The rows are made under a lock on the owner's account once the quota has room for them all
     (UploadRefused 403 otherwise) and the account's queue too (429: send it again in a little
-    while; the album page does so by itself). Each upload then goes to Redis sealed to the workers' transit
-    key, and its task message, holding only the photo id, to the broker. If Redis or the broker
+    while; the album page does so by itself). Each upload then goes to Redis sealed to the
+    workers' transit key, and its task message, holding only the photo id, to the broker. If Redis or the broker
     is down: UploadRefused 503, and the photos not yet queued are removed again.
     """
     with transaction.atomic():
