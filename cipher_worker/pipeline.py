@@ -1,4 +1,5 @@
-"""anonymize_photo / recover_photo: the stages of DESIGN §2 in order, all faces as one batch.
+"""anonymize_photo / recover_photo: the stages of the upload and unlock flows (ARCHITECTURE.md) in
+order, all faces as one batch.
 
 Anonymize: decode → detect → align → encode → encrypt identity → render → composite →
 seal envelope. Recover runs decrypt → render/restore → composite from the envelope's

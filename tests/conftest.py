@@ -10,6 +10,16 @@ from PIL import Image
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need more than this process, so `make test-fast` can leave them out."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "worker" in fixtures:
+            item.add_marker(pytest.mark.worker)
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def redis_server():
     """The tests talk to a real Redis at REDIS_URL; on a machine without one, start the

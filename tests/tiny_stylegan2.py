@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from cipher_worker.codecs.stylegan2.encoder import write_random_checkpoint
-from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, random_generator_state
+from cipher_worker.codecs.stylegan2.generator import GeneratorSpec
+from lab.random_weights import random_generator_state, write_random_checkpoint
 
 SPEC = GeneratorSpec(size=64, style_dim=32, n_mlp=2, channels=(32, 32, 16, 16, 8))
 ENCODER = {"widths": (8, 16, 24, 32), "units": (1, 2, 2, 1), "n_styles": 10, "style_dim": 32, "coarse_convs": 2}

@@ -1,4 +1,4 @@
-"""The ASGI entry point: Django for HTTP, Channels for the websockets of webapp.realtime.routing.
+"""The ASGI entry point: Django for HTTP, Channels for the websockets of webapp.routing.
 
 Uploads are bounded here, before Django reads them: Django's ASGI handler buffers a request
 body in a SpooledTemporaryFile that rolls over to disk past FILE_UPLOAD_MAX_MEMORY_SIZE, and an
@@ -20,7 +20,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from webapp.limits import RequestBodyLimit  # noqa: E402
-from webapp.realtime.routing import websocket_urlpatterns  # noqa: E402
+from webapp.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

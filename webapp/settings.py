@@ -287,10 +287,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # (kombu's Redis transport rotates between a worker's queues): a family viewing waits for the
 # photo in hand at most, never for every upload queued before it.
 CELERY_TASK_QUEUES = (Queue("celery"), Queue("unlock"))
-CELERY_TASK_ROUTES = {"sharing.recover_photo": {"queue": "unlock"}}
+CELERY_TASK_ROUTES = {"sharing.recover_photo": {"queue": "unlock"}}  # webapp.jobs.RECOVER_PHOTO
 # No task holds a worker for ever: a photo over the soft limit fails "try again" (its upload kept).
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("VEIL_TASK_TIME_LIMIT", "300"))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
+# Each pool process loads the model as it starts (webapp.albums.tasks.load_model); Celery's default
+# of 4 s would kill one still whitening a cold stylegan2 cache (≈ 5 s), and its replacement too.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = 180
 
 CHANNEL_LAYERS = {
     "default": {

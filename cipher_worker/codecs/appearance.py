@@ -1,6 +1,6 @@
 """What a latent's stranger will look like, read off the latent without rendering it.
 
-A small network (two hidden layers, trained by ``python -m cipher_worker.train appearance``
+A small network (two hidden layers, trained by ``python -m lab.train appearance``
 on generated faces) predicts, for a codec's coordinates as rendered, the looks the stranger
 chooser cares about: the gender the judge (:mod:`cipher_worker.agegender`) will see, the
 mesh's eye and mouth openness, smile, yaw and pitch (:mod:`cipher_worker.mesh`), and the
@@ -32,7 +32,7 @@ class AppearanceModel:
 
     def __init__(self, path: Path) -> None:
         if not path.is_file():
-            raise VeilError(f"{path.name} is missing; rebuild it with `python -m cipher_worker.train appearance`")
+            raise VeilError(f"{path.name} is missing; rebuild it with `python -m lab.train appearance`")
         weights = np.load(path)
         self._layers = [(weights[f"w{i}"], weights[f"b{i}"]) for i in range(int(weights["layers"]))]
         self._mean, self._std = weights["out_mean"], weights["out_std"]

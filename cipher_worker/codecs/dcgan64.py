@@ -1,7 +1,7 @@
 """``dcgan64``: the embedded default codec (64×64 DCGAN + our data-free encoder).
 
 Latent z ∈ R^100 ~ N(0, I). A fixed orthonormal basis (fitted by ``python -m
-cipher_worker.train attributes``) splits it into k attribute coordinates (what the
+lab.train attributes``) splits it into k attribute coordinates (what the
 landmarks, eye and mouth openness, smile and head pose depend on) and 100 − k identity
 coordinates; both stay standard normal, so the identity part feeds the torus cipher
 without further whitening.
@@ -65,7 +65,7 @@ class DCGAN64Codec(Codec):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         for path in (ENCODER_PATH, attributes_path):
             if not path.is_file():
-                raise VeilError(f"{path.name} is missing; rebuild it with `python -m cipher_worker.train`")
+                raise VeilError(f"{path.name} is missing; rebuild it with `python -m lab.train`")
         self.generator, self.encoder = nets or (load_generator(self.device), _load_encoder(self.device))
         split = np.load(attributes_path)
         self.attribute_dim = int(split["attribute_dim"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cipher_worker.__main__ import main
+from cipher_worker.cli import main
 from tests.conftest import decode
 
 pytestmark = pytest.mark.slow
@@ -117,6 +117,12 @@ def test_bad_input_exits_2_with_one_line(capsys, workdir, keyfiles):
         capsys, "anonymize", str(workdir / "group.png"), str(workdir / "o.gif"), "--public-key", str(pub)
     )
     assert code == 2 and ".jpg, .png or .webp" in err
+
+
+def test_eval_and_bench_say_they_run_from_a_checkout(capsys):
+    for verb in ("eval", "bench"):
+        code, _, err = run(capsys, verb, "--images", "photos/")
+        assert code == 2 and f"python -m lab {verb}" in err and err.count("\n") == 1
 
 
 def test_recover_without_envelope_exits_2(capsys, workdir, keyfiles):

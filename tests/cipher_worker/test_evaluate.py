@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from cipher_worker.detect import Face, FaceDetector
-from cipher_worker.facemetrics import (
+from cipher_worker.imageio import decode_image
+from lab.facemetrics import (
     DLIB_SAME_PERSON,
     SFACE_SAME_PERSON,
     DlibRecogniser,
@@ -18,7 +19,6 @@ from cipher_worker.facemetrics import (
     largest_face,
     match_faces,
 )
-from cipher_worker.imageio import decode_image
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -65,7 +65,7 @@ def test_faces_are_matched_by_overlap_not_by_order(detector: FaceDetector) -> No
 
 @pytest.mark.slow
 def test_run_evaluation_reports_every_metric_and_writes_markdown(tmp_path: Path) -> None:
-    from cipher_worker.evaluate import run_evaluation
+    from lab.evaluate import run_evaluation
 
     images = tmp_path / "photos"
     images.mkdir()

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from cipher_worker import cipher, envelope, keys
-from cipher_worker.__main__ import main
 from cipher_worker.align import Alignment, crop
+from cipher_worker.cli import main
 from cipher_worker.codecs import CodecConfig, codec_config, load_codec
 from cipher_worker.codecs.base import Latents
 from cipher_worker.codecs.stylegan2.codec import FFHQ_TEMPLATE, StyleGAN2Codec, parse_layers, scaled_layers
-from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, random_generator_state
+from cipher_worker.codecs.stylegan2.generator import GeneratorSpec
 from cipher_worker.errors import BadCheckpoint, BadInput, CodecMismatch
 from cipher_worker.imageio import decode_image
 from cipher_worker.pipeline import Pipeline
+from lab.random_weights import random_generator_state
 from tests.conftest import decode
 from tests.tiny_stylegan2 import write_checkpoints
 
@@ -205,7 +206,7 @@ def test_faces_are_aligned_as_ffhq_aligns_them(data_dir):
     recipe on dlib's 68 landmarks. On real photos the two crops' corners must nearly coincide
     (a similarity from 5 points cannot follow every face's proportions: a few % of the side)."""
     from cipher_worker.align import align as align_face
-    from cipher_worker.train.ffhq_template import ffhq_faces
+    from lab.train.ffhq_template import ffhq_faces
 
     photos = [decode_image(path.read_bytes()).pixels for path in sorted(data_dir.glob("*.jpg"))]
     corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)

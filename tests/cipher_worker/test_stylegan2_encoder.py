@@ -21,9 +21,9 @@ from cipher_worker.codecs.stylegan2.encoder import (
     infer_layout,
     load_encoder,
     make_layout,
-    write_random_checkpoint,
 )
 from cipher_worker.errors import BadCheckpoint
+from lab.random_weights import write_random_checkpoint
 
 DATA = Path(__file__).parent.parent / "data" / "stylegan2"
 # input 16·2² = 64; 10 styles (a 64×64 generator) so that all three pyramid levels are used

@@ -19,7 +19,6 @@ from cipher_worker.codecs.stylegan2.generator import (
     build_generator,
     channels_for,
     load_generator,
-    random_generator_state,
     spec_from_state,
 )
 from cipher_worker.codecs.stylegan2.ops import (
@@ -31,6 +30,7 @@ from cipher_worker.codecs.stylegan2.ops import (
     upfirdn2d,
 )
 from cipher_worker.errors import BadCheckpoint
+from lab.random_weights import random_generator_state
 
 MANIFESTS = Path(__file__).parents[1] / "data" / "stylegan2"
 TINY = GeneratorSpec(size=32, style_dim=16, n_mlp=2, channels=(16, 16, 8, 8))

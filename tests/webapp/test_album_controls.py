@@ -16,9 +16,11 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from cipher_worker import keys
+from webapp import texts
 from webapp.albums import removal, tasks, transit
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.sharing import recipients, tries
+from webapp.sharing import transit as unlock_transit
 from webapp.sharing.models import UnlockAttempt
 
 from .factories import PASSPHRASE, AlbumFactory, PhotoFactory, UserFactory
@@ -68,8 +70,8 @@ def test_deleting_an_album_leaves_nothing_of_it(
     queued = PhotoFactory(album=album)  # stuck in the queue: it does not hold the deletion up
     transit.put_upload(queued.pk, jpeg())
     transit.count_attempt(queued.pk)
-    transit.put_unlock(photos[0].pk, b"a sealed content key", 60)
-    transit.put_unlock(other.pk, b"another album's", 60)
+    unlock_transit.put_unlock(photos[0].pk, b"a sealed content key", 60)
+    unlock_transit.put_unlock(other.pk, b"another album's", 60)
     grandma = recipients.add_recipient(
         album, owner_passphrase=PASSPHRASE, client="10.0.0.1", name="Grandma", password="a kite over the harbour"
     )
@@ -168,6 +170,6 @@ def test_a_photo_sealed_to_a_key_rotated_meanwhile_is_not_stored_and_can_be_trie
 
     assert anonymize_while(monkeypatch, photo, a_rotation_commits) == "failed"
     photo.refresh_from_db()
-    assert (photo.failure_reason, photo.retryable, photo.envelope) == (tasks.KEY_ROTATED, True, None)
+    assert (photo.failure_reason, photo.retryable, photo.envelope) == (texts.KEY_ROTATED, True, None)
     assert not [p for p in media_root.rglob("*") if p.is_file()]
     assert transit.has_upload(photo.pk)  # kept for the retry, which seals to the new key

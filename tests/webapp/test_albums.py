@@ -18,6 +18,7 @@ from PIL import Image
 
 from cipher_worker import keys
 from cipher_worker.errors import VeilError
+from webapp import texts
 from webapp.albums import tasks, transit
 from webapp.albums.models import Album, Photo
 from webapp.limits import RequestBodyLimit
@@ -236,7 +237,7 @@ def test_an_upload_that_expired_before_a_worker_came_fails_with_a_reason(user: A
 
     photo.refresh_from_db()
     assert photo.status == Photo.Status.FAILED and not photo.retryable
-    assert photo.failure_reason == "the upload expired before a worker got to it; please upload again"
+    assert photo.failure_reason == texts.UPLOAD_EXPIRED
 
 
 def test_each_tile_names_its_file(owner_client: Client, user: Any) -> None:
@@ -293,7 +294,7 @@ def test_a_failed_photo_is_retried_while_its_upload_is_in_transit(
     owner_client: Client, user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     album = AlbumFactory(owner=user)
-    photo = PhotoFactory(album=album, status=Photo.Status.FAILED, retryable=True, failure_reason=tasks.OUR_FAULT)
+    photo = PhotoFactory(album=album, status=Photo.Status.FAILED, retryable=True, failure_reason=texts.OUR_FAULT)
     transit.put_upload(photo.pk, jpeg())
 
     with django_capture_on_commit_callbacks() as queued:
@@ -344,7 +345,7 @@ def test_a_model_that_will_not_load_is_our_fault_and_the_photo_stays_retryable(
     owner_client: Client, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken_deployment() -> None:
-        raise VeilError("dcgan64_encoder.pt is missing; rebuild it with `python -m cipher_worker.train`")
+        raise VeilError("dcgan64_encoder.pt is missing; rebuild it with `python -m lab.train`")
 
     monkeypatch.setattr(tasks.cipher_api, "get_pipeline", broken_deployment)
     photo = PhotoFactory(album=AlbumFactory(owner=user))
@@ -353,7 +354,7 @@ def test_a_model_that_will_not_load_is_our_fault_and_the_photo_stays_retryable(
     assert tasks.anonymize_photo.apply(args=[str(photo.pk)]).get() == "failed"
 
     photo.refresh_from_db()
-    assert photo.failure_reason == tasks.OUR_FAULT and photo.retryable
+    assert photo.failure_reason == texts.OUR_FAULT and photo.retryable
     assert transit.has_upload(photo.pk)  # kept until its TTL, for the retry
     assert "Try again" in owner_client.get(photo.album.get_absolute_url()).content.decode()
 
@@ -365,8 +366,6 @@ def test_a_photo_whose_upload_was_lost_is_failed_when_the_owner_looks_not_left_q
 
     from django.utils import timezone
 
-    from webapp.albums.lost import LOST
-
     album = AlbumFactory(owner=user)
     lost, waiting, fresh = (PhotoFactory(album=album) for _ in range(3))
     long_ago = timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL + settings.CELERY_TASK_TIME_LIMIT + 1)
@@ -377,6 +376,6 @@ def test_a_photo_whose_upload_was_lost_is_failed_when_the_owner_looks_not_left_q
     page = owner_client.get(album.get_absolute_url()).content.decode()
 
     statuses = {p.pk: (p.status, p.failure_reason) for p in Photo.objects.filter(album=album)}
-    assert statuses[lost.pk] == ("failed", LOST) and LOST in page
+    assert statuses[lost.pk] == ("failed", texts.UPLOAD_LOST) and texts.UPLOAD_LOST in page
     assert statuses[waiting.pk][0] == statuses[fresh.pk][0] == "queued"
     assert reverse("albums:photo-delete", args=[lost.pk]) in page  # and it can be dismissed

@@ -23,6 +23,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from cipher_worker import keys
+from webapp import texts
 from webapp.albums import tasks, transit
 from webapp.albums.models import Album, Photo
 from webapp.dashboard.models import TaskRecord
@@ -270,7 +271,7 @@ def test_photo_status_and_its_files_need_the_token(api: APIClient, user: Any) ->
 
 def test_a_failed_photo_can_be_retried_while_its_upload_is_in_transit(api: APIClient, user: Any) -> None:
     photo = PhotoFactory(
-        album=AlbumFactory(owner=user), status=Photo.Status.FAILED, retryable=True, failure_reason=tasks.OUR_FAULT
+        album=AlbumFactory(owner=user), status=Photo.Status.FAILED, retryable=True, failure_reason=texts.OUR_FAULT
     )
     transit.put_upload(photo.pk, jpeg())
 

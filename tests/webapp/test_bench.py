@@ -21,7 +21,7 @@ def test_the_album_page_part_reports_its_rows(tmp_path: Path) -> None:
     out = tmp_path / "bench-web.md"
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)  # SQLite in the bench's own temp dir
-    argv = [sys.executable, "-m", "webapp.bench", "--parts", "page", "--photos", "20", "--requests", "5"]
+    argv = [sys.executable, "-m", "lab.webbench", "--parts", "page", "--photos", "20", "--requests", "5"]
     done = subprocess.run([*argv, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
     assert done.returncode == 0, done.stderr[-3000:]

@@ -23,10 +23,10 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from webapp.albums import transit
+from webapp import texts
 from webapp.albums.models import Album, AlbumKeySlot
 from webapp.asgi import application
-from webapp.sharing import protocol, sessions, tasks, unlocking
+from webapp.sharing import protocol, sessions, tasks, transit, unlocking
 from webapp.sharing.models import UnlockAttempt
 
 from .factories import PASSPHRASE, AlbumFactory, UserFactory
@@ -372,7 +372,9 @@ def test_a_worker_that_finds_the_request_expired_tells_the_page(fresh_redis: red
         return {"failed": failed, "finished": finished}
 
     got = async_to_sync(scenario)()
-    assert got["failed"]["data"]["message"] == tasks.EXPIRED and got["failed"]["data"]["photo_id"] == str(photo.pk)
+    assert got["failed"]["data"]["message"] == texts.UNLOCK_WAITED_TOO_LONG and got["failed"]["data"][
+        "photo_id"
+    ] == str(photo.pk)
     assert got["finished"]["data"]["recovered"] == 0 and got["finished"]["data"]["failed"] == 1
 
 

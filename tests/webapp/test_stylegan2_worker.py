@@ -16,7 +16,7 @@ from cipher_worker import envelope
 from cipher_worker.imageio import decode_image
 from tests.tiny_stylegan2 import SPEC, write_checkpoints
 from webapp.sharing import protocol
-from webapp.sharing.tasks import MODEL_CHANGED
+from webapp.texts import MODEL_CHANGED
 
 from .conftest import Worker
 from .factories import AlbumFactory

@@ -16,12 +16,12 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from webapp.texts import UPLOAD_LOST
+
 from . import transit
 from .models import Photo
 
 log = logging.getLogger(__name__)
-
-LOST = "the upload was lost before a worker finished it (Veil restarted?); please upload it again"
 
 
 def fail_lost(photos: QuerySet[Photo]) -> int:
@@ -42,5 +42,5 @@ def fail_lost(photos: QuerySet[Photo]) -> int:
     lost = [photo_id for photo_id, there in zip(candidates, present, strict=True) if not there]
     # only if still in progress: a worker that finished meanwhile wins
     return Photo.objects.filter(pk__in=lost, status__in=Photo.IN_PROGRESS).update(
-        status=Photo.Status.FAILED, failure_reason=LOST, retryable=False, image_bytes=None
+        status=Photo.Status.FAILED, failure_reason=UPLOAD_LOST, retryable=False, image_bytes=None
     )

@@ -14,11 +14,16 @@ import uuid
 import redis
 from django.db import transaction
 from django.db.models.fields.files import FieldFile
+from django.dispatch import Signal
 
 from . import transit
 from .models import Album, Photo
 
 log = logging.getLogger(__name__)
+
+# Sent once a deletion has committed, with ``photo_ids``: an app that keeps something of a photo
+# elsewhere forgets it (webapp.sharing: unlock requests not yet taken).
+photos_deleted = Signal()
 
 STILL_WORKING = "This photo is still being anonymized; delete it once it is done or has failed."
 
@@ -64,3 +69,4 @@ def _forget(files: list[FieldFile], photo_ids: list[uuid.UUID]) -> None:
         transit.forget_photos(photo_ids)
     except redis.RedisError:  # what waits there is sealed and expires with its TTL
         log.warning("could not remove the transit entries of %d deleted photos", len(photo_ids), exc_info=True)
+    photos_deleted.send(sender=Photo, photo_ids=photo_ids)

@@ -28,7 +28,9 @@ from cipher_worker import api as cipher_api
 from cipher_worker.errors import VeilError, WrongKey
 from cipher_worker.imageio import FORMATS, decode_image, encode_image
 from cipher_worker.pipeline import AnonymizedPhoto
+from webapp import jobs
 from webapp.realtime.status import photo_status_message, send_status
+from webapp.texts import KEY_ROTATED, OUR_FAULT, UPLOAD_EXPIRED, WORKER_LOST, WRONG_TRANSIT_KEY
 
 from . import quotas, transit
 from .models import Photo
@@ -36,11 +38,6 @@ from .models import Photo
 log = logging.getLogger(__name__)
 
 THUMBNAIL_PX = 400
-UPLOAD_EXPIRED = "the upload expired before a worker got to it; please upload again"
-OUR_FAULT = "something went wrong on our side; the photo can be tried again"
-WRONG_TRANSIT_KEY = "this upload was sealed for other workers and cannot be opened here; please upload again"
-WORKER_LOST = "the worker stopped while anonymizing this photo; it can be tried again"
-KEY_ROTATED = "the album's key was rotated while this photo was being anonymized; it can be tried again"
 
 
 class KeyRotated(Exception):
@@ -74,7 +71,7 @@ def load_model(**_: object) -> None:
         log.exception("the anonymization model could not be loaded; photos will fail until it can be")
 
 
-@shared_task(name="albums.anonymize_photo", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name=jobs.ANONYMIZE_PHOTO, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def anonymize_photo(photo_id: str) -> str:
     """Anonymize one uploaded photo; returns its final status (for logs and tests)."""
     try:

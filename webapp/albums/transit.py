@@ -1,11 +1,7 @@
-"""The transit store: what a worker needs waits in Redis, sealed to the workers' key.
+"""The transit store: what a worker needs waits in Redis, sealed to the workers' key, with a TTL.
 
-Two kinds of entry, both sealed with ``keys.seal`` to the transit public key, both with a TTL:
-uploads (below) and unlock requests (``veil:transit:unlock:<photo id>.<random>``: a photo's opened
-content key or a decoy password, with the viewing session's key; see webapp.sharing). A worker
-takes an unlock request with GETDEL, so it is gone from Redis the moment it is used.
-
-Uploads:
+Two kinds of entry: uploads (here) and unlock requests (:mod:`webapp.sharing.transit`). Both are
+sealed with ``keys.seal`` to the transit public key, under ``veil:transit:``.
 
 The web process seals the original bytes to the transit public key (``keys.seal`` with the
 context ``b"veil/upload/" + photo id``, so a blob cannot be replayed as another photo) and
@@ -26,7 +22,6 @@ from django.core.exceptions import ImproperlyConfigured
 from cipher_worker import keys
 
 KEY_PREFIX = "veil:transit:"
-UNLOCK_PREFIX = KEY_PREFIX + "unlock:"
 
 
 @functools.cache
@@ -94,52 +89,21 @@ def has_upload(photo_id: uuid.UUID | str) -> bool:
     return bool(client().exists(transit_key(photo_id)))
 
 
-def _transit_private_key() -> bytes:
+def transit_private_key() -> bytes:
+    """The workers' key, which opens what waits here; only worker processes have it."""
     private = settings.VEIL_TRANSIT_PRIVATE_KEY
     if private is None:
         raise ImproperlyConfigured("this process has no VEIL_TRANSIT_PRIVATE_KEY, so it cannot run photo tasks")
     return private
 
 
-def unlock_key(transit_id: str) -> str:
-    return f"{UNLOCK_PREFIX}{transit_id}"
-
-
-def unlock_context(photo_id: uuid.UUID | str) -> bytes:
-    return b"veil/unlock/" + str(photo_id).encode("ascii")
-
-
-def put_unlock(photo_id: uuid.UUID | str, request: bytes, ttl: int) -> str:
-    """Seal an unlock request for ``photo_id`` to the workers; returns its transit id (the photo
-    id, so a deleted photo's pending requests can be found, and 128 random bits)."""
-    transit_id = f"{photo_id}.{uuid.uuid4().hex}"
-    sealed = keys.seal(request, settings.VEIL_TRANSIT_PUBLIC_KEY, unlock_context(photo_id))
-    client().set(unlock_key(transit_id), sealed, ex=ttl)
-    return transit_id
-
-
-def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
-    """The unlock request, removed from Redis as it is read; None if it expired or was taken.
-
-    Raises cipher_worker.errors.WrongKey if it was sealed to another key or for another photo.
-    """
-    private = _transit_private_key()
-    sealed = client().getdel(unlock_key(transit_id))
-    if sealed is None:
-        return None
-    return keys.open_sealed(bytes(sealed), private, unlock_context(photo_id))  # type: ignore[arg-type]
-
-
 def forget_photos(photo_ids: list[uuid.UUID] | list[str]) -> None:
-    """Delete whatever of these photos waits in Redis: uploads, attempt counters and unlock
-    requests not yet taken (found with one SCAN over the unlock entries)."""
-    if not photo_ids:
-        return
+    """Delete these photos' sealed uploads and attempt counters."""
+    doomed = [transit_key(p) for p in photo_ids] + [attempts_key(p) for p in photo_ids]
+    delete_keys(doomed)
+
+
+def delete_keys(doomed: list[str]) -> None:
     r = client()
-    wanted = {str(p) for p in photo_ids}
-    doomed = [transit_key(p) for p in wanted] + [attempts_key(p) for p in wanted]
-    for key in r.scan_iter(match=UNLOCK_PREFIX + "*", count=1000):
-        if key.decode().removeprefix(UNLOCK_PREFIX).split(".", 1)[0] in wanted:
-            doomed.append(key.decode())
     for start in range(0, len(doomed), 500):
         r.delete(*doomed[start : start + 500])

@@ -11,12 +11,12 @@ from django.db import transaction
 
 from cipher_worker.errors import ImageTooLarge, NotAnImage
 from cipher_worker.imageio import sniff_image
+from webapp import jobs
 from webapp.limits import too_large_message
 from webapp.realtime.status import send_status
 
 from . import quotas, transit
 from .models import Album, Photo
-from .tasks import anonymize_photo
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def accept_contents(album: Album, named: Sequence[tuple[str, bytes]]) -> list[Ph
     for position, (photo, (_, data)) in enumerate(zip(photos, named, strict=True)):
         try:
             transit.put_upload(photo.pk, data)
-            anonymize_photo.delay(str(photo.pk))
+            jobs.queue_anonymization(photo.pk)
         except Exception as exc:
             log.exception("could not queue photo %s", photo.pk)
             for unqueued in photos[position:]:
@@ -131,6 +131,6 @@ def retry_photo(photo: Photo) -> bool:
     Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.QUEUED, progress=0.0, failure_reason="")
     transit.reset_attempts(photo.pk)  # a person asked again: the worker gets its full tries
     photo.refresh_from_db()
-    transaction.on_commit(lambda: anonymize_photo.delay(str(photo.pk)))
+    transaction.on_commit(lambda: jobs.queue_anonymization(photo.pk))
     send_status(photo.album.owner_id, photo.live_status())
     return True

@@ -1,7 +1,6 @@
 """Album pages, uploads and the owner-only photo files.
 
-Every lookup goes through ``owned_by(user)``: another user's album or photo is a 404, never a
-403, so its existence is not revealed.
+Every lookup goes through :mod:`webapp.albums.access`: another user's album or photo is a 404.
 """
 
 from __future__ import annotations
@@ -11,40 +10,23 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.db.models import Count, Q
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
-from cipher_worker import envelope
-from cipher_worker.imageio import FORMATS
 from webapp.keywork import spends
 
 from . import quotas
+from .access import AuthedRequest, owned_album, owned_photo
 from .forms import AlbumDeleteForm, AlbumForm, AlbumNameForm
 from .lost import fail_lost
 from .models import Album, Photo
+from .photofiles import photo_download_response, photo_image_response, photo_thumbnail_response
 from .removal import StillWorking, delete_album, delete_photo
 from .uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
-
-_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-
-
-class AuthedRequest(HttpRequest):
-    """A request behind @login_required: its user is a real account."""
-
-    user: User
-
-
-def _owned_album(request: AuthedRequest, album_id: uuid.UUID) -> Album:
-    return get_object_or_404(Album.objects.owned_by(request.user.pk), pk=album_id)
-
-
-def _owned_photo(request: AuthedRequest, photo_id: uuid.UUID) -> Photo:
-    return get_object_or_404(Photo.objects.owned_by(request.user.pk).select_related("album"), pk=photo_id)
 
 
 def _wants_json(request: AuthedRequest) -> bool:
@@ -78,7 +60,7 @@ def album_create(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_GET
 def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    return _album_page(request, _owned_album(request, album_id))
+    return _album_page(request, owned_album(request, album_id))
 
 
 def _album_page(request: AuthedRequest, album: Album, status: int = 200) -> HttpResponse:
@@ -117,7 +99,7 @@ def _album_settings_page(
 @login_required
 def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     """Rename the album (POST) or see how to delete it."""
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     if request.method != "POST":
         return _album_settings_page(request, album)
     form = AlbumNameForm(request.POST)
@@ -132,7 +114,7 @@ def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_POST
 def album_delete(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     form = AlbumDeleteForm(request.POST)
     if not form.is_valid():
         return _album_settings_page(request, album, delete_form=form, status=400)
@@ -145,7 +127,7 @@ def album_delete(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @require_POST
 def upload_photos(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
     """Queue the posted ``photos`` (one per request from the page's script; several without it)."""
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     try:
         check_request_size(int(request.META.get("CONTENT_LENGTH") or 0))
         photos = accept_uploads(album, request.FILES.getlist("photos"))
@@ -170,7 +152,7 @@ def _upload_error(request: AuthedRequest, album: Album, text: str, status: int) 
 def photo_statuses(request: AuthedRequest, album_id: uuid.UUID) -> JsonResponse:
     """The live status of the album's photos (``?ids=a,b`` for some): what a page that missed
     websocket messages while reconnecting asks for."""
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     fail_lost(album.photos.all())
     photos = album.photos.all()
     ids = [part for part in request.GET.get("ids", "").split(",") if part]
@@ -185,7 +167,7 @@ def photo_statuses(request: AuthedRequest, album_id: uuid.UUID) -> JsonResponse:
 @login_required
 @require_POST
 def photo_retry(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
-    photo = _owned_photo(request, photo_id)
+    photo = owned_photo(request, photo_id)
     if retry_photo(photo):
         return JsonResponse({"photo": photo.live_status()["data"]}) if _wants_json(request) else redirect(photo.album)
     text = "This photo can no longer be retried; please upload it again."
@@ -198,7 +180,7 @@ def photo_retry(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_POST
 def photo_delete(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
-    photo = _owned_photo(request, photo_id)
+    photo = owned_photo(request, photo_id)
     try:
         delete_photo(photo)
     except StillWorking as exc:
@@ -216,53 +198,18 @@ def photo_delete(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
 @require_GET
 @cache_control(private=True, max_age=3600)
 def photo_image(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_image_response(_owned_photo(request, photo_id))
+    return photo_image_response(owned_photo(request, photo_id))
 
 
 @login_required
 @require_GET
 @cache_control(private=True, max_age=3600)
 def photo_thumbnail(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_thumbnail_response(_owned_photo(request, photo_id))
+    return photo_thumbnail_response(owned_photo(request, photo_id))
 
 
 @login_required
 @require_GET
 @cache_control(private=True, no_cache=True)
 def photo_download(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_download_response(_owned_photo(request, photo_id))
-
-
-# --- the photo files, shared with the share-link views (webapp.sharing) --------------------
-
-
-def photo_image_response(photo: Photo) -> HttpResponseBase:
-    """The anonymized image, shown inline."""
-    if not photo.image:
-        return HttpResponse(status=404)
-    ext = FORMATS.get(photo.format, "")
-    return FileResponse(
-        photo.image.open("rb"),
-        content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"),
-        filename=f"veil-{photo.pk}{ext}",
-    )
-
-
-def photo_thumbnail_response(photo: Photo) -> HttpResponseBase:
-    if not photo.thumbnail:
-        return HttpResponse(status=404)
-    return FileResponse(photo.thumbnail.open("rb"), content_type="image/jpeg")
-
-
-def photo_download_response(photo: Photo) -> HttpResponseBase:
-    """The anonymized image as an attachment; with its recovery envelope embedded when the
-    album's owner chose so (the stored file never has one: it lives in the database)."""
-    if not photo.image:
-        return HttpResponse(status=404)
-    with photo.image.open("rb") as f:
-        data = f.read()
-    if photo.album.downloads_include_envelope and photo.envelope:
-        data = envelope.embed(data, bytes(photo.envelope))
-    response = HttpResponse(data, content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"))
-    response["Content-Disposition"] = f'attachment; filename="veil-{photo.pk}{FORMATS.get(photo.format, "")}"'
-    return response
+    return photo_download_response(owned_photo(request, photo_id))

@@ -49,9 +49,9 @@ from webapp import keywork
 from webapp.addresses import request_address
 from webapp.albums.lost import fail_lost
 from webapp.albums.models import Album, AlbumKeySlot, Photo
+from webapp.albums.photofiles import photo_download_response, photo_image_response, photo_thumbnail_response
 from webapp.albums.removal import StillWorking, delete_album, delete_photo
 from webapp.albums.uploads import UploadRefused, accept_uploads, check_request_size, retry_photo
-from webapp.albums.views import photo_download_response, photo_image_response, photo_thumbnail_response
 from webapp.sharing.forms import RecipientForm
 from webapp.sharing.recipients import revoke_recipient
 

@@ -37,16 +37,15 @@ from celery.signals import (
 from django.db import connection, transaction
 from django.utils import timezone
 
+from webapp import jobs
 from webapp.albums.models import Photo
 
 from .models import TaskRecord, WorkerHeartbeat
 
-ANONYMIZE_TASK = "albums.anonymize_photo"  # webapp.albums.tasks names it; importing that would load the cipher
-RECOVER_TASK = "sharing.recover_photo"  # its retries only wait for room on a viewer's page: not worth a row write
-
 
 def _waiting_for_room(name: str | None, retries: int | None) -> bool:
-    return name == RECOVER_TASK and bool(retries)
+    """An unlock's retry only waits for room on a viewer's page: not worth a row write."""
+    return name == jobs.RECOVER_PHOTO and bool(retries)
 
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if photo is not None:  # (a photo deleted meanwhile has nothing left to report)
         if result == Photo.Status.FAILED and photo.status == Photo.Status.FAILED:
             fields.update(state=TaskRecord.State.FAILED, failure_reason=photo.failure_reason)
-        elif photo.status == Photo.Status.DONE and sender.name == ANONYMIZE_TASK:
+        elif photo.status == Photo.Status.DONE and sender.name == jobs.ANONYMIZE_PHOTO:
             # only the anonymizing run counts its faces: an unlock's recoveries of them do not
             fields["faces"] = photo.faces
     TaskRecord.objects.filter(task_id=request.id).update(**fields)
@@ -171,7 +170,7 @@ def on_failure(sender: Any = None, task_id: str = "", exception: BaseException |
 
 @never_raises
 def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    if getattr(sender, "name", None) == RECOVER_TASK:  # see _waiting_for_room
+    if getattr(sender, "name", None) == jobs.RECOVER_PHOTO:  # see _waiting_for_room
         return
     TaskRecord.objects.filter(task_id=request.id).update(
         state=TaskRecord.State.QUEUED, failure_reason=f"retrying: {reason}"[:300], **_finish(request.id)

@@ -34,10 +34,10 @@ from webapp.addresses import scope_address
 from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 from webapp.limits import MessageRate
+from webapp.texts import OUR_FAULT
 
 from . import protocol, sessions
 from .models import UnlockAttempt
-from .tasks import OUR_FAULT, SEND_PATIENCE
 from .unlocking import GRACE, Refused, begin_unlock
 
 CLOSE_NOT_FOUND = 4404
@@ -114,7 +114,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             # what the layer fetched for this channel would wait for a reader for ever; results
             # already on their way when the viewing ended are dropped a little later too
             buffers.pop(self.channel_name, None)
-            asyncio.get_running_loop().call_later(SEND_PATIENCE + 5, buffers.pop, self.channel_name, None)
+            asyncio.get_running_loop().call_later(sessions.SEND_PATIENCE + 5, buffers.pop, self.channel_name, None)
 
     async def forget(self) -> None:
         """End the current viewing: the workers skip its photos still queued and send nothing more."""

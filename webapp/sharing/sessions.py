@@ -28,6 +28,7 @@ SESSION = "veil:unlock-session:"
 CREDIT = "veil:unlock-credit:"
 OPEN = "veil:unlock-open:"
 IN_FLIGHT = 2  # recovered photos of one viewing on their way to its page at most
+SEND_PATIENCE = 10.0  # seconds a worker waits for room in a busy page's channel
 
 # KEYS: the address's set, the session's key, its credits; ARGV: now, ttl, limit, session id,
 # credits → 1 opened, 0 refused

@@ -24,28 +24,21 @@ from django.conf import settings
 from cipher_worker import api as cipher_api
 from cipher_worker.errors import CodecMismatch, VeilError, WrongKey
 from cipher_worker.imageio import encode_image
-from webapp.albums import transit
+from webapp import jobs
 from webapp.albums.models import Photo
+from webapp.texts import MODEL_CHANGED, OUR_FAULT, PHOTO_GONE, UNLOCK_WAITED_TOO_LONG
 
-from . import protocol, sessions
+from . import protocol, sessions, transit
 
 log = logging.getLogger(__name__)
 
-EXPIRED = "This photo waited too long for a free worker; press “Show real faces” again."
-GONE = "This photo is no longer in the album."
-OUR_FAULT = "Something went wrong on our side while recovering this photo; please try again."
-MODEL_CHANGED = (
-    "This photo was made with a face model this site no longer runs, so its faces cannot be shown; "
-    "the site's staff can restore that model."
-)
-SEND_PATIENCE = 10.0  # seconds to wait for room in a busy page's channel
 CREDIT_RETRY = 0.5  # seconds a photo whose page has no room yet goes back to the queue for …
 CREDIT_RETRY_MAX = 4.0  # … doubling each time, up to this
 
 
 # max_retries here: retry(max_retries=None) would mean Celery's default of 3. The retries end when
 # the viewing does (its session has a TTL), when take_credit answers -1.
-@shared_task(bind=True, name="sharing.recover_photo", ignore_result=True, max_retries=None)
+@shared_task(bind=True, name=jobs.RECOVER_PHOTO, ignore_result=True, max_retries=None)
 def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
     """Recover one photo for one viewing session; returns "sent", "failed" or "abandoned" (the page
     closed or moved on: nothing is recovered or sent) for logs and tests.
@@ -73,7 +66,7 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
     except WrongKey:
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
     if payload is None:
-        return _fail(reply_channel, session_id, photo_id, EXPIRED)
+        return _fail(reply_channel, session_id, photo_id, UNLOCK_WAITED_TOO_LONG)
     try:
         request = protocol.UnlockRequest.from_bytes(payload)
     except ValueError:
@@ -85,7 +78,7 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
         with photo.image.open("rb") as f:
             image = f.read()
     except (Photo.DoesNotExist, FileNotFoundError):
-        return _fail(reply_channel, session_id, photo_id, GONE)
+        return _fail(reply_channel, session_id, photo_id, PHOTO_GONE)
     try:
         recovered = cipher_api.recover_photo(
             image,
@@ -131,7 +124,7 @@ def _send(channel: str, event: dict[str, Any]) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
-    deadline = time.monotonic() + SEND_PATIENCE
+    deadline = time.monotonic() + sessions.SEND_PATIENCE
     while True:
         try:
             async_to_sync(layer.send)(channel, event)

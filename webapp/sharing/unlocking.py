@@ -25,13 +25,11 @@ from kombu.exceptions import OperationalError
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import VeilError, WrongKey
-from webapp import keywork
-from webapp.albums import transit
+from webapp import jobs, keywork
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 
-from . import protocol, sessions
+from . import protocol, sessions, transit
 from .models import UnlockAttempt
-from .tasks import recover_photo
 from .tries import limiter, too_many_tries, unknown_slot
 
 P = ParamSpec("P")
@@ -182,7 +180,7 @@ def _queue(
             # One more second of patience per photo queued ahead of this one.
             ttl = settings.VEIL_UNLOCK_TTL + position
             transit_id = transit.put_unlock(photo_id, request.to_bytes(), ttl)
-            recover_photo.delay(photo_id, transit_id, reply_channel, session_id)
+            jobs.queue_recovery(photo_id, transit_id, reply_channel, session_id)
             started.photo_ids.append(photo_id)
             started.longest_wait = ttl
         sessions.extend(session_id, client, started.longest_wait + GRACE)

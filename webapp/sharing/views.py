@@ -21,13 +21,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.addresses import request_address
+from webapp.albums.access import AuthedRequest, owned_album
 from webapp.albums.models import Album, AlbumKeySlot, Photo
-from webapp.albums.views import (
-    AuthedRequest,
-    photo_download_response,
-    photo_image_response,
-    photo_thumbnail_response,
-)
+from webapp.albums.photofiles import photo_download_response, photo_image_response, photo_thumbnail_response
 from webapp.keywork import spends
 
 from .forms import AlbumSettingsForm, ExpiryForm, RecipientForm, RotateKeyForm, end_of_day
@@ -36,10 +32,6 @@ from .recipients import SharingError, TooManyTries, revoke_recipient, rotate_alb
 
 ATTEMPTS_SHOWN = 50
 FAILED_WINDOW = timedelta(days=30)
-
-
-def _owned_album(request: AuthedRequest, album_id: uuid.UUID) -> Album:
-    return get_object_or_404(Album.objects.owned_by(request.user.pk), pk=album_id)
 
 
 def _sharing_page(request: AuthedRequest, album: Album, status: int = 200, **forms: Any) -> HttpResponse:
@@ -66,7 +58,7 @@ def _sharing_page(request: AuthedRequest, album: Album, status: int = 200, **for
 @login_required
 @require_GET
 def album_sharing(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    return _sharing_page(request, _owned_album(request, album_id))
+    return _sharing_page(request, owned_album(request, album_id))
 
 
 @login_required
@@ -75,7 +67,7 @@ def album_sharing(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @never_cache  # the answer may show a generated password, once
 @sensitive_post_parameters("password", "owner_passphrase")
 def recipient_add(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     form = RecipientForm(request.POST, album=album, client=request_address(request))
     if not form.is_valid():
         return _sharing_page(request, album, status=400, recipient_form=form)
@@ -94,7 +86,7 @@ def recipient_add(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_POST
 def recipient_revoke(request: AuthedRequest, album_id: uuid.UUID, slot_id: int) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     slot = get_object_or_404(album.key_slots, pk=slot_id)
     try:
         revoke_recipient(slot)
@@ -112,7 +104,7 @@ def recipient_revoke(request: AuthedRequest, album_id: uuid.UUID, slot_id: int) 
 @login_required
 @require_POST
 def recipient_expiry(request: AuthedRequest, album_id: uuid.UUID, slot_id: int) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     slot = get_object_or_404(album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT), pk=slot_id)
     form = ExpiryForm(request.POST)
     if not form.is_valid():
@@ -129,7 +121,7 @@ def recipient_expiry(request: AuthedRequest, album_id: uuid.UUID, slot_id: int) 
 @login_required
 @require_POST
 def share_link_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     album.rotate_share_token()
     messages.success(request, "The album has a new share link; the old one no longer works.")
     return redirect("sharing:album", album.pk)
@@ -138,7 +130,7 @@ def share_link_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpRespon
 @login_required
 @require_POST
 def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     form = AlbumSettingsForm(request.POST, instance=album)
     if not form.is_valid():
         return _sharing_page(request, album, status=400, settings_form=form)
@@ -152,7 +144,7 @@ def album_settings(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 @spends("key-work")
 @sensitive_post_parameters("owner_passphrase")
 def album_key_rotate(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
-    album = _owned_album(request, album_id)
+    album = owned_album(request, album_id)
     form = RotateKeyForm(request.POST, stranded=stranded_recipients(album))
     if not form.is_valid():
         return _sharing_page(request, album, status=400, rotate_form=form)

@@ -33,7 +33,7 @@ REFERENCE_LAYERS = 18
 TRUNCATION = 0.7  # StyleGAN's usual ψ, applied to strangers' whitened identity layers
 # Where FFHQ alignment (the crops e4e, pSp and FFHQ generators know) puts YuNet's five points,
 # as fractions of the crop side: measured on the bundled photos against NVIDIA's recipe on
-# dlib's 68 landmarks by `python -m cipher_worker.train ffhq-template` (spread ± 0.015)
+# dlib's 68 landmarks by `python -m lab.train ffhq-template` (spread ± 0.015)
 FFHQ_TEMPLATE = np.array([[0.370, 0.466], [0.630, 0.466], [0.500, 0.614], [0.383, 0.728], [0.617, 0.728]])
 
 

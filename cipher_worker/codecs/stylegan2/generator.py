@@ -150,14 +150,6 @@ def load_generator(path: str | os.PathLike[str], device: torch.device | str = "c
     return generator
 
 
-def random_generator_state(spec: GeneratorSpec, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A freshly initialised generator's state dict (rosinality's initialisation): for tests
-    and benchmarks that need real-format weights without real weights."""
-    with torch.random.fork_rng():  # leave the caller's random state alone
-        torch.manual_seed(seed)
-        return Generator(spec).state_dict()
-
-
 def channels_for(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
     """rosinality's widths at 4, 8, …, ``size`` px: 512 up to 32 px, then 256·cm at 64 px, halving per octave."""
     return tuple(

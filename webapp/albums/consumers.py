@@ -8,9 +8,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from webapp.albums.models import Photo
+from webapp.realtime.status import PHOTO_STATUS, user_group
 
-from .status import PHOTO_STATUS, user_group
+from .models import Photo
 
 # Close codes in the 4000–4999 range are ours; browsers see them in CloseEvent.code.
 CLOSE_UNAUTHENTICATED = 4401

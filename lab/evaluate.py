@@ -1,4 +1,4 @@
-"""``python -m cipher_worker eval``: privacy, utility, exactness and key algebra on real photos.
+"""``python -m lab eval``: privacy, utility, exactness and key algebra on real photos.
 
 Every photo (``skimage.data.astronaut()`` plus the .jpg/.png files of a folder) is
 anonymized :data:`KEYS_PER_FACE` (or ``--keys``) times under fresh content keys, always as PNG so the
@@ -7,7 +7,7 @@ re-identification, detection and landmark displacement; the same versions give t
 diversity of a face across keys. The first version is ``exact`` fidelity (its recovery
 must give back the decoded photo bit for bit), the second ``latent`` (recovery quality as
 PSNR/SSIM of the face boxes). Identity judges are independent of the pipeline's codec:
-SFace and dlib (:mod:`cipher_worker.facemetrics`).
+SFace and dlib (:mod:`lab.facemetrics`).
 
 Two references put the re-identification rate in context: the same photo with the masked
 face blanked (what identity the composite leaves outside its mask, whatever the codec),
@@ -30,15 +30,18 @@ from typing import Any
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from . import cipher, envelope, keys, looks
-from .agegender import AgeGenderJudge
-from .align import Alignment
-from .codecs import CodecConfig
-from .codecs.base import Latents
-from .composite import composite_face
-from .detect import Face, FaceDetector
-from .facemask import RasterMask
-from .facemetrics import (
+from cipher_worker import cipher, envelope, keys, looks
+from cipher_worker.agegender import AgeGenderJudge
+from cipher_worker.align import Alignment
+from cipher_worker.codecs import CodecConfig
+from cipher_worker.codecs.base import Latents
+from cipher_worker.composite import composite_face
+from cipher_worker.detect import Face, FaceDetector
+from cipher_worker.facemask import RasterMask
+from cipher_worker.imageio import decode_image, encode_image, read_file
+from cipher_worker.mesh import FaceMesh
+from cipher_worker.pipeline import AnonymizedPhoto, Pipeline
+from lab.facemetrics import (
     DLIB_SAME_PERSON,
     SFACE_SAME_PERSON,
     DlibRecogniser,
@@ -47,10 +50,7 @@ from .facemetrics import (
     landmark_displacement,
     match_faces,
 )
-from .imageio import decode_image, encode_image, read_file
-from .mesh import FaceMesh
-from .pipeline import AnonymizedPhoto, Pipeline
-from .report import command_line, markdown_table, save_report
+from lab.report import command_line, markdown_table, save_report
 
 DEFAULT_IMAGES = Path(__file__).parents[1] / "tests" / "data"
 KEYS_PER_FACE = 5
@@ -509,7 +509,7 @@ def run_evaluation(
     Markdown report and the contact sheet beside ``out``. Returns every number plus a ``summary``."""
     if keys_per_face < 2:
         raise ValueError("the evaluation needs at least 2 keys per face (one exact, one latent)")
-    from .api import get_pipeline
+    from cipher_worker.api import get_pipeline
 
     global _started
     _started = time.perf_counter()

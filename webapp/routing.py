@@ -1,10 +1,11 @@
+"""The websocket routes, as urls.py holds the pages': live photo status, and unlocking."""
+
 from __future__ import annotations
 
 from django.urls import path
 
+from webapp.albums.consumers import UpdatesConsumer
 from webapp.sharing.consumers import OwnerUnlockConsumer, ShareUnlockConsumer
-
-from .consumers import UpdatesConsumer
 
 websocket_urlpatterns = [
     path("ws/updates/", UpdatesConsumer.as_asgi()),

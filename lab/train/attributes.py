@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..codecs.dcgan64_net import Z_DIM, load_generator
-from ..detect import FaceDetector
-from ..mesh import EXPRESSION, FaceMesh
+from cipher_worker.codecs.dcgan64_net import Z_DIM, load_generator
+from cipher_worker.detect import FaceDetector
+from cipher_worker.mesh import EXPRESSION, FaceMesh
 
 ATTRIBUTE_DIM = 12
 _UPSCALE = 4

@@ -1,4 +1,4 @@
-"""``python -m cipher_worker bench --codec stylegan2``: the StyleGAN2 codec's cost on the CPU.
+"""``python -m lab bench --codec stylegan2``: the StyleGAN2 codec's cost on the CPU.
 
 Without checkpoints it writes random-weight ones in the published formats to a temporary
 folder — a 256 px, channel-multiplier-2 rosinality generator and a full-size e4e (IR-SE-50,
@@ -6,7 +6,7 @@ folder — a 256 px, channel-multiplier-2 rosinality generator and a full-size e
 ``--stylegan2-ckpt``/``--e4e-ckpt`` it measures those. Reported: forward time per face of
 the encoder and the generator by batch size; the whole pipeline on the 12 MP photo with 6
 faces; and the pipeline's time per face over the bare forwards of the same batch. torch
-uses every core (DESIGN §6 budgets this codec on 2 cores). Benchmarks print, they do not assert.
+uses every core (its budgets assume 2 cores). Benchmarks print, they do not assert.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import keys
-from .bench import RUNS, _log, _ms, build_photo, peak_rss_mb
-from .codecs import CodecConfig
-from .codecs.stylegan2.codec import StyleGAN2Codec
-from .codecs.stylegan2.encoder import write_random_checkpoint
-from .codecs.stylegan2.generator import GeneratorSpec, channels_for, random_generator_state
-from .pipeline import Pipeline
-from .report import command_line, markdown_table, save_report
+from cipher_worker import keys
+from cipher_worker.codecs import CodecConfig
+from cipher_worker.codecs.stylegan2.codec import StyleGAN2Codec
+from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, channels_for
+from cipher_worker.pipeline import Pipeline
+from lab.benchkit import RUNS, build_photo, log, ms, peak_rss_mb
+from lab.random_weights import random_generator_state, write_random_checkpoint
+from lab.report import command_line, markdown_table, save_report
 
 BATCHES = (1, 2, 4, 6)
 BUDGETS = {"generator_s": 0.8, "encoder_s": 0.6, "overhead": 1.3}  # per face at batch 4; ratio
@@ -82,10 +82,10 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="veil-bench-") as folder:
         random_weights = not (config.stylegan2_ckpt or config.e4e_ckpt)
         if random_weights:
-            _log("writing random-weight checkpoints (256 px cm 2 generator, full e4e)")
+            log("writing random-weight checkpoints (256 px cm 2 generator, full e4e)")
             config = random_checkpoints(Path(folder))
-        _log("loading the codec")
-        from .api import get_pipeline
+        log("loading the codec")
+        from cipher_worker.api import get_pipeline
 
         pipeline = get_pipeline(config)
         codec = pipeline.codec
@@ -93,7 +93,7 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
         scaling = {}
         for batch in BATCHES:
             scaling[batch] = forward_times(codec, batch)
-            _log(f"batch {batch}: encoder {scaling[batch][0]:.3f} s/face, generator {scaling[batch][1]:.3f} s/face")
+            log(f"batch {batch}: encoder {scaling[batch][0]:.3f} s/face, generator {scaling[batch][1]:.3f} s/face")
         bf16 = codec.encoder.bf16
         codec.encoder.bf16 = True  # the opt-in VEIL_STYLEGAN2_ENCODER_BF16, for comparison
         encoder_bf16_s = forward_times(codec, BUDGET_BATCH)[0]
@@ -126,14 +126,14 @@ def run(out: Path | None, config: CodecConfig) -> dict[str, Any]:
         f"{result['anonymize_s']:.2f} s = {result['overhead']:.2f}× the bare forwards; "
         f"peak RSS {result['peak_rss_mb']:.0f} MiB"
     )
-    save_report(result, out, markdown_report, _log)
+    save_report(result, out, markdown_report, log)
     return result
 
 
 def _pipeline_times(pipeline: Pipeline) -> dict[str, Any]:
     private, public = keys.generate_album_keypair()
     photo = build_photo()
-    _log("the pipeline on the 12 MP photo (warm-up, then the best of runs)")
+    log("the pipeline on the 12 MP photo (warm-up, then the best of runs)")
     anonymized = pipeline.anonymize(photo, public, fidelity="latent", fmt="JPEG")
     runs = []
     for _ in range(RUNS):
@@ -149,25 +149,25 @@ def markdown_report(r: dict[str, Any]) -> str:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     ok = {k: "yes" if v else "no" for k, v in r["ok"].items()}
     rows = [
-        [f"encoder per face, batch {BUDGET_BATCH}", _ms(r["encoder_s"]), _ms(BUDGETS["encoder_s"]), ok["encoder_s"]],
-        [f"encoder per face, batch {BUDGET_BATCH}, bfloat16 (opt-in)", _ms(r["encoder_bf16_s"]), "—", "—"],
+        [f"encoder per face, batch {BUDGET_BATCH}", ms(r["encoder_s"]), ms(BUDGETS["encoder_s"]), ok["encoder_s"]],
+        [f"encoder per face, batch {BUDGET_BATCH}, bfloat16 (opt-in)", ms(r["encoder_bf16_s"]), "—", "—"],
         [
             f"generator per face, batch {BUDGET_BATCH}",
-            _ms(r["generator_s"]),
-            _ms(BUDGETS["generator_s"]),
+            ms(r["generator_s"]),
+            ms(BUDGETS["generator_s"]),
             ok["generator_s"],
         ],
         [
             f"anonymize ({r['faces']} faces, latent fidelity) over the bare forwards",
-            f"{r['overhead']:.2f}× ({_ms(r['anonymize_s'])} vs {_ms(r['bare_forwards_s'])})",
+            f"{r['overhead']:.2f}× ({ms(r['anonymize_s'])} vs {ms(r['bare_forwards_s'])})",
             f"≤ {BUDGETS['overhead']}×",
             ok["overhead"],
         ],
-        ["recover (latent: renders every face)", _ms(r["recover_s"]), "—", "—"],
+        ["recover (latent: renders every face)", ms(r["recover_s"]), "—", "—"],
     ]
-    rows += [[f"anonymize · {stage}", _ms(seconds), "—", "—"] for stage, seconds in r["stages_s"].items()]
+    rows += [[f"anonymize · {stage}", ms(seconds), "—", "—"] for stage, seconds in r["stages_s"].items()]
     rows.append(["peak RSS", f"{r['peak_rss_mb']:.0f} MiB", "—", "—"])
-    scaling = [[b, _ms(s["encoder_s"]), _ms(s["generator_s"])] for b, s in r["scaling"].items()]
+    scaling = [[b, ms(s["encoder_s"]), ms(s["generator_s"])] for b, s in r["scaling"].items()]
     return "\n".join(
         [
             "# Veil benchmark — stylegan2 codec",

@@ -1,8 +1,8 @@
-"""``python -m cipher_worker bench``: time the pipeline on a 12 MP JPEG with 6 faces, on one core.
+"""``python -m lab bench``: time the pipeline on a 12 MP JPEG with 6 faces, on one core.
 
 The photo is built from the bundled test photos: six face crops (faces 200–400 px wide)
 on a textured 4000×3000 canvas, saved as JPEG quality 90 in memory. torch and OpenCV get
-one thread each: one worker per core of DESIGN §6's 2-core machine, which also runs the web
+one thread each: one worker per core of the 2-core machine Veil is budgeted on, which also runs the web
 app and other work — stricter than letting one photo take both cores. Times are the median of
 3 runs after a warm-up; the stages are the pipeline's own (``AnonymizedPhoto.timings``).
 Benchmarks print, they do not assert.
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,19 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from . import keys
-from .codecs import CodecConfig, codec_config
-from .detect import FaceDetector
-from .evaluate import DEFAULT_IMAGES
-from .facemetrics import largest_face
-from .imageio import decode_image, encode_image, read_file
-from .pipeline import AnonymizedPhoto, Pipeline
-from .report import command_line, markdown_table, save_report
+from cipher_worker import keys
+from cipher_worker.codecs import CodecConfig, codec_config
+from cipher_worker.imageio import encode_image
+from cipher_worker.pipeline import AnonymizedPhoto, Pipeline
+from lab.benchkit import CANVAS, JPEG_QUALITY, RUNS, build_photo, log, ms, peak_rss_mb
+from lab.report import command_line, markdown_table, save_report
 
-CANVAS = (4000, 3000)  # (width, height): 12 MP
-FACE_WIDTHS = (200, 240, 280, 320, 360, 400)  # px, one per face
-JPEG_QUALITY = 90
-RUNS = 3
 BUDGETS = {"anonymize_s": 1.0, "recover_s": 0.8, "per_face_ms": 60.0}
 ANONYMIZE_STAGES = (
     "decode",
@@ -52,61 +44,6 @@ ANONYMIZE_STAGES = (
 )
 RECOVER_STAGES = ("open", "decode", "cipher", "render", "composite", "image encode")
 PER_FACE_STAGES = ("measure", "encode", "cipher", "render", "choose", "composite")
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --- the benchmark photo -----------------------------------------------------------------
-
-
-def _face_tiles(count: int) -> list[np.ndarray]:
-    """``count`` RGB crops around the largest face of the test photos, faces scaled to :data:`FACE_WIDTHS`."""
-    from skimage import data as skdata
-
-    sources = [np.ascontiguousarray(skdata.astronaut()[..., :3])]
-    sources += [decode_image(read_file(p)).pixels for p in sorted(DEFAULT_IMAGES.glob("*.jpg"))]
-    detector = FaceDetector()
-    found = [(px, f) for px in sources if (f := largest_face(detector.detect(px))) is not None]
-    found.sort(key=lambda item: -item[1].box[2])  # sharpest sources first: small ones would be upscaled a lot
-    tiles = []
-    for i in range(count):
-        pixels, face = found[i % len(found)]
-        x, y, w, h = face.box
-        cx, cy, half = x + w / 2, y + h / 2, 1.1 * max(w, h)  # the face, hair and some shoulders
-        x0, y0 = max(0, round(cx - half)), max(0, round(cy - half))
-        x1, y1 = min(pixels.shape[1], round(cx + half)), min(pixels.shape[0], round(cy + half))
-        scale = FACE_WIDTHS[i % len(FACE_WIDTHS)] / w
-        size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        tiles.append(cv2.resize(pixels[y0:y1, x0:x1], size, interpolation=interp))
-    return tiles
-
-
-def _canvas(rng: np.random.Generator) -> np.ndarray:
-    """A (3000, 4000, 3) uint8 neutral background with gentle shading and sensor-like noise,
-    so the JPEG costs about what a real photo costs to decode and encode."""
-    width, height = CANVAS
-    shade = cv2.resize(
-        rng.uniform(105, 155, (3, 4, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
-    )
-    noise = rng.normal(0, 4, (height, width, 1)).astype(np.float32)
-    return (shade + noise).clip(0, 255).astype(np.uint8)
-
-
-def build_photo(faces: int = 6, seed: int = 0) -> bytes:
-    """The benchmark photo: ``faces`` face tiles on a 3 × 2 grid of a 12 MP canvas, as JPEG bytes."""
-    rng = np.random.default_rng(seed)
-    canvas = _canvas(rng)
-    width, height = CANVAS
-    cols, rows = 3, max(1, -(-faces // 3))
-    for i, tile in enumerate(_face_tiles(faces)):
-        cx, cy = (i % cols + 0.5) * width / cols, (i // cols + 0.5) * height / rows
-        th, tw = tile.shape[:2]
-        x0, y0 = round(cx - tw / 2), round(cy - th / 2)
-        canvas[y0 : y0 + th, x0 : x0 + tw] = tile
-    return encode_image(canvas, "JPEG", quality=JPEG_QUALITY)
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -157,12 +94,12 @@ def measure(pipeline: Pipeline, photo: bytes) -> dict[str, Any]:
     anonymized = _anonymize(pipeline, photo, public)  # warm-up: first forwards allocate and pick kernels
     _recover(pipeline, anonymized, private)
     faces = len(anonymized.faces)
-    _log(f"warm-up done: {faces} faces; timing {RUNS} runs each")
+    log(f"warm-up done: {faces} faces; timing {RUNS} runs each")
     anonymize_runs = [_timed(lambda: _anonymize(pipeline, photo, public).timings) for _ in range(RUNS)]
     recover_runs = [_timed(lambda: _recover(pipeline, anonymized, private)) for _ in range(RUNS)]
     anonymize_stages = _medians(anonymize_runs, ANONYMIZE_STAGES)
     recover_stages = _medians(recover_runs, RECOVER_STAGES)
-    _log(f"anonymize {anonymize_stages['total']:.3f} s, recover {recover_stages['total']:.3f} s")
+    log(f"anonymize {anonymize_stages['total']:.3f} s, recover {recover_stages['total']:.3f} s")
     per_face = sum(anonymize_stages[s] for s in PER_FACE_STAGES) / max(faces, 1) * 1000
     return {
         "faces": faces,
@@ -179,22 +116,13 @@ def measure(pipeline: Pipeline, photo: bytes) -> dict[str, Any]:
     }
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_benchmark(out: Path | None, codec: CodecConfig | None = None) -> dict[str, Any]:
     """Benchmark the pipeline on the 12 MP photo; optionally write a Markdown table to ``out``.
-    The stylegan2 codec has its own benchmark (``bench_stylegan2``)."""
-    from .api import get_pipeline
+    The stylegan2 codec has its own benchmark (:mod:`lab.bench_stylegan2`)."""
+    from cipher_worker.api import get_pipeline
 
     codec = codec or codec_config()
-    if codec.name == "stylegan2":
-        from .bench_stylegan2 import run
-
-        return run(out, codec)
-    _log("building the 12 MP photo and loading the pipeline")
+    log("building the 12 MP photo and loading the pipeline")
     photo = build_photo()
     pipeline = get_pipeline(codec)
     with one_core():
@@ -208,16 +136,11 @@ def run_benchmark(out: Path | None, codec: CodecConfig | None = None) -> dict[st
         ok={k: result[k] <= v for k, v in BUDGETS.items()},
     )
     result["summary"] = _summary(result)
-    save_report(result, out, markdown_report, _log)
+    save_report(result, out, markdown_report, log)
     return result
 
 
 # --- reporting ---------------------------------------------------------------------------
-
-
-def _ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
 def _rows(r: dict[str, Any]) -> list[list[str]]:
@@ -225,14 +148,14 @@ def _rows(r: dict[str, Any]) -> list[list[str]]:
     rows = [
         [
             "anonymize, end to end",
-            f"{_ms(r['anonymize_s'])} (best {_ms(r['anonymize_best_s'])})",
-            _ms(BUDGETS["anonymize_s"]),
+            f"{ms(r['anonymize_s'])} (best {ms(r['anonymize_best_s'])})",
+            ms(BUDGETS["anonymize_s"]),
             ok["anonymize_s"],
         ],
         [
             "recover (exact, JPEG out), end to end",
-            f"{_ms(r['recover_s'])} (best {_ms(r['recover_best_s'])})",
-            _ms(BUDGETS["recover_s"]),
+            f"{ms(r['recover_s'])} (best {ms(r['recover_best_s'])})",
+            ms(BUDGETS["recover_s"]),
             ok["recover_s"],
         ],
         [
@@ -247,7 +170,7 @@ def _rows(r: dict[str, Any]) -> list[list[str]]:
         ("recover", "recover_stages_s", RECOVER_STAGES),
     ):
         times = r[key]
-        rows += [[f"{label} · {s}", _ms(times[s]), "—", "—"] for s in (*stages, "other")]
+        rows += [[f"{label} · {s}", ms(times[s]), "—", "—"] for s in (*stages, "other")]
     rows.append(["peak RSS", f"{r['peak_rss_mb']:.0f} MiB", "—", "—"])
     rows.append(["envelope (exact fidelity)", f"{r['envelope_bytes'] / 1024:.0f} KiB", "—", "—"])
     return rows
@@ -272,8 +195,8 @@ def markdown_report(r: dict[str, Any]) -> str:
 
 def _summary(r: dict[str, Any]) -> str:
     a, s = r["anonymize_stages_s"], r["recover_stages_s"]
-    slowest = ", ".join(f"{k} {_ms(a[k])}" for k in sorted(ANONYMIZE_STAGES, key=lambda k: -a[k])[:3])
-    slowest_recover = ", ".join(f"{k} {_ms(s[k])}" for k in sorted(RECOVER_STAGES, key=lambda k: -s[k])[:3])
+    slowest = ", ".join(f"{k} {ms(a[k])}" for k in sorted(ANONYMIZE_STAGES, key=lambda k: -a[k])[:3])
+    slowest_recover = ", ".join(f"{k} {ms(s[k])}" for k in sorted(RECOVER_STAGES, key=lambda k: -s[k])[:3])
     verdict = (
         "within budget"
         if all(r["ok"].values())
@@ -281,8 +204,8 @@ def _summary(r: dict[str, Any]) -> str:
     )
     return "\n".join(
         [
-            f"{r['photo']}, {r['faces']} faces, 1 thread: anonymize {_ms(r['anonymize_s'])}, "
-            f"recover {_ms(r['recover_s'])}, per face {r['per_face_ms']:.1f} ms; peak RSS {r['peak_rss_mb']:.0f} MiB",
+            f"{r['photo']}, {r['faces']} faces, 1 thread: anonymize {ms(r['anonymize_s'])}, "
+            f"recover {ms(r['recover_s'])}, per face {r['per_face_ms']:.1f} ms; peak RSS {r['peak_rss_mb']:.0f} MiB",
             f"slowest anonymize stages: {slowest}; recover: {slowest_recover}",
             verdict,
         ]

@@ -5,7 +5,7 @@ dlib's 68 landmarks: the crop is a square centred a tenth of the eye-to-mouth ve
 the eyes, its side 4× the eye distance (or 3.6× the eye-to-mouth distance if larger),
 turned with the eye line. Veil aligns with YuNet's 5 points instead (one detector for every
 codec), so the template is the mean position, in FFHQ crops of side 1, of YuNet's points
-on real faces. ``python -m cipher_worker.train ffhq-template`` prints it for the bundled
+on real faces. ``python -m lab.train ffhq-template`` prints it for the bundled
 photos; ``codecs.stylegan2.codec.FFHQ_TEMPLATE`` holds the result.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..detect import Face, FaceDetector
-from ..facemetrics import dlib_model_dir
+from cipher_worker.detect import Face, FaceDetector
+from lab.facemetrics import dlib_model_dir
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def symmetric_mean(points: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from ..evaluate import load_photos
+    from lab.evaluate import load_photos
 
     points = measure([p.pixels for p in load_photos(None)])
     template = symmetric_mean(points)

@@ -1,4 +1,5 @@
-"""``python -m webapp.bench``: the web app's budgets (DESIGN §6), measured on a world of its own.
+"""``python -m lab.webbench``: the web app's budgets (album page p95 ≤ 150 ms, web overhead per
+upload ≤ 200 ms), measured on a world of its own.
 
 1. **Album page** with ``--photos`` finished photos (500): server time of ``--requests`` (60)
    GETs through Django's test Client, logged in, after a warm-up; p50/p95/max, and the SQL
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cipher_worker.report import command_line, markdown_table, save_report
+from lab.report import command_line, markdown_table, save_report
 
 from .stats import log
 from .world import BenchError, Stack, bench_world
@@ -264,7 +265,7 @@ def markdown_report(r: dict[str, Any]) -> str:
             "",
             f"Produced by `{command_line()}` on {now}: {r['database']}, Django {r['django']}, Python {r['python']}, "
             f"{r['cpus']} CPUs, codec {r['codec']}; load average {r['load_average_before']} before, "
-            f"{r['load_average_after']} after. How each number is measured: `webapp/bench/__init__.py`.",
+            f"{r['load_average_after']} after. How each number is measured: `lab/webbench/benchmark.py`.",
             "",
             markdown_table(["what", "measured", "budget", "ok"], r["rows"]),
             "",
@@ -284,7 +285,7 @@ NOTES = [
     "as children of the bench; a multipart POST with the session and CSRF cookies and `X-CSRFToken`, as "
     '`static/album.js` sends it; the clock runs from the start of the POST to the arrival of "done" on a '
     "websocket to /ws/updates/ opened with the session cookie and a same-origin `Origin`. The cipher's own time "
-    "is measured inside the worker by `webapp/bench/probe.py` (loaded with `--include`): the wall time of "
+    "is measured inside the worker by `lab/webbench/probe.py` (loaded with `--include`): the wall time of "
     "`cipher_worker.api.anonymize_photo` minus the time spent in the task's progress callback, which is the "
     "web app's. The overhead is wall time minus that, per upload. As a cross-check the same bytes are "
     "anonymized in the warm bench process right after each upload, while the worker is idle.",
@@ -299,7 +300,7 @@ NOTES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m webapp.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.webbench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="write the Markdown report here (e.g. docs/bench-web.md)")
     parser.add_argument("--photos", type=int, default=500, help="photos in the album page's album (500)")
     parser.add_argument("--requests", type=int, default=60, help="timed requests of the album page (60)")

@@ -1,4 +1,4 @@
-"""``python -m cipher_worker.train encoder|attributes|appearance|ffhq-template`` — rebuild the
+"""``python -m lab.train encoder|attributes|appearance|ffhq-template`` — rebuild the
 dcgan64 codec's files; measure the stylegan2 codec's face template."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from ..codecs.dcgan64 import APPEARANCE_PATH, ATTRIBUTES_PATH, ENCODER_PATH
+from cipher_worker.codecs.dcgan64 import APPEARANCE_PATH, ATTRIBUTES_PATH, ENCODER_PATH
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cipher_worker.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encoder", help="train the data-free encoder (about 25 min on 2 cores)")
     enc.add_argument("--out", type=Path, default=ENCODER_PATH)

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .detect import Face, model_path
+from cipher_worker.detect import Face, model_path
 
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SAME_PERSON = 0.363  # cosine at or above: same person (OpenCV's published threshold)

@@ -1,4 +1,4 @@
-"""A measuring probe loaded only into the bench's Celery worker (``--include webapp.bench.probe``).
+"""A measuring probe loaded only into the bench's Celery worker (``--include lab.webbench.probe``).
 
 It times ``cipher_worker.api.anonymize_photo`` where the task really calls it, separating the
 cipher's own time from the time spent in the task's progress callback (the row updates and

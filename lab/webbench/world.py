@@ -117,7 +117,7 @@ def throwaway_database(url: str | None) -> Iterator[str | None]:
 
 
 def probe_key(photo_id: str) -> str:
-    """Where the worker's probe (webapp.bench.probe) leaves its timings of one photo."""
+    """Where the worker's probe (lab.webbench.probe) leaves its timings of one photo."""
     return f"{PROBE_PREFIX}{photo_id}"
 
 
@@ -187,7 +187,7 @@ class Stack:
         """A worker like webapp/run.py's, plus the bench's probe; each pool process loads the model when it starts."""
         argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--pool", "prefork"]
         argv += ["--concurrency", str(concurrency), "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h"]
-        argv += ["--include", "webapp.bench.probe"]  # times the cipher inside the task; changes nothing else
+        argv += ["--include", "lab.webbench.probe"]  # times the cipher inside the task; changes nothing else
         # as webapp/run.py's worker: each pool process takes its share of the cores
         self.start("worker", argv, VEIL_WORKER_CONCURRENCY=str(concurrency))
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..codecs.appearance import LOOKS
-from ..codecs.base import Latents
-from ..codecs.dcgan64 import TRUNCATION, DCGAN64Codec
+from cipher_worker.codecs.appearance import LOOKS
+from cipher_worker.codecs.base import Latents
+from cipher_worker.codecs.dcgan64 import TRUNCATION, DCGAN64Codec
 
 _CHUNK = 500
 _HIDDEN = 256
@@ -34,11 +34,11 @@ _HIDDEN = 256
 
 class _Labeller:
     def __init__(self) -> None:
-        from ..agegender import AgeGenderJudge
-        from ..composite import lab_stats
-        from ..facemask import crop_weights, template_skin
-        from ..mesh import FaceMesh
-        from ..strangers import accessory_probes
+        from cipher_worker.agegender import AgeGenderJudge
+        from cipher_worker.composite import lab_stats
+        from cipher_worker.facemask import crop_weights, template_skin
+        from cipher_worker.mesh import FaceMesh
+        from cipher_worker.strangers import accessory_probes
 
         torch.set_num_threads(1)
         cv2.setNumThreads(1)

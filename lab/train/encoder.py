@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..codecs.dcgan64_net import Z_DIM, DCGANEncoder, DCGANGenerator, load_generator
+from cipher_worker.codecs.dcgan64_net import Z_DIM, DCGANEncoder, DCGANGenerator, load_generator
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,246 @@
+"""``python -m cipher_worker``: keygen, anonymize, recover, inspect. (Evaluation and benchmarks
+run from a checkout: ``python -m lab eval|bench``, see CONTRIBUTING.md.)
+
+Exit codes: 0 success; 2 bad input (a one-line message, no traceback); 3 wrong key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import envelope, keys
+from .codecs import CODECS, CodecConfig, codec_config
+from .errors import BadInput, PassphraseRequired, VeilError, WrongKey
+from .imageio import encode_image, format_for_path, read_file
+
+
+def _read_passphrase(path: Path | None, *, confirm: bool = False) -> str | None:
+    if path is not None:
+        text = read_file(path).decode("utf-8", "replace").rstrip("\r\n")
+        if not text:
+            raise BadInput(f"{path} is empty; a passphrase file holds the passphrase on its first line")
+        return text.splitlines()[0]
+    return None
+
+
+def _prompt_passphrase(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        raise PassphraseRequired("this key is protected by a passphrase; give it with --passphrase-file")
+    return getpass.getpass(prompt)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror}") from None
+
+
+def cmd_keygen(args: argparse.Namespace) -> dict[str, Any]:
+    private, public = keys.generate_album_keypair()
+    passphrase = _read_passphrase(args.passphrase_file)
+    keys.write_private_key_file(args.out, private, passphrase)
+    keys.write_public_key_file(args.public_out, public)
+    return {
+        "key": str(args.out),
+        "public_key": str(args.public_out),
+        "fingerprint": keys.key_fingerprint(public),
+        "passphrase_protected": passphrase is not None,
+    }
+
+
+def codec_from_args(args: argparse.Namespace) -> CodecConfig:
+    """The codec the flags ask for, over the environment's ``VEIL_*`` settings."""
+    return codec_config(
+        args.codec, stylegan2_ckpt=args.stylegan2_ckpt, e4e_ckpt=args.e4e_ckpt, identity_layers=args.identity_layers
+    )
+
+
+def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
+    from .api import anonymize_photo, get_pipeline
+
+    fmt = format_for_path(args.output)
+    public = keys.read_public_key_file(args.public_key)
+    codec = codec_from_args(args)
+    get_pipeline(codec)  # load the model first, so the time reported is the photo's
+    started = time.perf_counter()
+    result = anonymize_photo(read_file(args.input), public, fidelity=args.fidelity, fmt=fmt, codec=codec)
+    _write(args.output, envelope.embed(result.image, result.envelope))
+    report = {
+        "input": str(args.input),
+        "output": str(args.output),
+        "faces": [{"index": f.index, "box": list(f.box), "score": round(f.score, 3)} for f in result.faces],
+        "fidelity": args.fidelity,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if not result.faces:
+        report["message"] = f"no faces found in {args.input.name}; wrote it with metadata stripped"
+    return report
+
+
+def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
+    from .api import get_pipeline, recover_photo
+
+    fmt = format_for_path(args.output)
+    data = read_file(args.input)
+    env = envelope.extract(data)
+    passphrase = _read_passphrase(args.passphrase_file)
+    private: bytes | None = None
+    try:
+        try:
+            private = keys.read_private_key_file(args.key, passphrase)
+        except PassphraseRequired:
+            passphrase = _prompt_passphrase(f"passphrase for {args.key.name}: ")
+            private = keys.read_private_key_file(args.key, passphrase)
+    except WrongKey:
+        if not args.decoy:
+            raise
+    decoy_password = (passphrase or args.key.read_bytes().hex()) if args.decoy else None
+    codec = codec_from_args(args)
+    get_pipeline(codec)
+    started = time.perf_counter()
+    result = recover_photo(data, env, album_private=private, decoy_password=decoy_password, codec=codec)
+    _write(args.output, encode_image(result.pixels, fmt))
+    return {
+        "input": str(args.input),
+        "output": str(args.output),
+        "faces": result.faces,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    env = envelope.Envelope.from_bytes(envelope.extract(read_file(args.input)))
+    return {
+        "input": str(args.input),
+        "envelope_version": env.version,
+        "codec": env.codec_id,
+        "codec_fingerprint": env.codec_fingerprint.hex(),
+        "fidelity": env.fidelity,
+        "image_size": list(env.image_size),
+        "faces": [{"index": i, "box": list(r.box)} for i, r in enumerate(env.faces)],
+    }
+
+
+def cmd_lab(args: argparse.Namespace) -> dict[str, Any]:
+    raise BadInput(
+        f"`{args.command}` is a development tool and is not installed with Veil; from a checkout run "
+        f"`make {args.command}` or `python -m lab {args.command} --help`"
+    )
+
+
+def _human(command: str, report: dict[str, Any]) -> str:
+    if command == "keygen":
+        extra = " (passphrase protected)" if report["passphrase_protected"] else ""
+        return f"wrote {report['key']}{extra} and {report['public_key']}; fingerprint {report['fingerprint']}"
+    if command == "anonymize":
+        if "message" in report:
+            return report["message"]
+        return f"anonymized {len(report['faces'])} face(s) in {report['seconds']:.2f}s → {report['output']}"
+    if command == "recover":
+        return f"recovered {report['faces']} face(s) in {report['seconds']:.2f}s → {report['output']}"
+    if command == "inspect":
+        faces = ", ".join(f"#{f['index']} at {tuple(f['box'])}" for f in report["faces"]) or "none"
+        return (
+            f"Veil envelope v{report['envelope_version']}: codec {report['codec']} "
+            f"({report['codec_fingerprint'][:12]}), fidelity {report['fidelity']}, "
+            f"{report['image_size'][0]}×{report['image_size'][1]}, faces: {faces}"
+        )
+    return report.get("summary", "done")
+
+
+def codec_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("codec (default: $VEIL_CODEC or dcgan64)")
+    g.add_argument("--codec", choices=CODECS, help="latent codec; the stylegan2 flags below imply stylegan2")
+    g.add_argument("--stylegan2-ckpt", metavar="PT", help="rosinality StyleGAN2 checkpoint ($VEIL_STYLEGAN2_CKPT)")
+    g.add_argument("--e4e-ckpt", metavar="PT", help="e4e or pSp encoder checkpoint ($VEIL_E4E_CKPT)")
+    g.add_argument("--identity-layers", metavar="A-B", help="W+ layers to encrypt, on the 18-layer scale (default 6-9)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cipher_worker", description="Veil's face cipher on the command line."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("keygen", help="make an album key pair")
+    p.add_argument("--out", type=Path, required=True, help="private key file (mode 600)")
+    p.add_argument("--public-out", type=Path, required=True, help="public key file (anonymizing needs only this)")
+    p.add_argument("--passphrase-file", type=Path, help="protect the private key with the passphrase in this file")
+
+    p = sub.add_parser("anonymize", help="replace every face with a stranger")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path, help=".jpg, .png or .webp (PNG/WebP-lossless keep the rest exact)")
+    p.add_argument("--public-key", type=Path, required=True)
+    p.add_argument("--fidelity", choices=("exact", "latent"), default="exact")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    codec_flags(p)
+
+    p = sub.add_parser("recover", help="bring the original faces back")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--key", type=Path, required=True)
+    p.add_argument("--passphrase-file", type=Path)
+    p.add_argument("--decoy", action="store_true", help="on a wrong key, show plausible wrong faces and exit 0")
+    p.add_argument("--json", action="store_true")
+    codec_flags(p)
+
+    p = sub.add_parser("inspect", help="describe a photo's recovery envelope (no secrets)")
+    p.add_argument("input", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    for verb, what in (("eval", "measure privacy and looks"), ("bench", "time the pipeline")):
+        p = sub.add_parser(
+            verb, help=f"{what} (from a checkout: python -m lab {verb})", add_help=False, prefix_chars="+"
+        )
+        p.add_argument("rest", nargs="*")  # whatever it is given, the answer is where to run it
+    return parser
+
+
+COMMANDS = {
+    "keygen": cmd_keygen,
+    "anonymize": cmd_anonymize,
+    "recover": cmd_recover,
+    "inspect": cmd_inspect,
+    "eval": cmd_lab,
+    "bench": cmd_lab,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), COMMANDS, _human, argv)
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    commands: Mapping[str, Callable[[argparse.Namespace], dict[str, Any]]],
+    human: Callable[[str, dict[str, Any]], str],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse, run the command, print its report (JSON with ``--json``); errors are one line."""
+    args = parser.parse_args(argv)
+    try:
+        report = commands[args.command](args)
+    except VeilError as exc:
+        print(f"veil: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug, not bad input: one line, details on request
+        if os.environ.get("VEIL_DEBUG"):
+            raise
+        print(f"veil: internal error: {type(exc).__name__}: {exc} (set VEIL_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=2))
+    else:
+        print(human(args.command, report))
+    return 0

@@ -1,1 +1,0 @@
-"""Training commands for the embedded codec (``python -m cipher_worker.train …``)."""

@@ -1,0 +1,1 @@
+"""Training commands for the embedded codec (``python -m lab.train …``)."""

@@ -1,0 +1,24 @@
+"""The sentences a person reads when a photo cannot be anonymized or shown, in one place.
+
+An upload's sentence is stored as its ``failure_reason`` and shown on its tile; an unlock's is
+sent to the page for the photo it could not bring back.
+"""
+
+from __future__ import annotations
+
+OUR_FAULT = "Something went wrong on our side; please try again."
+
+# anonymizing an upload
+UPLOAD_EXPIRED = "The upload expired before a worker got to it; please upload it again."
+UPLOAD_LOST = "The upload was lost before a worker finished it (Veil restarted?); please upload it again."
+WRONG_TRANSIT_KEY = "This upload was sealed for other workers and cannot be opened here; please upload it again."
+WORKER_LOST = "The worker stopped while anonymizing this photo; it can be tried again."
+KEY_ROTATED = "The album's key was rotated while this photo was being anonymized; it can be tried again."
+
+# showing a photo's real faces
+UNLOCK_WAITED_TOO_LONG = "This photo waited too long for a free worker; press “Show real faces” again."
+PHOTO_GONE = "This photo is no longer in the album."
+MODEL_CHANGED = (
+    "This photo was made with a face model this site no longer runs, so its faces cannot be shown; "
+    "the site's staff can restore that model."
+)
