@@ -208,8 +208,10 @@ def open_album_key(sealed: bytes, slot_private: bytes) -> bytes:
     return album_private
 
 
-def wrap_private_key(private_raw: bytes, password: str, params: KdfParams = DEFAULT_KDF) -> KeySlot:
-    """Wrap an album private key under ``password`` (Argon2id with ``params``, then AES-256-GCM)."""
+def wrap_private_key(private_raw: bytes, password: str, params: KdfParams | None = None) -> KeySlot:
+    """Wrap an album private key under ``password`` (Argon2id with ``params``, then AES-256-GCM).
+    Without ``params``, :data:`DEFAULT_KDF` as it is at the call (tests make it cheap)."""
+    params = params or DEFAULT_KDF
     _check_key_bytes(private_raw, "private")
     if not password:
         raise BadInput("a password cannot be empty")
@@ -245,7 +247,7 @@ def write_private_key_file(
     path: str | os.PathLike[str],
     private_raw: bytes,
     passphrase: str | None,
-    params: KdfParams = DEFAULT_KDF,
+    params: KdfParams | None = None,
 ) -> None:
     """Write an album private key file (mode 0o600), wrapped by ``passphrase`` unless it is None."""
     _check_key_bytes(private_raw, "private")

@@ -22,6 +22,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.test import Client
 
+from cipher_worker import keys
 from webapp.albums.models import Photo
 
 from .factories import UserFactory
@@ -52,6 +53,18 @@ def fresh_redis(request: pytest.FixtureRequest, redis_db: redis.Redis) -> redis.
     if "worker" not in request.fixturenames:
         redis_db.flushdb()
     return redis_db
+
+
+# Tests check what is done with passwords, not how hard they are to guess: Django's PBKDF2 and
+# the key slots' Argon2id (64 MiB) at their real cost took most of the suite's time. Slots
+# record their own parameters, so whatever a cheap slot is opened by reads them from the slot.
+CHEAP_KDF = keys.KdfParams(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_work(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    monkeypatch.setattr(keys, "DEFAULT_KDF", CHEAP_KDF)
 
 
 @pytest.fixture(autouse=True)
