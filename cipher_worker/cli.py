@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import envelope, keys
+from . import carriers, envelope, keys
 from .codecs import CODECS, CodecConfig, codec_config
 from .errors import BadInput, PassphraseRequired, VeilError, WrongKey
 from .imageio import encode_image, format_for_path, read_file
@@ -73,7 +73,7 @@ def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
     get_pipeline(codec)  # load the model first, so the time reported is the photo's
     started = time.perf_counter()
     result = anonymize_photo(read_file(args.input), public, fidelity=args.fidelity, fmt=fmt, codec=codec)
-    _write(args.output, envelope.embed(result.image, result.envelope))
+    _write(args.output, carriers.embed(result.image, result.envelope))
     report = {
         "input": str(args.input),
         "output": str(args.output),
@@ -91,7 +91,7 @@ def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
 
     fmt = format_for_path(args.output)
     data = read_file(args.input)
-    env = envelope.extract(data)
+    env = carriers.extract(data)
     passphrase = _read_passphrase(args.passphrase_file)
     private: bytes | None = None
     try:
@@ -118,7 +118,7 @@ def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    env = envelope.Envelope.from_bytes(envelope.extract(read_file(args.input)))
+    env = envelope.Envelope.from_bytes(carriers.extract(read_file(args.input)))
     return {
         "input": str(args.input),
         "envelope_version": env.version,

@@ -17,7 +17,6 @@ hair, background or lighting).
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import secrets
 import sys
@@ -41,6 +40,8 @@ from cipher_worker.facemask import RasterMask
 from cipher_worker.imageio import decode_image, encode_image, read_file
 from cipher_worker.mesh import FaceMesh
 from cipher_worker.pipeline import AnonymizedPhoto, Pipeline
+from lab.contact_sheet import SHEET_NAME, contact_rows, contact_sheet
+from lab.eval_report import TARGETS, markdown_report, meets, summary_text
 from lab.facemetrics import (
     DLIB_SAME_PERSON,
     SFACE_SAME_PERSON,
@@ -50,28 +51,14 @@ from lab.facemetrics import (
     landmark_displacement,
     match_faces,
 )
-from lab.report import command_line, markdown_table, save_report
+from lab.report import save_report
 
 DEFAULT_IMAGES = Path(__file__).parents[1] / "tests" / "data"
 KEYS_PER_FACE = 5
-SHEET_NAME = "looks.png"  # the contact sheet, written beside the report
 MATCH_IOU = 0.3
 # Different photos of one person among the bundled test photos (tests/data/CREDITS.md): an attacker
 # holding one can try to re-identify the other's anonymized face without any shared context.
 SAME_PERSON = (("person_a_1.jpg", "person_a_2.jpg"), ("person_b_1.jpg", "person_b_2.jpg"))
-TARGETS = {
-    "reidentification_rate_sface": ("≤", 0.05),
-    "reidentification_rate_dlib": ("≤", 0.05),
-    "detection_rate": ("≥", 0.95),
-    "landmark_displacement": ("≤", 0.10),
-    "diversity": ("≤", 0.50),
-    "gender_kept_rate": ("≥", 0.90),
-    "age_gap_median": ("≤", 6.0),
-    "eyes_flipped_rate": ("≤", 0.10),
-    "mouth_flipped_rate": ("≤", 0.10),
-    "skin_delta_e_median": ("≤", 5.0),
-    "off_face_rate": ("≤", 0.03),
-}
 
 _started = time.perf_counter()
 
@@ -337,44 +324,6 @@ def key_algebra(
     return out
 
 
-SHEET_TILE = 128
-SHEET_COLUMNS = 3
-SHEET_KEYS = 3
-
-
-def contact_rows(photo: EvalPhoto, faces: list[Face], versions: list[Version]) -> list[np.ndarray]:
-    """Per face: original | the first :data:`SHEET_KEYS` anonymized versions, square tiles of the
-    face and what surrounds it (1.6 × its box), as (T, 4T, 3) uint8 rows."""
-    import cv2
-
-    rows = []
-    height, width = photo.pixels.shape[:2]
-    for face in faces:
-        x, y, w, h = face.box
-        side = 1.6 * max(w, h)
-        x0, y0 = int(max(x + w / 2 - side / 2, 0)), int(max(y + h / 2 - side / 2, 0))
-        x1, y1 = int(min(x0 + side, width)), int(min(y0 + side, height))
-        images = [photo.pixels] + [v.pixels for v in versions[:SHEET_KEYS]]
-        tiles = [cv2.resize(im[y0:y1, x0:x1], (SHEET_TILE, SHEET_TILE), interpolation=cv2.INTER_AREA) for im in images]
-        rows.append(np.concatenate(tiles, axis=1))
-    return rows
-
-
-def contact_sheet(rows: list[np.ndarray]) -> np.ndarray:
-    """Face rows laid out in :data:`SHEET_COLUMNS` columns on white, (H, W, 3) uint8."""
-    if not rows:
-        return np.full((SHEET_TILE, 4 * SHEET_TILE, 3), 255, np.uint8)
-    per_column = -(-len(rows) // SHEET_COLUMNS)
-    gap = SHEET_TILE // 8
-    columns = []
-    for c in range(SHEET_COLUMNS):
-        chunk = rows[c * per_column : (c + 1) * per_column]
-        chunk += [np.full_like(rows[0], 255)] * (per_column - len(chunk))
-        column = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in chunk])
-        columns.append(np.pad(column, ((0, 0), (0, gap), (0, 0)), constant_values=255))
-    return np.concatenate(columns, axis=1)
-
-
 def _rate(flags: Sequence[bool]) -> float | None:
     return float(np.mean(flags)) if flags else None
 
@@ -476,14 +425,6 @@ def summarise_algebra(per_photo: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def meets(key: str, value: float | None) -> bool | None:
-    """Whether ``value`` meets :data:`TARGETS`[key]; None when there is nothing to judge."""
-    if value is None or key not in TARGETS:
-        return None
-    op, bound = TARGETS[key]
-    return value <= bound if op == "≤" else value >= bound
-
-
 def evaluate_photo(
     pipeline: Pipeline, photo: EvalPhoto, album: tuple[bytes, bytes], judges: Judges, keys_per_face: int
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -496,7 +437,7 @@ def evaluate_photo(
     pu["blanked_cosines"] = blanked_cosines(pipeline, photo, faces, versions[0], judges)
     rec = recovery(pipeline, photo, faces, versions, private, judges)
     algebra = key_algebra(pipeline, photo, faces, versions[0], private, judges)
-    pu["sheet_rows"] = contact_rows(photo, faces, versions)
+    pu["sheet_rows"] = contact_rows(photo.pixels, [f.box for f in faces], [v.pixels for v in versions])
     size = (photo.pixels.shape[1], photo.pixels.shape[0])
     return summarise_photo(photo.name, size, len(faces), pu, rec), pu, algebra
 
@@ -542,241 +483,6 @@ def run_evaluation(
         sheet.write_bytes(encode_image(contact_sheet([r for pu in samples for r in pu["sheet_rows"]]), "PNG"))
         result["contact_sheet"] = str(sheet)
         _log(f"wrote {sheet}")
-    result["summary"] = _summary_text(result)
+    result["summary"] = summary_text(result)
     save_report(result, out, markdown_report, _log)
     return result
-
-
-# --- reporting ---------------------------------------------------------------------------
-
-
-def fmt(value: Any, spec: str = ".3f") -> str:
-    """A number for a report; ``—`` for missing values, yes/no for booleans."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and not np.isfinite(value):
-        return "∞" if value > 0 else "−∞"
-    return format(value, spec)
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _target(key: str) -> str:
-    op, bound = TARGETS[key]
-    return f"{op} {_pct(bound)}" if "rate" in key else f"{op} {bound:g}"
-
-
-def _metric_rows(r: dict[str, Any]) -> list[list[str]]:
-    n = r["samples"]
-    passed = r["passed"]
-    return [
-        ["faces detected on the originals", str(r["faces"]), "—", "—"],
-        [
-            f"re-identification, SFace cos ≥ {SFACE_SAME_PERSON} (n={n})",
-            f"{_pct(r['reidentification_rate_sface'])} "
-            f"(mean cos {fmt(r['sface_cosine_mean'])}, max {fmt(r['sface_cosine_max'])})",
-            _target("reidentification_rate_sface"),
-            fmt(passed["reidentification_rate_sface"]),
-        ],
-        [
-            f"re-identification, dlib L2 < {DLIB_SAME_PERSON} (n={n})",
-            f"{_pct(r['reidentification_rate_dlib'])} "
-            f"(mean L2 {fmt(r['dlib_distance_mean'])}, min {fmt(r['dlib_distance_min'])})",
-            _target("reidentification_rate_dlib"),
-            fmt(passed["reidentification_rate_dlib"]),
-        ],
-        [
-            f"re-identification from another photo of the person, SFace (n={r['cross_photo_samples']})",
-            f"{_pct(r['cross_photo_reidentification_rate_sface'])} "
-            f"(mean cos {fmt(r['cross_photo_sface_cosine_mean'])}; "
-            f"originals {fmt(r['cross_photo_original_cosine_mean'])})",
-            "—",
-            "—",
-        ],
-        [
-            f"reference: SFace re-identification with the masked face blanked (n={r['faces']})",
-            f"{_pct(r['blanked_reidentification_rate_sface'])} (mean cos {fmt(r['blanked_sface_cosine_mean'])})",
-            "—",
-            "—",
-        ],
-        [
-            f"detection rate on anonymized photos (n={n})",
-            _pct(r["detection_rate"]),
-            _target("detection_rate"),
-            fmt(passed["detection_rate"]),
-        ],
-        [
-            "landmark displacement (mean L2 / inter-ocular)",
-            fmt(r["landmark_displacement"]),
-            _target("landmark_displacement"),
-            fmt(passed["landmark_displacement"]),
-        ],
-        [
-            f"diversity: mean pairwise SFace cos over {r['keys_per_face']} keys",
-            f"{fmt(r['diversity'])} (max {fmt(r['diversity_max'])})",
-            _target("diversity"),
-            fmt(passed["diversity"]),
-        ],
-        *(
-            [label, value, _target(key), fmt(passed[key])]
-            for label, key, value in (
-                (
-                    f"gender kept (judge ≥ {looks.GENDER_SURE:.0%} sure of the original, n={r['gender_samples']})",
-                    "gender_kept_rate",
-                    _pct(r["gender_kept_rate"]),
-                ),
-                ("median age gap (years)", "age_gap_median", fmt(r["age_gap_median"], ".1f")),
-                (
-                    f"eyes open/closed flipped (closed: lid gap < {looks.EYE_CLOSED} eye width)",
-                    "eyes_flipped_rate",
-                    _pct(r["eyes_flipped_rate"]),
-                ),
-                (
-                    f"mouth open/closed flipped (open: lip gap > {looks.MOUTH_OPEN} mouth width)",
-                    "mouth_flipped_rate",
-                    _pct(r["mouth_flipped_rate"]),
-                ),
-                (
-                    "median skin tone shift, inner face (CIE76 ΔE)",
-                    "skin_delta_e_median",
-                    fmt(r["skin_delta_e_median"], ".1f"),
-                ),
-                (
-                    "changed pixels off the faces (outside the originals' mesh outlines, forehead to the hairline)",
-                    "off_face_rate",
-                    _pct(r["off_face_rate"]),
-                ),
-            )
-        ),
-        [
-            "exact recovery (PNG, album key): identical pixels",
-            f"{fmt(r['exact_recovery'])} (max abs diff {r['exact_max_abs_diff']})",
-            "identical",
-            fmt(r["exact_recovery"]),
-        ],
-        [
-            "latent recovery, face boxes: PSNR dB / SSIM",
-            f"{fmt(r['latent_psnr'], '.2f')} / {fmt(r['latent_ssim'])}",
-            "—",
-            "—",
-        ],
-        [
-            "anonymized vs original, face boxes: PSNR dB / SSIM (reference)",
-            f"{fmt(r['anonymized_psnr'], '.2f')} / {fmt(r['anonymized_ssim'])}",
-            "—",
-            "—",
-        ],
-        ["latent recovery: SFace cos to the original face", fmt(r["latent_sface_cosine"]), "—", "—"],
-    ]
-
-
-def _algebra_rows(a: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for name, label in (
-        ("p1_then_p2", "decrypt p1 then p2"),
-        ("p2_then_p1", "decrypt p2 then p1"),
-        ("combined", "combined key p1+p2"),
-    ):
-        rows.append([f"{label}: u bit-exact", fmt(a[f"{name}_bit_exact"]), "yes", fmt(a[f"{name}_bit_exact"])])
-        rows.append(
-            [
-                f"{label}: render = codec reconstruction",
-                fmt(a[f"{name}_pixel_identical"]),
-                "identical",
-                fmt(a[f"{name}_pixel_identical"]),
-            ]
-        )
-    for key, label in (
-        ("wrong_vs_original", "wrong key (decoy photo) vs original face"),
-        ("wrong_vs_anonymized", "wrong key (decoy photo) vs anonymized face"),
-    ):
-        value = f"max {fmt(a[f'{key}_max_cosine'])}, mean {fmt(a[f'{key}_mean_cosine'])}"
-        ok = None if a[f"{key}_max_cosine"] is None else a[f"{key}_max_cosine"] < SFACE_SAME_PERSON
-        rows.append([f"{label}: SFace cos", value, f"< {SFACE_SAME_PERSON}", fmt(ok)])
-    return rows
-
-
-def _photo_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [
-            p["photo"],
-            f"{p['size'][0]}×{p['size'][1]}",
-            str(p["faces"]),
-            _pct(p["detection_rate"]),
-            _pct(p["reidentification_rate_sface"]),
-            _pct(p["reidentification_rate_dlib"]),
-            fmt(p["landmark_displacement"]),
-            fmt(p["diversity"]),
-            f"{fmt(p['exact'])} ({p['exact_max_abs_diff']})",
-            f"{fmt(p.get('latent_psnr'), '.1f')} / {fmt(p.get('latent_ssim'), '.2f')}",
-            f"{fmt(p.get('anonymized_psnr'), '.1f')} / {fmt(p.get('anonymized_ssim'), '.2f')}",
-        ]
-        for p in rows
-    ]
-
-
-def markdown_report(r: dict[str, Any]) -> str:
-    """The evaluation as Markdown: the metric table, key algebra and a per-photo table."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        "# Veil evaluation",
-        "",
-        f"Produced by `{command_line()}` on {now}. Codec {r['codec']}; dlib {r['dlib']}.",
-        f"{r['photos']} photos, {r['faces']} faces, each anonymized under {r['keys_per_face']} content keys "
-        f"(PNG output): {r['samples']} (face, key) samples.",
-        "",
-        markdown_table(["metric", "value", "target", "pass"], _metric_rows(r)),
-        "",
-        f"Contact sheet: [`{SHEET_NAME}`]({SHEET_NAME}) — per face, the original and {SHEET_KEYS} strangers "
-        "(three content keys).",
-        "",
-        f"## Key algebra (real identities of {r['key_algebra']['faces']} faces through the codec)",
-        "",
-        markdown_table(["check", "value", "target", "pass"], _algebra_rows(r["key_algebra"])),
-        "",
-        "## Per photo",
-        "",
-        markdown_table(
-            [
-                "photo",
-                "size",
-                "faces",
-                "detected",
-                "re-id SFace",
-                "re-id dlib",
-                "landmarks",
-                "diversity",
-                "exact (max diff)",
-                "latent PSNR/SSIM",
-                "anon PSNR/SSIM",
-            ],
-            _photo_rows(r["per_photo"]),
-        ),
-        "",
-    ]
-    return "\n".join(parts)
-
-
-def _summary_text(r: dict[str, Any]) -> str:
-    a = r["key_algebra"]
-    algebra_ok = all(a.get(k) for k in a if k.endswith(("_bit_exact", "_pixel_identical", "_unrelated")))
-    failed = [k for k, ok in r["passed"].items() if ok is False]
-    return "\n".join(
-        [
-            f"{r['photos']} photos, {r['faces']} faces, {r['samples']} (face, key) samples; codec {r['codec']}",
-            f"re-identified: SFace {_pct(r['reidentification_rate_sface'])}, "
-            f"dlib {_pct(r['reidentification_rate_dlib'])}; "
-            f"detected {_pct(r['detection_rate'])}; landmarks moved {fmt(r['landmark_displacement'])} IOD; "
-            f"diversity {fmt(r['diversity'])}",
-            f"gender kept {_pct(r['gender_kept_rate'])}, median age gap {fmt(r['age_gap_median'], '.1f')} y, "
-            f"eyes flipped {_pct(r['eyes_flipped_rate'])}, mouth flipped {_pct(r['mouth_flipped_rate'])}, "
-            f"skin ΔE {fmt(r['skin_delta_e_median'], '.1f')}, off the faces {_pct(r['off_face_rate'])}",
-            f"exact recovery {fmt(r['exact_recovery'])}; latent recovery PSNR {fmt(r['latent_psnr'], '.1f')} dB, "
-            f"SSIM {fmt(r['latent_ssim'])}; key algebra {'passes' if algebra_ok else 'FAILS'}",
-            "all targets met" if not failed else "targets missed: " + ", ".join(failed),
-        ]
-    )

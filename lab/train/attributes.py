@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cipher_worker.codecs.dcgan64_net import Z_DIM, load_generator
+from cipher_worker.codecs.tensors import tensor_to_crops
 from cipher_worker.detect import FaceDetector
 from cipher_worker.mesh import EXPRESSION, FaceMesh
 
@@ -50,7 +51,7 @@ def fit_attributes(out: Path, seed: int = 0, samples: int = 6000, log=print) -> 
     z = torch.randn(samples, Z_DIM, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         images = torch.cat([generator(chunk) for chunk in z.split(500)])
-    images_u8 = ((images.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    images_u8 = tensor_to_crops(images)
     landmarks, ok = measure_generated(images_u8, FaceDetector(score_threshold=0.5, min_face=16))
     log(f"landmarks found on {ok.mean():.1%} of {samples} samples ({time.perf_counter() - started:.0f}s)")
     mesh = FaceMesh()

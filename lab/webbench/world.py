@@ -13,21 +13,17 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from webapp.run import DEFAULT_REDIS_URL, ROOT, listening, redis_answers
+from webapp.processes import ChildExited, Supervisor, redis_answers, web_command, worker_command
+from webapp.run import DEFAULT_REDIS_URL
 
 from .stats import log
 
@@ -149,88 +145,36 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    log_file: IO[bytes]
+class Stack(Supervisor):
+    """The product's processes as ``make run`` starts them (webapp.processes), logging to files;
+    any trouble is a BenchError."""
 
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log)
+        self.log_dir = log_dir
 
-@dataclass
-class Stack:
-    """The product's processes as ``make run`` starts them, each in its own session, logging to a file."""
-
-    log_dir: Path
-    children: dict[str, Child] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], **env: str) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / f"{name.replace(' ', '-')}.log"
-        out = log.open("ab")
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.children[name] = Child(name, process, log, out)
+    def start_child(self, name: str, argv: list[str], **env: str) -> None:
+        self.start(name, argv, {**os.environ, **env}, log=self.log_dir / f"{name.replace(' ', '-')}.log")
 
     def start_web(self, port: int, timeout: float = 60.0) -> None:
-        argv = [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", HOST, "--port", str(port)]
-        self.start("web", [*argv, "--lifespan", "off", "--no-access-log", "--log-level", "warning"])
-        deadline = time.monotonic() + timeout
-        while not listening(HOST, port):
-            self.check()
-            if time.monotonic() > deadline:
-                raise BenchError(f"uvicorn did not listen on {HOST}:{port} in {timeout:.0f} s\n{self.tail('web')}")
-            time.sleep(0.1)
+        self.start_child("web", web_command(HOST, port, extra=["--log-level", "warning"]))
+        try:
+            self.wait_listening(HOST, port, timeout)
+        except ChildExited as exc:
+            raise BenchError(f"{exc}\n{self.tail('web')}") from None
 
     def start_worker(self, concurrency: int) -> None:
-        """A worker like webapp/run.py's, plus the bench's probe; each pool process loads the model when it starts."""
-        argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--pool", "prefork"]
-        argv += ["--concurrency", str(concurrency), "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h"]
-        argv += ["--include", "lab.webbench.probe"]  # times the cipher inside the task; changes nothing else
-        # as webapp/run.py's worker: each pool process takes its share of the cores
-        self.start("worker", argv, VEIL_WORKER_CONCURRENCY=str(concurrency))
+        """A worker like make run's, plus the bench's probe (it times the cipher inside the task and
+        changes nothing else); each pool process takes its share of the cores, as in make run."""
+        extra = ["-n", f"bench-{os.getpid()}@%h", "--include", "lab.webbench.probe"]
+        argv = worker_command(concurrency=concurrency, loglevel="WARNING", extra=extra)
+        self.start_child("worker", argv, VEIL_WORKER_CONCURRENCY=str(concurrency))
 
     def check(self) -> None:
-        """Raise if a child has exited."""
-        for child in self.children.values():
-            code = child.process.poll()
-            if code is not None:
-                raise BenchError(f"the {child.name} process exited with code {code}\n{self.tail(child.name)}")
-
-    def tail(self, name: str, chars: int = 3000) -> str:
-        child = self.children.get(name)
-        if child is None or not child.log.exists():
-            return ""
-        return child.log.read_text(errors="replace")[-chars:]
+        try:
+            super().check()
+        except ChildExited as exc:
+            raise BenchError(str(exc)) from None
 
     def stop(self, name: str, grace: float = 30.0) -> None:
-        """SIGTERM to the child's process group (a worker finishes its photo), SIGKILL after ``grace``."""
-        child = self.children.pop(name, None)
-        if child is None:
-            return
-        if child.process.poll() is None:
-            _signal_group(child.process, signal.SIGTERM)
-            try:
-                child.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop in {grace:.0f} s; killing it")
-        # Whatever is left of its group (a pool process whose master died, or all of it after the grace).
-        _signal_group(child.process, signal.SIGKILL)
-        child.process.wait()
-        child.log_file.close()
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.children)):
-            self.stop(name)
-
-    def __enter__(self) -> Stack:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_all()
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)  # each child leads its own process group (start_new_session)
+        super().stop(name, grace)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cipher_worker.cli import main
-from tests.conftest import decode
+from tests.helpers import decode
 
 pytestmark = pytest.mark.slow
 

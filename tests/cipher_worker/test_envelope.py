@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from cipher_worker.carriers import embed, extract, strip
 from cipher_worker.cipher import (
     decrypt,
     derive_face_keys,
@@ -27,12 +28,9 @@ from cipher_worker.envelope import (
     VERSION,
     Envelope,
     FaceRecord,
-    embed,
-    extract,
     open_face_pixels,
     seal_envelope,
     seal_face_pixels,
-    strip,
     verify_envelope,
 )
 from cipher_worker.errors import BadInput, EnvelopeError, EnvelopeTampered, NoEnvelope

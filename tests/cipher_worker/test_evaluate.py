@@ -19,8 +19,7 @@ from lab.facemetrics import (
     largest_face,
     match_faces,
 )
-
-DATA = Path(__file__).parents[1] / "data"
+from tests.helpers import DATA
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ made before face-shaped masks still come back."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,10 +15,10 @@ from cipher_worker.agegender import AgeGender, AgeGenderJudge
 from cipher_worker.facemask import OUTLINE_GROWTH
 from cipher_worker.imageio import encode_image
 from cipher_worker.mesh import FaceMesh
-from tests.conftest import decode
+from tests.helpers import DATA, decode
 
 pytestmark = pytest.mark.slow
-OLD = Path(__file__).parents[1] / "data" / "envelope_v1"
+OLD = DATA / "envelope_v1"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,8 +15,8 @@ from cipher_worker.detect import FaceDetector
 from cipher_worker.errors import VeilError
 from cipher_worker.imageio import decode_image
 from cipher_worker.mesh import FaceMesh, MeshResult, mesh_model_path
+from tests.helpers import DATA
 
-DATA = Path(__file__).parent.parent / "data"
 PHOTOS = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2", "astronaut"]
 
 

@@ -15,7 +15,7 @@ from cipher_worker.align import Alignment
 from cipher_worker.errors import CodecMismatch, EnvelopeError, EnvelopeTampered, WrongKey
 from cipher_worker.facemask import box_weights, stored_mask
 from cipher_worker.keys import generate_album_keypair
-from tests.conftest import decode
+from tests.helpers import decode
 
 pytestmark = pytest.mark.slow
 

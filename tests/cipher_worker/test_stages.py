@@ -22,7 +22,7 @@ from cipher_worker.facemask import (
     template_face,
     template_skin,
 )
-from tests.conftest import decode
+from tests.helpers import DATA, decode
 
 
 def test_similarity_recovers_a_known_transform():
@@ -46,14 +46,14 @@ def test_crop_and_paste_back_are_inverse_on_smooth_images():
     assert np.abs(back.astype(int) - image[80:280, 80:280]).mean() < 2
 
 
-def test_detector_finds_faces_on_real_photos(data_dir, astronaut_jpeg):
+def test_detector_finds_faces_on_real_photos(astronaut_jpeg):
     detector = FaceDetector()
     faces = detector.detect(decode(astronaut_jpeg))
     assert len(faces) == 1
     x, y, w, h = faces[0].box
     assert 150 < x + w / 2 < 280 and 50 < y + h / 2 < 180
     for name in ("person_a_1.jpg", "impostor_1.jpg"):
-        assert len(detector.detect(decode((data_dir / name).read_bytes()))) == 1
+        assert len(detector.detect(decode((DATA / name).read_bytes()))) == 1
 
 
 def test_detector_finds_small_faces(astronaut_jpeg):

@@ -20,7 +20,7 @@ from cipher_worker.errors import BadCheckpoint, BadInput, CodecMismatch
 from cipher_worker.imageio import decode_image
 from cipher_worker.pipeline import Pipeline
 from lab.random_weights import random_generator_state
-from tests.conftest import decode
+from tests.helpers import DATA, decode
 from tests.tiny_stylegan2 import write_checkpoints
 
 pytestmark = pytest.mark.slow
@@ -172,10 +172,10 @@ def test_configuration_comes_from_flags_then_environment(monkeypatch, ckpts):
         codec_config("stylegan3")
 
 
-def test_cli_flags_anonymize_and_recover(ckpts, tmp_path, data_dir, capsys):
+def test_cli_flags_anonymize_and_recover(ckpts, tmp_path, capsys):
     flags = ["--stylegan2-ckpt", str(ckpts["generator"]), "--e4e-ckpt", str(ckpts["e4e"])]
     assert main(["keygen", "--out", str(tmp_path / "k"), "--public-out", str(tmp_path / "k.pub")]) == 0
-    source, anonymized, back = data_dir / "person_a_1.jpg", tmp_path / "a.png", tmp_path / "b.png"
+    source, anonymized, back = DATA / "person_a_1.jpg", tmp_path / "a.png", tmp_path / "b.png"
     assert main(["anonymize", str(source), str(anonymized), "--public-key", str(tmp_path / "k.pub"), *flags]) == 0
     assert main(["inspect", str(anonymized), "--json"]) == 0
     assert '"codec": "stylegan2"' in capsys.readouterr().out
@@ -201,14 +201,14 @@ def test_cli_flags_anonymize_and_recover(ckpts, tmp_path, data_dir, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_faces_are_aligned_as_ffhq_aligns_them(data_dir):
+def test_faces_are_aligned_as_ffhq_aligns_them():
     """Veil aligns with YuNet's 5 points; e4e and FFHQ generators know crops made by NVIDIA's
     recipe on dlib's 68 landmarks. On real photos the two crops' corners must nearly coincide
     (a similarity from 5 points cannot follow every face's proportions: a few % of the side)."""
     from cipher_worker.align import align as align_face
     from lab.train.ffhq_template import ffhq_faces
 
-    photos = [decode_image(path.read_bytes()).pixels for path in sorted(data_dir.glob("*.jpg"))]
+    photos = [decode_image(path.read_bytes()).pixels for path in sorted(DATA.glob("*.jpg"))]
     corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)
     deviations = []
     for face, ffhq in ffhq_faces(photos):

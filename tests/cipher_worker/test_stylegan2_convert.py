@@ -16,8 +16,9 @@ import torch
 
 from cipher_worker.codecs.stylegan2.convert import convert_state_dict, main
 from cipher_worker.errors import BadCheckpoint
+from tests.helpers import DATA
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "stylegan2"
+DATA = DATA / "stylegan2"
 FILTER = torch.outer(torch.tensor([1.0, 3.0, 3.0, 1.0]), torch.tensor([1.0, 3.0, 3.0, 1.0])) / 64
 
 

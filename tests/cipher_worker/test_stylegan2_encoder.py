@@ -24,8 +24,9 @@ from cipher_worker.codecs.stylegan2.encoder import (
 )
 from cipher_worker.errors import BadCheckpoint
 from lab.random_weights import write_random_checkpoint
+from tests.helpers import DATA
 
-DATA = Path(__file__).parent.parent / "data" / "stylegan2"
+DATA = DATA / "stylegan2"
 # input 16·2² = 64; 10 styles (a 64×64 generator) so that all three pyramid levels are used
 TINY: dict[str, Any] = {
     "widths": (16, 32, 48, 64),

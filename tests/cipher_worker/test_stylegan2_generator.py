@@ -31,8 +31,9 @@ from cipher_worker.codecs.stylegan2.ops import (
 )
 from cipher_worker.errors import BadCheckpoint
 from lab.random_weights import random_generator_state
+from tests.helpers import DATA
 
-MANIFESTS = Path(__file__).parents[1] / "data" / "stylegan2"
+MANIFESTS = DATA / "stylegan2"
 TINY = GeneratorSpec(size=32, style_dim=16, n_mlp=2, channels=(16, 16, 8, 8))
 
 

@@ -5,15 +5,8 @@ tests. Settings come from pyproject's pytest ``env``."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
@@ -23,14 +16,12 @@ from django.db import connection
 from django.test import Client
 
 from cipher_worker import keys
-from webapp.albums.models import Photo
+from webapp.processes import Supervisor, worker_command
 
 from .factories import UserFactory
+from .helpers import Worker, database_url
 
 TEST_REDIS_DB = 14
-ROOT = Path(__file__).resolve().parents[2]
-FINISHED = {"done", "failed"}
-WAIT = 300.0  # seconds: the worker loads the model before its first photo
 
 
 @pytest.fixture(scope="session")
@@ -90,36 +81,6 @@ def owner_client(client: Client, user: AbstractBaseUser) -> Client:
 # its queue bindings.
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    media_root: Path
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def wait_for_photo(self, photo_id: str) -> Photo:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            photo = Photo.objects.get(pk=photo_id)
-            if photo.status in FINISHED:
-                return photo
-            assert self.process.poll() is None, f"the worker died:\n{self.output()}"
-            time.sleep(0.2)
-        pytest.fail(f"photo {photo_id} is still {photo.status} after {WAIT:.0f} s; worker log:\n{self.output()}")
-
-
-def database_url(db: dict[str, Any]) -> str:
-    """A DATABASE_URL for the test database that this process created."""
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    user = quote(db.get("USER") or "")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{db.get('HOST') or ''}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
 @pytest.fixture(scope="module")
 def worker_env() -> dict[str, str]:
     """Extra environment for the module's worker (a module overrides this to pick another codec)."""
@@ -145,16 +106,8 @@ def worker(
         "MEDIA_ROOT": str(media_root),
         **worker_env,
     }
-    argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--concurrency", "1", "--loglevel", "INFO"]
-    argv += ["--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"tests-{os.getpid()}@%h"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    yield Worker(process, media_root, log)
-    os.killpg(process.pid, signal.SIGTERM)  # warm shutdown of the worker we started, children included
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    extra = ["--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"tests-{os.getpid()}@%h"]
+    with Supervisor() as supervisor:
+        process = supervisor.start("worker", worker_command(extra=extra), env, log=log)
+        yield Worker(process, media_root, log)
+        supervisor.stop("worker", grace=30)  # a warm shutdown, pool processes included

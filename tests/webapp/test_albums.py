@@ -3,7 +3,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from PIL import Image
 
 from cipher_worker import keys
 from cipher_worker.errors import VeilError
+from tests.helpers import DATA
 from webapp import texts
 from webapp.albums import tasks, transit
 from webapp.albums.models import Album, Photo
@@ -26,8 +26,6 @@ from webapp.limits import RequestBodyLimit
 from .factories import PASSPHRASE, AlbumFactory, PhotoFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-DATA = Path(__file__).parent.parent / "data"
 
 
 def jpeg(width: int = 64, height: int = 48) -> bytes:

@@ -23,13 +23,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from cipher_worker import keys
+from tests.helpers import DATA
 from webapp import texts
 from webapp.albums import tasks, transit
 from webapp.albums.models import Album, Photo
 from webapp.dashboard.models import TaskRecord
 
-from .conftest import FINISHED, ROOT, WAIT, Worker
 from .factories import PASSPHRASE, PASSWORD, AlbumFactory, PhotoFactory, UserFactory
+from .helpers import FINISHED, WAIT, Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -323,7 +324,7 @@ def test_upload_through_the_api_then_poll_until_done(worker: Worker, user: Any, 
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     album = api.post("/api/albums/", {"name": "Beach", "passphrase": PASSPHRASE}, format="json").json()
-    original = (ROOT / "tests" / "data" / "person_a_2.jpg").read_bytes()
+    original = (DATA / "person_a_2.jpg").read_bytes()
 
     [queued] = api.post(album["photos_url"], {"photos": photo_file(original)}).json()
 

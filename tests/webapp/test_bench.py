@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a subprocess that loads the model: about 10 s
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # a subprocess that loads the model: about 10 s
 
 
 def test_the_album_page_part_reports_its_rows(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cipher_worker.pipeline import AnonymizedPhoto
+from tests.helpers import DATA
 from webapp import texts
 from webapp.albums import tasks, transit
 from webapp.albums.models import Photo
@@ -32,8 +33,8 @@ from webapp.albums.uploads import accept_upload
 from webapp.dashboard import panels, signals
 from webapp.dashboard.models import TaskRecord, WorkerHeartbeat
 
-from .conftest import ROOT, Worker
 from .factories import AlbumFactory, PhotoFactory, UserFactory
+from .helpers import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -297,7 +298,7 @@ def test_a_real_worker_run_leaves_a_task_record_and_a_heartbeat(
     worker: Worker, user: Any, settings: Any, client: Client
 ) -> None:
     settings.MEDIA_ROOT = str(worker.media_root)
-    photo = accept_upload(AlbumFactory(owner=user), (ROOT / "tests" / "data" / "person_a_2.jpg").read_bytes())
+    photo = accept_upload(AlbumFactory(owner=user), (DATA / "person_a_2.jpg").read_bytes())
 
     photo = worker.wait_for_photo(str(photo.pk))
 

@@ -14,9 +14,9 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from tests.helpers import ROOT
 from webapp.albums.models import Album
 
-from .conftest import ROOT
 from .factories import PASSPHRASE, AlbumFactory
 
 pytestmark = pytest.mark.django_db

@@ -13,10 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +22,13 @@ import pytest
 import redis
 from django.db import connection
 
-from .conftest import ROOT, WAIT, Worker, database_url
+from tests.helpers import DATA
+from webapp.processes import ChildExited, Supervisor, web_command
+
+from .helpers import WAIT, Worker, database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-DATA = ROOT / "tests" / "data"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
@@ -57,28 +56,13 @@ def web(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         "MEDIA_ROOT": str(worker.media_root),
         "ALLOWED_HOSTS": "127.0.0.1",
     }
-    argv = [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*argv, "--lifespan", "off"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while True:
+    with Supervisor() as supervisor:
+        supervisor.start("web", web_command("127.0.0.1", port), env, log=log)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the web server did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+            supervisor.wait_listening("127.0.0.1", port)
+        except ChildExited as exc:
+            pytest.fail(f"the web server did not start: {exc}\n{supervisor.tail('web')}")
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -20,19 +20,18 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from cipher_worker import envelope
+from cipher_worker import carriers, envelope
 from cipher_worker.errors import NoEnvelope
 from cipher_worker.imageio import decode_image
+from tests.helpers import DATA
 from webapp.albums import transit
 from webapp.albums.models import Photo
 from webapp.asgi import application
 
-from .conftest import FINISHED, ROOT, WAIT, Worker
 from .factories import AlbumFactory
+from .helpers import FINISHED, WAIT, Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-DATA = ROOT / "tests" / "data"
 
 
 def test_a_real_photo_is_anonymized_by_a_worker_and_the_page_hears_done(
@@ -79,7 +78,7 @@ def test_a_real_photo_is_anonymized_by_a_worker_and_the_page_hears_done(
 
     stored = default_storage.open(photo.image.name).read()
     with pytest.raises(NoEnvelope):  # the envelope lives in the database, not in the file
-        envelope.extract(stored)
+        carriers.extract(stored)
     before, after = decode_image(original).pixels, decode_image(stored).pixels
     assert after.shape == before.shape == (photo.height, photo.width, 3)
     x0, y0, x1, y1 = envelope.Envelope.from_bytes(bytes(photo.envelope)).faces[0].box
@@ -153,7 +152,7 @@ def test_a_photo_that_breaks_off_fails_in_the_worker_with_a_reason(
 ) -> None:
     """Its header is a JPEG's, so it is queued; decoding it is the worker's, which says why it failed."""
     album = AlbumFactory(owner=user)
-    whole = (ROOT / "tests" / "data" / "person_a_1.jpg").read_bytes()
+    whole = (DATA / "person_a_1.jpg").read_bytes()
     response = owner_client.post(
         reverse("albums:upload", args=[album.pk]),
         {"photos": SimpleUploadedFile("cut.jpg", whole[: len(whole) // 3], content_type="image/jpeg")},

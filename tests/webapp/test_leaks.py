@@ -31,11 +31,12 @@ from PIL import Image
 
 from cipher_worker import envelope, keys
 from cipher_worker.imageio import decode_image
+from tests.helpers import DATA
 from webapp.albums.models import Album, Photo
 from webapp.sharing import protocol
 
-from .conftest import ROOT, Worker
 from .factories import PASSPHRASE, AlbumFactory
+from .helpers import Worker
 from .test_sharing import GRANDMA, recipient
 from .test_sharing_integration import face_pixels, redis_holds, unlock
 
@@ -52,7 +53,7 @@ def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
 
 def unique_photo() -> tuple[bytes, np.ndarray]:
     """A JPEG of a real face no other file on this machine holds, and its decoded pixels."""
-    pixels = decode_image((ROOT / "tests" / "data" / "person_a_2.jpg").read_bytes()).pixels
+    pixels = decode_image((DATA / "person_a_2.jpg").read_bytes()).pixels
     dither = np.random.default_rng(secrets.randbits(32)).integers(-1, 2, pixels.shape)
     out = io.BytesIO()
     Image.fromarray((pixels.astype(np.int16) + dither).clip(0, 255).astype(np.uint8)).save(out, "PNG")

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from cipher_worker import envelope, keys
+from cipher_worker import carriers, envelope, keys
 from cipher_worker.errors import NoEnvelope, WrongKey
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.sharing import recipients, tries, unlocking
@@ -328,7 +328,7 @@ def test_downloads_carry_the_envelope_only_when_the_owner_says_so(
         assert plain.status_code == 200 and plain["Content-Disposition"].startswith("attachment;")
         assert body(plain) == stored
         with pytest.raises(NoEnvelope):
-            envelope.extract(body(plain))
+            carriers.extract(body(plain))
 
     settings = owner_client.post(reverse("sharing:settings", args=[album.pk]), {"downloads_include_envelope": "on"})
     assert settings.status_code == 302
@@ -337,8 +337,8 @@ def test_downloads_carry_the_envelope_only_when_the_owner_says_so(
 
     for url in urls:
         data = body((owner_client if url.startswith("/photos/") else client).get(url))
-        assert envelope.extract(data) == bytes(photo.envelope)
-        assert envelope.strip(data) == stored  # the same anonymized pixels, plus the envelope
+        assert carriers.extract(data) == bytes(photo.envelope)
+        assert carriers.strip(data) == stored  # the same anonymized pixels, plus the envelope
     assert default_storage.open(photo.image.name).read() == stored  # the stored file is untouched
 
 

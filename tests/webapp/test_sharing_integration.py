@@ -23,17 +23,18 @@ from cipher_worker.align import Alignment
 from cipher_worker.codecs.dcgan64 import DCGAN64Codec
 from cipher_worker.facemask import box_weights, stored_mask
 from cipher_worker.imageio import decode_image
+from tests.helpers import DATA
 from webapp.albums.models import Album, Photo
 from webapp.asgi import application
 from webapp.sharing import protocol
 
-from .conftest import ROOT, WAIT, Worker
 from .factories import AlbumFactory
+from .helpers import WAIT, Worker
 from .test_sharing import GRANDMA, recipient
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-PHOTO = ROOT / "tests" / "data" / "person_a_2.jpg"
+PHOTO = DATA / "person_a_2.jpg"
 
 
 def upload(worker: Worker, client: Client, album: Album) -> Photo:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 SCRIPT = """
 import json

@@ -18,8 +18,8 @@ from tests.tiny_stylegan2 import SPEC, write_checkpoints
 from webapp.sharing import protocol
 from webapp.texts import MODEL_CHANGED
 
-from .conftest import Worker
 from .factories import AlbumFactory
+from .helpers import Worker
 from .test_sharing import GRANDMA, done_photo, recipient
 from .test_sharing_integration import PHOTO, face_pixels, unlock, upload
 

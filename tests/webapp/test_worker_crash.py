@@ -19,11 +19,12 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
+from tests.helpers import DATA
 from webapp.albums import transit
 from webapp.albums.tasks import WORKER_LOST
 
-from .conftest import ROOT, WAIT, Worker
 from .factories import AlbumFactory
+from .helpers import WAIT, Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,7 +38,7 @@ def fresh_redis(redis_db: redis.Redis) -> redis.Redis:
 @pytest.fixture(scope="module")
 def big_photo() -> bytes:
     """A 20 MP JPEG with a face: slow enough to be caught mid-work."""
-    image = Image.open(ROOT / "tests" / "data" / "person_a_2.jpg").convert("RGB").resize((4000, 5000))
+    image = Image.open(DATA / "person_a_2.jpg").convert("RGB").resize((4000, 5000))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
     return out.getvalue()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.http import FileResponse, HttpResponse, HttpResponseBase
 
-from cipher_worker import envelope
+from cipher_worker import carriers
 from cipher_worker.imageio import FORMATS
 
 from .models import Photo
@@ -40,7 +40,7 @@ def photo_download_response(photo: Photo) -> HttpResponseBase:
     with photo.image.open("rb") as f:
         data = f.read()
     if photo.album.downloads_include_envelope and photo.envelope:
-        data = envelope.embed(data, bytes(photo.envelope))
+        data = carriers.embed(data, bytes(photo.envelope))
     response = HttpResponse(data, content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"))
     response["Content-Disposition"] = f'attachment; filename="veil-{photo.pk}{FORMATS.get(photo.format, "")}"'
     return response

@@ -29,7 +29,7 @@ from cipher_worker.errors import VeilError, WrongKey
 from cipher_worker.imageio import FORMATS, decode_image, encode_image
 from cipher_worker.pipeline import AnonymizedPhoto
 from webapp import jobs
-from webapp.realtime.status import photo_status_message, send_status
+from webapp.realtime.status import send_status
 from webapp.texts import KEY_ROTATED, OUR_FAULT, UPLOAD_EXPIRED, WORKER_LOST, WRONG_TRANSIT_KEY
 
 from . import quotas, transit
@@ -152,16 +152,8 @@ class PhotoJob:
         elif fraction - self._last_progress < 0.1:
             return
         self._last_status, self._last_progress = status, fraction
-        send_status(
-            self.owner_id,
-            photo_status_message(
-                photo_id=self.photo.pk,
-                album_id=self.photo.album_id,
-                status=status,
-                progress=fraction,
-                message=str(Photo.Status(status).label) + "…",
-            ),
-        )
+        self.photo.progress = fraction
+        self.announce()
 
     def store(self, result: AnonymizedPhoto, thumbnail: bytes) -> None:
         """Write the image and thumbnail, then fill the row in one transaction (files removed on failure)."""

@@ -8,7 +8,6 @@ contain is the ``argparse.Namespace`` of rosinality training checkpoints, allowe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import tempfile
 import zipfile
@@ -20,8 +19,6 @@ import torch
 from torch import nn
 
 from ...errors import BadCheckpoint
-
-_FINGERPRINT_CHUNK = 1 << 22
 
 
 def read_checkpoint(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
@@ -93,12 +90,3 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def file_fingerprint(path: str | os.PathLike[str]) -> bytes:
-    """SHA-256 of the file's bytes (≈1 s per GB): names the exact weights in envelopes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_FINGERPRINT_CHUNK):
-            digest.update(chunk)
-    return digest.digest()

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from ...errors import BadCheckpoint, BadInput
 from ..base import Codec, Latents
+from ..tensors import crops_to_tensor, file_fingerprint, pick_device, tensor_to_crops
 from . import whitening
-from .checkpoint import file_fingerprint
 from .encoder import StyleEncoder, load_encoder
 from .generator import Generator, build_generator, load_generator
 
@@ -67,7 +67,7 @@ class StyleGAN2Codec(Codec):
         encoder_bf16: bool = False,
         device: str | torch.device | None = None,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         if not encoder_ckpt:
             raise BadInput(
                 "the stylegan2 codec needs an e4e or pSp encoder checkpoint: set VEIL_E4E_CKPT or pass --e4e-ckpt"
@@ -111,7 +111,7 @@ class StyleGAN2Codec(Codec):
     def encode(self, crops: np.ndarray, landmarks: np.ndarray, expression: np.ndarray | None = None) -> Latents:
         size = self.encoder.input_size
         with torch.inference_mode():
-            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            x = crops_to_tensor(crops, self.device)
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             wplus = self.encoder(x).cpu().numpy()  # (N, n_latent, d) float32
@@ -127,4 +127,4 @@ class StyleGAN2Codec(Codec):
         wplus[:, self.attribute_layers] = latents.attributes.reshape(n, len(self.attribute_layers), d)
         with torch.inference_mode():
             images = self.generator(torch.from_numpy(wplus).to(self.device))
-            return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            return tensor_to_crops(images)
