@@ -7,7 +7,8 @@ import threading
 
 from .codecs import CodecConfig, codec_config, load_codec
 from .envelope import Fidelity
-from .pipeline import AnonymizedPhoto, Pipeline, Progress, RecoveredPhoto
+from .exact import RecoveredPhoto
+from .pipeline import AnonymizedPhoto, Pipeline, Progress
 
 _lock = threading.Lock()
 

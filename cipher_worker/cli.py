@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import carriers, envelope, keys
+from . import carriers, envelope, keys, photofiles
 from .codecs import CODECS, CodecConfig, codec_config
 from .errors import BadInput, PassphraseRequired, VeilError, WrongKey
+from .exact import recover_exact
 from .imageio import encode_image, format_for_path, read_file
 
 
@@ -64,34 +65,75 @@ def codec_from_args(args: argparse.Namespace) -> CodecConfig:
     )
 
 
+def _jobs(args: argparse.Namespace, default_suffix: str | None) -> list[photofiles.Job] | None:
+    """The many-photo form's jobs (with ``--out-dir``), or None for the one-photo form INPUT OUTPUT."""
+    if args.out_dir is None:
+        if len(args.paths) != 2:
+            raise BadInput("give an input and an output file, or any number of photos and folders with --out-dir DIR")
+        return None
+    suffix = f".{args.format}" if args.format else default_suffix
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    return photofiles.plan(args.paths, args.out_dir, suffix)
+
+
+def _each(jobs: list[photofiles.Job], work: Callable[[Path, Path], dict[str, Any]], verb: str) -> dict[str, Any]:
+    """``work`` on every job in turn, a line of progress on stderr for each; a photo that fails
+    is reported and skipped, and the exit code says so at the end."""
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for n, job in enumerate(jobs, 1):
+        try:
+            try:
+                job.output.parent.mkdir(parents=True, exist_ok=True)  # a folder's subfolders, mirrored
+            except OSError as exc:
+                raise BadInput(f"cannot write {job.output}: {exc.strerror}") from None
+            report = work(job.input, job.output)
+        except VeilError as exc:
+            failed.append({"input": str(job.input), "error": str(exc), "exit_code": exc.exit_code})
+            print(f"[{n}/{len(jobs)}] {job.input}: {exc}", file=sys.stderr, flush=True)
+            continue
+        done.append(report)
+        print(f"[{n}/{len(jobs)}] {_human(verb, report)}", file=sys.stderr, flush=True)
+    faces = sum(len(r["faces"]) if isinstance(r["faces"], list) else r["faces"] for r in done)
+    summary = f"{verb}: {len(done)} of {len(jobs)} photo(s), {faces} face(s)"
+    if failed:
+        summary += f"; {len(failed)} failed: " + ", ".join(f["input"] for f in failed)
+    result: dict[str, Any] = {"photos": done, "failed": failed, "summary": summary}
+    if failed:
+        result["exit_code"] = max(f["exit_code"] for f in failed)
+    return result
+
+
 def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
     from .api import anonymize_photo, get_pipeline
 
-    fmt = format_for_path(args.output)
+    jobs = _jobs(args, None)
     public = keys.read_public_key_file(args.public_key)
     codec = codec_from_args(args)
-    get_pipeline(codec)  # load the model first, so the time reported is the photo's
-    started = time.perf_counter()
-    result = anonymize_photo(read_file(args.input), public, fidelity=args.fidelity, fmt=fmt, codec=codec)
-    _write(args.output, carriers.embed(result.image, result.envelope))
-    report = {
-        "input": str(args.input),
-        "output": str(args.output),
-        "faces": [{"index": f.index, "box": list(f.box), "score": round(f.score, 3)} for f in result.faces],
-        "fidelity": args.fidelity,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    if not result.faces:
-        report["message"] = f"no faces found in {args.input.name}; wrote it with metadata stripped"
-    return report
+    get_pipeline(codec)  # load the model once, first, so the times reported are the photos'
+
+    def one(source: Path, target: Path) -> dict[str, Any]:
+        fmt = format_for_path(target)
+        started = time.perf_counter()
+        result = anonymize_photo(read_file(source), public, fidelity=args.fidelity, fmt=fmt, codec=codec)
+        _write(target, carriers.embed(result.image, result.envelope))
+        report = {
+            "input": str(source),
+            "output": str(target),
+            "faces": [{"index": f.index, "box": list(f.box), "score": round(f.score, 3)} for f in result.faces],
+            "fidelity": args.fidelity,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if not result.faces:
+            report["message"] = f"no faces found in {source.name}; wrote it with metadata stripped"
+        return report
+
+    return one(*args.paths) if jobs is None else _each(jobs, one, "anonymize")
 
 
-def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import get_pipeline, recover_photo
-
-    fmt = format_for_path(args.output)
-    data = read_file(args.input)
-    env = carriers.extract(data)
+def _album_key(args: argparse.Namespace) -> tuple[bytes | None, str | None]:
+    """The album private key (None: it did not open and --decoy asks for decoys instead) and the
+    decoy password (what was typed, or the key file's bytes), read once for every photo."""
     passphrase = _read_passphrase(args.passphrase_file)
     private: bytes | None = None
     try:
@@ -104,17 +146,41 @@ def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
         if not args.decoy:
             raise
     decoy_password = (passphrase or args.key.read_bytes().hex()) if args.decoy else None
+    return private, decoy_password
+
+
+def cmd_recover(args: argparse.Namespace) -> dict[str, Any]:
+    jobs = _jobs(args, ".png")  # lossless by default: an exact recovery stays exact
+    private, decoy_password = _album_key(args)
     codec = codec_from_args(args)
-    get_pipeline(codec)
-    started = time.perf_counter()
-    result = recover_photo(data, env, album_private=private, decoy_password=decoy_password, codec=codec)
-    _write(args.output, encode_image(result.pixels, fmt))
-    return {
-        "input": str(args.input),
-        "output": str(args.output),
-        "faces": result.faces,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+
+    def one(source: Path, target: Path) -> dict[str, Any]:
+        fmt = format_for_path(target)
+        data = read_file(source)
+        env = carriers.extract(data)
+        started = time.perf_counter()
+        result = None
+        if private is not None:  # an exact-fidelity photo needs no model
+            try:
+                result = recover_exact(data, env, album_private=private)
+            except WrongKey:
+                if decoy_password is None:
+                    raise
+        if result is None:  # latent fidelity, or a decoy: the codec renders the faces
+            from .api import get_pipeline, recover_photo
+
+            get_pipeline(codec)  # loaded once, and not counted in the photo's time
+            started = time.perf_counter()
+            result = recover_photo(data, env, album_private=private, decoy_password=decoy_password, codec=codec)
+        _write(target, encode_image(result.pixels, fmt))
+        return {
+            "input": str(source),
+            "output": str(target),
+            "faces": result.faces,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    return one(*args.paths) if jobs is None else _each(jobs, one, "recover")
 
 
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,6 +204,8 @@ def cmd_lab(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _human(command: str, report: dict[str, Any]) -> str:
+    if "photos" in report:  # the many-photo form: each photo had its line on stderr
+        return str(report["summary"])
     if command == "keygen":
         extra = " (passphrase protected)" if report["passphrase_protected"] else ""
         return f"wrote {report['key']}{extra} and {report['public_key']}; fingerprint {report['fingerprint']}"
@@ -165,6 +233,18 @@ def codec_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--identity-layers", metavar="A-B", help="W+ layers to encrypt, on the 18-layer scale (default 6-9)")
 
 
+PATHS_HELP = (
+    "INPUT OUTPUT (.jpg, .png or .webp; PNG and lossless WebP keep the rest of the photo exact), or with "
+    "--out-dir any number of photos and folders (searched for .jpg, .png and .webp files)"
+)
+
+
+def many_flags(p: argparse.ArgumentParser, default_format: str) -> None:
+    g = p.add_argument_group("many photos")
+    g.add_argument("--out-dir", type=Path, metavar="DIR", help="write every output here, under its input's name")
+    g.add_argument("--format", choices=("jpg", "png", "webp"), help=f"the outputs' format (default: {default_format})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cipher_worker", description="Veil's face cipher on the command line."
@@ -176,21 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-out", type=Path, required=True, help="public key file (anonymizing needs only this)")
     p.add_argument("--passphrase-file", type=Path, help="protect the private key with the passphrase in this file")
 
-    p = sub.add_parser("anonymize", help="replace every face with a stranger")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path, help=".jpg, .png or .webp (PNG/WebP-lossless keep the rest exact)")
+    p = sub.add_parser(
+        "anonymize",
+        help="replace every face with a stranger",
+        usage="%(prog)s INPUT OUTPUT --public-key PUB | %(prog)s PHOTO_OR_FOLDER ... --out-dir DIR --public-key PUB",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=PATHS_HELP)
     p.add_argument("--public-key", type=Path, required=True)
     p.add_argument("--fidelity", choices=("exact", "latent"), default="exact")
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    many_flags(p, "the input's")
     codec_flags(p)
 
-    p = sub.add_parser("recover", help="bring the original faces back")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
+    p = sub.add_parser(
+        "recover",
+        help="bring the original faces back",
+        usage="%(prog)s INPUT OUTPUT --key KEY | %(prog)s PHOTO_OR_FOLDER ... --out-dir DIR --key KEY",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=PATHS_HELP)
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--passphrase-file", type=Path)
     p.add_argument("--decoy", action="store_true", help="on a wrong key, show plausible wrong faces and exit 0")
     p.add_argument("--json", action="store_true")
+    many_flags(p, "png")
     codec_flags(p)
 
     p = sub.add_parser("inspect", help="describe a photo's recovery envelope (no secrets)")
@@ -239,8 +327,13 @@ def run(
             raise
         print(f"veil: internal error: {type(exc).__name__}: {exc} (set VEIL_DEBUG=1 for details)", file=sys.stderr)
         return 1
-    if getattr(args, "json", False):
-        print(json.dumps(report, indent=2))
-    else:
-        print(human(args.command, report))
-    return 0
+    try:
+        if getattr(args, "json", False):
+            print(json.dumps(report, indent=2))
+        else:
+            print(human(args.command, report))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `… --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush fails quietly
+        return 141  # as a program killed by SIGPIPE
+    return int(report.get("exit_code", 0))

@@ -8,10 +8,7 @@ stored latents, never by re-encoding the anonymized pixels.
 
 from __future__ import annotations
 
-import contextlib
-import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +20,8 @@ from .align import align as align_face
 from .codecs.base import Codec, Latents
 from .composite import EdgeMembrane, composite_face, lab_stats, match_colours, to_rgb
 from .detect import FaceDetector
-from .errors import CodecMismatch, EnvelopeError, WrongKey
+from .errors import CodecMismatch
+from .exact import RecoveredPhoto, Stopwatch, face_aad, open_recovery, restore_face, touched_pixels
 from .facemask import (
     EllipseMask,
     crop_weights,
@@ -57,18 +55,6 @@ class AnonymizedPhoto:
     faces: list[FaceReport]
     size: tuple[int, int]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-
-
-@dataclass(frozen=True)
-class RecoveredPhoto:
-    pixels: np.ndarray  # (H, W, 3) uint8 — never written anywhere by this package
-    faces: int
-    decoy: bool
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-
-
-def _face_aad(nonce: bytes, index: int, box: tuple[int, int, int, int]) -> bytes:
-    return b"veil/v1/face-pixels" + nonce + struct.pack("<I4i", index, *box)
 
 
 class Pipeline:
@@ -149,8 +135,8 @@ class Pipeline:
                 pixels = None
                 if fidelity == "exact":
                     with watch("seal"):
-                        touched = _touched(original, box, weights)
-                        pixels = envelope.seal_face_pixels(k.region_key, touched, _face_aad(nonce, i, box))
+                        touched = touched_pixels(original, box, weights)
+                        pixels = envelope.seal_face_pixels(k.region_key, touched, face_aad(nonce, i, box))
                 records.append(
                     envelope.FaceRecord(
                         transform=a.matrix,
@@ -206,24 +192,9 @@ class Pipeline:
                     f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here; recover it with "
                     "the codec and checkpoint files it was made with (VEIL_CODEC, VEIL_E4E_CKPT, … or --codec …)"
                 )
-        with watch("decode"):
-            photo = decode_image(image)
-        if photo.size != env.image_size:
-            raise EnvelopeError(
-                f"the recovery data is for a {env.image_size[0]}×{env.image_size[1]} image, not this one"
-            )
-        decoy = False
-        with watch("open"):
-            try:
-                if content_key is None:
-                    if album_private is None:
-                        raise WrongKey("no key was given")
-                    content_key = keys.open_content_key(env.sealed_content_key, album_private)
-                envelope.verify_envelope(env, content_key)
-            except WrongKey:
-                if decoy_password is None:
-                    raise
-                content_key, decoy = cipher.decoy_content_key(decoy_password, env.nonce), True
+        photo, content_key, decoy = open_recovery(
+            image, env, album_private=album_private, content_key=content_key, decoy_password=decoy_password, watch=watch
+        )
         pixels = self._restore(codec, photo, env, content_key, decoy, watch)
         return RecoveredPhoto(pixels, len(env.faces), decoy, watch.seconds)
 
@@ -273,9 +244,7 @@ class Pipeline:
                         blended = self._blend(rendered[i], record.skin.astype(np.float64), edge)
                         composite_face(out, blended, a, mask, record.box, rng)
                 else:
-                    assert record.pixels is not None
-                    aad = _face_aad(env.nonce, i, record.box)
-                    _untouch(out, record.box, envelope.open_face_pixels(k.region_key, record.pixels, aad))
+                    restore_face(out, env, i, k.region_key)
         return out
 
     def _strangers(
@@ -361,21 +330,6 @@ class Pipeline:
         return to_rgb(edge.apply(match_colours(rendered, skin, self.skin_weights)))
 
 
-class Stopwatch:
-    """Seconds spent per stage, accumulated over ``with watch("stage"):`` blocks."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
 def _preview(photo_crop: np.ndarray, blended: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """A blended (S, S, 3) crop over the photo's crop under (S, S, 1) mask weights, at crop resolution."""
     return (photo_crop * (1 - weights) + blended * weights).round().astype(np.uint8)
@@ -383,21 +337,3 @@ def _preview(photo_crop: np.ndarray, blended: np.ndarray, weights: np.ndarray) -
 
 def _to_crop(points: np.ndarray, alignment: Alignment) -> np.ndarray:
     return points @ alignment.matrix[:, :2].T + alignment.matrix[:, 2]
-
-
-def _touched(original: np.ndarray, box: tuple[int, int, int, int], weights: np.ndarray) -> np.ndarray:
-    """Original pixels the composite may change, as (h, w, 4) RGBA with A = 255 where
-    touched; untouched pixels are zero so they cost nothing and reveal nothing."""
-    x0, y0, x1, y1 = box
-    touched = weights > 0
-    rgba = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
-    rgba[touched, :3] = original[y0:y1, x0:x1][touched]
-    rgba[touched, 3] = 255
-    return rgba
-
-
-def _untouch(image: np.ndarray, box: tuple[int, int, int, int], rgba: np.ndarray) -> None:
-    x0, y0, x1, y1 = box
-    region = image[y0:y1, x0:x1]
-    touched = rgba[..., 3] == 255
-    region[touched] = rgba[touched, :3]

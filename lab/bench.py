@@ -25,8 +25,8 @@ from cipher_worker import keys
 from cipher_worker.codecs import CodecConfig, codec_config
 from cipher_worker.imageio import encode_image
 from cipher_worker.pipeline import AnonymizedPhoto, Pipeline
-from lab.benchkit import CANVAS, JPEG_QUALITY, RUNS, build_photo, log, ms, peak_rss_mb
-from lab.report import command_line, markdown_table, save_report
+from lab.benchkit import CANVAS, JPEG_QUALITY, RUNS, build_photo, log, peak_rss_mb
+from lab.report import command_line, markdown_table, ms, save_report
 
 BUDGETS = {"anonymize_s": 1.0, "recover_s": 0.8, "per_face_ms": 60.0}
 ANONYMIZE_STAGES = (

@@ -26,9 +26,9 @@ from cipher_worker.codecs import CodecConfig
 from cipher_worker.codecs.stylegan2.codec import StyleGAN2Codec
 from cipher_worker.codecs.stylegan2.generator import GeneratorSpec, channels_for
 from cipher_worker.pipeline import Pipeline
-from lab.benchkit import RUNS, build_photo, log, ms, peak_rss_mb
+from lab.benchkit import RUNS, build_photo, log, peak_rss_mb
 from lab.random_weights import random_generator_state, write_random_checkpoint
-from lab.report import command_line, markdown_table, save_report
+from lab.report import command_line, markdown_table, ms, save_report
 
 BATCHES = (1, 2, 4, 6)
 BUDGETS = {"generator_s": 0.8, "encoder_s": 0.6, "overhead": 1.3}  # per face at batch 4; ratio

@@ -79,8 +79,3 @@ def build_photo(faces: int = 6, seed: int = 0) -> bytes:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"

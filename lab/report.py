@@ -32,3 +32,9 @@ def save_report(
     out.write_text(render(result))
     result["report"] = str(out)
     log(f"wrote {out}")
+
+
+def ms(seconds: float) -> str:
+    """A duration for a table: one decimal under 10 ms, whole milliseconds above."""
+    value = seconds * 1000
+    return f"{value:.1f} ms" if abs(value) < 10 else f"{value:.0f} ms"

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lab.report import command_line, markdown_table, save_report
+from lab.report import command_line, markdown_table, ms, save_report
 
 from .stats import log
 from .world import BenchError, Stack, bench_world
@@ -124,13 +124,8 @@ def _verdicts(r: dict[str, Any]) -> dict[str, bool]:
 # --- reporting ---------------------------------------------------------------------------
 
 
-def _ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return f"{ms:.1f} ms" if abs(ms) < 10 else f"{ms:.0f} ms"
-
-
 def _spread(s: dict[str, float]) -> str:
-    return f"{_ms(s['p50'])} (p95 {_ms(s['p95'])})"
+    return f"{ms(s['p50'])} (p95 {ms(s['p95'])})"
 
 
 def _threads(count: float) -> str:
@@ -151,8 +146,8 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
         out.append(
             [
                 f"album page, {p['photos']} photos: server time p95 ({p['requests']} requests)",
-                f"{_ms(s['p95'])} (p50 {_ms(s['p50'])}, max {_ms(s['max'])})",
-                f"≤ {_ms(BUDGETS['page_p95_s'])}",
+                f"{ms(s['p95'])} (p50 {ms(s['p50'])}, max {ms(s['max'])})",
+                f"≤ {ms(BUDGETS['page_p95_s'])}",
                 _yes(ok["page_p95"]),
             ]
         )
@@ -170,11 +165,11 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
             [
                 f"· loading the {p['photos']} photo rows as the page does (all columns; "
                 f"envelope {p['envelope_bytes'] / 1024:.0f} KiB each)",
-                _ms(p["rows_all_columns_s"]),
+                ms(p["rows_all_columns_s"]),
                 "—",
                 "—",
             ],
-            ["· the same rows without `envelope` (`defer`)", _ms(p["rows_without_envelope_s"]), "—", "—"],
+            ["· the same rows without `envelope` (`defer`)", ms(p["rows_without_envelope_s"]), "—", "—"],
             [
                 "· the whole page when the rows hold no envelope, p50 (p95)",
                 _spread(p["server_without_envelopes_s"]),
@@ -192,7 +187,7 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
             [
                 f'upload → "done" beyond the cipher\'s own time, median (p95; {live["uploads"]} uploads)',
                 _spread(lat["overhead_s"]),
-                f"≤ {_ms(BUDGETS['overhead_s'])}",
+                f"≤ {ms(BUDGETS['overhead_s'])}",
                 _yes(ok["upload_overhead"]),
             ]
         )
@@ -240,7 +235,7 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
                 f"photos per minute, {processes} worker process{'es' if processes > 1 else ''} "
                 f"({run['photos']} photos of tests/data)",
                 f"{run['per_minute']:.0f} /min ({run['elapsed_s']:.1f} s{failed}); the cipher took "
-                f"{_ms(run['cipher_mean_s'])} a photo in the worker ({_threads(run['torch_threads'])} each), "
+                f"{ms(run['cipher_mean_s'])} a photo in the worker ({_threads(run['torch_threads'])} each), "
                 f"which alone allows {run['cipher_bound_per_minute']:.0f} /min",
                 "—",
                 "—",
@@ -249,10 +244,10 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
     if "diagnosis" in live:
         d = live["diagnosis"]
         out += [
-            ["· one status push from sync code (`send_status`)", _ms(d["status_push_s"]), "—", "—"],
-            ["· one Redis round trip (PING), for scale", _ms(d["redis_ping_s"]), "—", "—"],
-            ["· transit: seal + SET, GET + open, DEL of one upload", _ms(d["transit_round_trip_s"]), "—", "—"],
-            ["· thumbnail of the anonymized photo", _ms(d["thumbnail_s"]), "—", "—"],
+            ["· one status push from sync code (`send_status`)", ms(d["status_push_s"]), "—", "—"],
+            ["· one Redis round trip (PING), for scale", ms(d["redis_ping_s"]), "—", "—"],
+            ["· transit: seal + SET, GET + open, DEL of one upload", ms(d["transit_round_trip_s"]), "—", "—"],
+            ["· thumbnail of the anonymized photo", ms(d["thumbnail_s"]), "—", "—"],
         ]
     return out
 

@@ -161,3 +161,76 @@ def test_real_process_prints_no_traceback(workdir, keyfiles):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("veil: ")
+
+
+def test_many_photos_and_folders_go_to_an_output_folder_past_a_bad_file(capsys, workdir, keyfiles, group_png):
+    key, pub = keyfiles
+    photos = workdir / "trip"
+    (photos / "day 2").mkdir(parents=True)
+    (photos / "beach.png").write_bytes(group_png)
+    (photos / "day 2" / "dinner.png").write_bytes(group_png)
+    (photos / "day 2" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    (photos / "notes.txt").write_text("not a photo, and not picked up")
+    single = workdir / "group.png"
+    out, back = workdir / "trip-veiled", workdir / "trip-back"
+
+    code, report, err = run(
+        capsys, "anonymize", str(photos), str(single), "--out-dir", str(out), "--public-key", str(pub), "--json"
+    )
+    result = json.loads(report)
+    assert code == 2  # one photo failed; the others were all written
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["beach.png", "day 2/dinner.png", "group.png"]
+    assert [f["input"] for f in result["failed"]] == [str(photos / "day 2" / "broken.jpg")]
+    assert [len(p["faces"]) for p in result["photos"]] == [3, 3, 3]
+    assert err.count("\n") == 4 and "[2/4]" in err and "broken.jpg" in err and "Traceback" not in err
+
+    pass_file = str(workdir / "pass.txt")
+    code, report, err = run(
+        capsys, "recover", str(out), "--out-dir", str(back), "--key", str(key), "--passphrase-file", pass_file
+    )
+    assert code == 0 and "recover: 3 of 3 photo(s), 9 face(s)" in report
+    for name in ("beach.png", "day 2/dinner.png", "group.png"):
+        assert np.array_equal(decode((back / name).read_bytes()), decode(group_png))
+
+
+def test_an_output_folder_never_writes_over_an_input(capsys, workdir, keyfiles):
+    _, pub = keyfiles
+    folder = workdir / "in-place"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((workdir / "group.png").read_bytes())
+    code, _, err = run(capsys, "anonymize", str(folder), "--out-dir", str(folder), "--public-key", str(pub))
+    assert code == 2 and "would be written over" in err
+    assert (folder / "a.png").read_bytes() == (workdir / "group.png").read_bytes()
+
+
+def cli(*argv: str, stdout: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    out = subprocess.PIPE if stdout is None else stdout
+    return subprocess.run([sys.executable, *argv], stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_exact_recovery_loads_no_model(workdir, keyfiles):
+    key, pub = keyfiles
+    anon = workdir / "for-exact.png"
+    assert main(["anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub)]) == 0
+    script = (
+        "import sys; from cipher_worker.cli import main; "
+        f"code = main(['recover', {str(anon)!r}, {str(workdir / 'exact-back.png')!r}, '--key', {str(key)!r}, "
+        f"'--passphrase-file', {str(workdir / 'pass.txt')!r}]); "
+        "print(code, 'torch' in sys.modules, 'cv2' in sys.modules)"
+    )
+    proc = cli("-c", script)
+    assert proc.stdout.splitlines()[-1] == "0 False False", proc.stderr
+
+
+def test_a_closed_pipe_ends_quietly(workdir, keyfiles):
+    _, pub = keyfiles
+    anon = workdir / "for-the-pipe.png"
+    assert main(["anonymize", str(workdir / "group.png"), str(anon), "--public-key", str(pub)]) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head` does once it has read enough
+    try:
+        proc = cli("-m", "cipher_worker", "inspect", str(anon), "--json", stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""

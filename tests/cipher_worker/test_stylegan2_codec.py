@@ -181,8 +181,15 @@ def test_cli_flags_anonymize_and_recover(ckpts, tmp_path, capsys):
     assert '"codec": "stylegan2"' in capsys.readouterr().out
     assert main(["recover", str(anonymized), str(back), "--key", str(tmp_path / "k"), *flags]) == 0
     assert np.array_equal(decode(back.read_bytes()), decode_image(source.read_bytes()).pixels)
+    # an exact-fidelity photo comes back from its envelope alone, whatever codec is configured …
+    assert main(["recover", str(anonymized), str(back), "--key", str(tmp_path / "k"), "--codec", "dcgan64"]) == 0
+    assert np.array_equal(decode(back.read_bytes()), decode_image(source.read_bytes()).pixels)
+    # … a latent one needs the codec that made it, and says which
+    latent = tmp_path / "latent.png"
+    public = ["--public-key", str(tmp_path / "k.pub")]
+    assert main(["anonymize", str(source), str(latent), *public, "--fidelity", "latent", *flags]) == 0
     capsys.readouterr()
-    assert main(["recover", str(anonymized), str(back), "--key", str(tmp_path / "k"), "--codec", "dcgan64"]) == 2
+    assert main(["recover", str(latent), str(back), "--key", str(tmp_path / "k"), "--codec", "dcgan64"]) == 2
     assert "anonymized with codec stylegan2" in capsys.readouterr().err
     assert (
         main(
