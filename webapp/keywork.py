@@ -29,6 +29,8 @@ from django.shortcuts import render
 from django_ratelimit.core import is_ratelimited
 
 from webapp.addresses import request_address
+from webapp.texts import TEMPORARILY_UNAVAILABLE
+from webapp.unavailable import unavailable_response
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,6 @@ Work = Literal["key-work", "signup", "login", "unlock"]
 View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 TOO_MUCH = "You have done this many times in a short while; please wait a few minutes and try again."
-UNAVAILABLE = "Veil cannot take this right now; please try again in a minute."
 
 
 class TooMuchWork(Exception):
@@ -69,7 +70,7 @@ def spend(work: Work, who: str, request: HttpRequest | None = None) -> None:
         )
     except redis.RedisError:
         log.exception("the %s allowance could not be counted", work)
-        raise TooMuchWork(UNAVAILABLE, unavailable=True) from None
+        raise TooMuchWork(TEMPORARILY_UNAVAILABLE, unavailable=True) from None
     if limited:
         raise TooMuchWork()
 
@@ -90,8 +91,9 @@ def spends(work: Work) -> Callable[[View], View]:
                 try:
                     spend(work, who, request)
                 except TooMuchWork as exc:
-                    status = 503 if exc.unavailable else 429
-                    return render(request, "429.html", {"message": str(exc)}, status=status)
+                    if exc.unavailable:
+                        return unavailable_response(request)
+                    return render(request, "429.html", {"message": str(exc)}, status=429)
             return view(request, *args, **kwargs)
 
         return cast(View, guarded)

@@ -80,6 +80,8 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         self._files: dict[str, IO[bytes]] = {}
+        self._specs: dict[str, tuple[list[str], dict[str, str], Path | None]] = {}
+        self._restarts: dict[str, list[float]] = {}
         self.say = say
 
     def start(
@@ -95,7 +97,30 @@ class Supervisor:
             argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
         )
         self.children[name] = process
+        self._specs[name] = (argv, env, log)
         return process
+
+    def restart_exited(self, *, most: int = 5, within: float = 60.0) -> tuple[str, int] | None:
+        """Start every child that has ended again, so one part going down (Redis restarting, a
+        crash) does not take the rest with it. Returns (name, exit code) of a child that ended
+        more than ``most`` times within ``within`` seconds instead: a crash loop, not a hiccup."""
+        now = time.monotonic()
+        for name, process in list(self.children.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            recent = [t for t in self._restarts.get(name, []) if now - t < within]
+            if len(recent) >= most:
+                return name, code
+            self._restarts[name] = [*recent, now]
+            self.say(f"{name} exited with code {code}; starting it again")
+            if name in self._files:
+                self._files.pop(name).close()
+            signal_group(process, signal.SIGKILL)  # whatever of its group is left
+            process.wait()
+            argv, env, log = self._specs[name]
+            self.start(name, argv, env, log=log)
+        return None
 
     def first_exit(self) -> tuple[str, int] | None:
         for name, process in self.children.items():

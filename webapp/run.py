@@ -5,7 +5,9 @@
    nothing answers there and it is a local address;
 3. start a Celery worker and the ASGI server (uvicorn) on VEIL_HOST:VEIL_PORT
    (127.0.0.1:8000), print the URL, and wait;
-4. on Ctrl-C (or when any child exits) stop every child it started.
+4. restart any child that exits (its private Redis too: web and worker reconnect by themselves),
+   unless one keeps exiting;
+5. on Ctrl-C stop every child it started.
 """
 
 from __future__ import annotations
@@ -101,10 +103,10 @@ def main() -> int:
             if not announced and listening(host, int(port)):
                 say(f"Veil is running at http://{host}:{port}/  (Ctrl-C stops everything)")
                 announced = True
-            exited = supervisor.first_exit()
-            if exited is not None:
-                say(f"{exited[0]} exited with code {exited[1]}; stopping the rest")
-                return exited[1] or 1
+            crashing = supervisor.restart_exited()
+            if crashing is not None:
+                say(f"{crashing[0]} keeps exiting (code {crashing[1]}); stopping the rest")
+                return crashing[1] or 1
             time.sleep(0.2)
         return 0
     finally:

@@ -7,10 +7,17 @@ sent to the page for the photo it could not bring back.
 from __future__ import annotations
 
 OUR_FAULT = "Something went wrong on our side; please try again."
+TEMPORARILY_UNAVAILABLE = (
+    "Veil is restarting one of its parts and cannot answer right now. Your photos are safe; "
+    "please try again in a minute."
+)
 
 # anonymizing an upload
 UPLOAD_EXPIRED = "The upload expired before a worker got to it; please upload it again."
-UPLOAD_LOST = "The upload was lost before a worker finished it (Veil restarted?); please upload it again."
+UPLOAD_LOST = (
+    "The upload was lost before a worker finished it (Veil was restarted, or it waited too long); "
+    "please upload it again."
+)
 WRONG_TRANSIT_KEY = "This upload was sealed for other workers and cannot be opened here; please upload it again."
 WORKER_LOST = "The worker stopped while anonymizing this photo; it can be tried again."
 KEY_ROTATED = "The album's key was rotated while this photo was being anonymized; it can be tried again."

@@ -366,7 +366,9 @@ def test_a_photo_whose_upload_was_lost_is_failed_when_the_owner_looks_not_left_q
 
     album = AlbumFactory(owner=user)
     lost, waiting, fresh = (PhotoFactory(album=album) for _ in range(3))
-    long_ago = timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL + settings.CELERY_TASK_TIME_LIMIT + 1)
+    from webapp.albums.lost import GRACE
+
+    long_ago = timezone.now() - timedelta(seconds=GRACE + 1)
     Photo.objects.filter(pk__in=[lost.pk, waiting.pk]).update(created_at=long_ago)
     transit.put_upload(waiting.pk, jpeg())  # retried by hand since: its upload is there
     # (``fresh`` has no upload either, but may still be on its way)

@@ -1,9 +1,11 @@
-"""Photos whose upload was lost on the way to a worker, found when someone looks at them.
+"""Photos whose upload was lost on the way to a worker, found when someone looks at them and
+whenever a worker starts.
 
-An upload waits sealed in Redis for VEIL_TRANSIT_TTL seconds, and no task may hold a worker
-longer than the task time limit. A photo still "in progress" after both, with no sealed upload
-left in Redis, will never finish: Redis lost it (a restart) or its task was lost. Such photos are
-marked failed with a reason, so nothing stays "queued" for ever; the owner uploads them again.
+A photo's sealed upload stays in Redis for as long as the photo is in progress: a worker drops
+it only after the finished photo is committed (or failed). So a photo still "in progress" a
+minute after it was queued, with no sealed upload left, will never finish: Redis lost it (a
+restart without persistence) or its TTL ran out in a long queue. Such photos are marked failed
+with a reason, so nothing stays "queued" for ever; the owner uploads them again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 from datetime import timedelta
 
 import redis
-from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -23,11 +24,12 @@ from .models import Photo
 
 log = logging.getLogger(__name__)
 
+GRACE = 60  # seconds: a batch's rows are made a moment before its uploads reach Redis
+
 
 def fail_lost(photos: QuerySet[Photo]) -> int:
     """Mark the lost ones among ``photos`` failed; how many were. Redis being away decides nothing."""
-    patience = settings.VEIL_TRANSIT_TTL + settings.CELERY_TASK_TIME_LIMIT
-    stale = photos.filter(status__in=Photo.IN_PROGRESS, created_at__lt=timezone.now() - timedelta(seconds=patience))
+    stale = photos.filter(status__in=Photo.IN_PROGRESS, created_at__lt=timezone.now() - timedelta(seconds=GRACE))
     candidates = list(stale.values_list("pk", flat=True)[:500])
     if not candidates:
         return 0
@@ -44,3 +46,11 @@ def fail_lost(photos: QuerySet[Photo]) -> int:
     return Photo.objects.filter(pk__in=lost, status__in=Photo.IN_PROGRESS).update(
         status=Photo.Status.FAILED, failure_reason=UPLOAD_LOST, retryable=False, image_bytes=None
     )
+
+
+def fail_all_lost() -> int:
+    """:func:`fail_lost` over every photo, in batches; how many were lost."""
+    total = 0
+    while (found := fail_lost(Photo.objects.all())) > 0:
+        total += found
+    return total

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -33,6 +33,7 @@ from webapp.realtime.status import send_status
 from webapp.texts import KEY_ROTATED, OUR_FAULT, UPLOAD_EXPIRED, WORKER_LOST, WRONG_TRANSIT_KEY
 
 from . import quotas, transit
+from .lost import fail_all_lost
 from .models import Photo
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,19 @@ def load_model(**_: object) -> None:
         cipher_api.get_pipeline()
     except Exception:
         log.exception("the anonymization model could not be loaded; photos will fail until it can be")
+
+
+@worker_ready.connect
+def fail_lost_photos(**_: object) -> None:
+    """A worker that starts (after a crash, or Redis coming back empty) first marks the photos
+    whose uploads are gone failed, so none waits for ever for a task that no longer exists."""
+    try:
+        lost = fail_all_lost()
+    except Exception:  # the database away too: the sweep on the album page does it later
+        log.exception("could not look for lost photos")
+        return
+    if lost:
+        log.warning("marked %d photos failed whose uploads were lost", lost)
 
 
 @shared_task(name=jobs.ANONYMIZE_PHOTO, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -45,7 +45,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from webapp import keywork
+from webapp import keywork, texts
 from webapp.addresses import request_address
 from webapp.albums.lost import fail_lost
 from webapp.albums.models import Album, AlbumKeySlot, Photo
@@ -101,7 +101,7 @@ class UploadAwareSchema(AutoSchema):
 
 class Unavailable(APIException):
     status_code = 503
-    default_detail = keywork.UNAVAILABLE
+    default_detail = texts.TEMPORARILY_UNAVAILABLE
 
 
 def spend_key_work(request: Request) -> None:
