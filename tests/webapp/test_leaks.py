@@ -159,7 +159,7 @@ def test_an_upload_and_unlock_cycle_leaves_no_original_no_key_and_no_password(
     leaks += database_holders(needles)
     for what, values in needles.items():
         leaks += [f"{what} in Redis key {key}" for value in values for key in redis_holds(redis_db, value)]
-    assert redis_db.keys("veil:transit:*") == []
+    assert redis_db.keys("veil:transit:*") == [] and redis_db.keys("veil:unlock-box:*") == []
     assert leaks == []
     assert Path(django_settings.MEDIA_ROOT) == worker.media_root
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -26,11 +27,18 @@ from django.utils import timezone
 from webapp import texts
 from webapp.albums.models import Album, AlbumKeySlot
 from webapp.asgi import application
-from webapp.sharing import protocol, sessions, tasks, transit, unlocking
+from webapp.sharing import consumers, protocol, sessions, tasks, transit, unlocking
 from webapp.sharing.models import UnlockAttempt
 
 from .factories import PASSPHRASE, AlbumFactory, UserFactory
 from .test_sharing import GRANDMA, done_photo, recipient
+
+
+async def deliver(layer: Any, channel: str, session: str, photo_id: str, sealed: bytes) -> None:
+    """What a worker does with a recovered photo: into the viewing's mailbox, then ring."""
+    await sync_to_async(sessions.post)(session, photo_id, sessions.RESULT, sealed)
+    await layer.send(channel, {"type": "unlock.ready", "session": session, "photo_id": photo_id})
+
 
 # The consumer reads the database from another thread: committed data only.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -211,7 +219,7 @@ def test_an_unlock_queues_sealed_keys_and_pushes_the_workers_result(fresh_redis:
         request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], photo_id) or b"")
         sealed = protocol.seal_result(request.session_key, args[3], photo_id, recovered)
         layer = get_channel_layer()
-        await layer.send(args[2], {"type": "unlock.result", "session": args[3], "photo_id": photo_id, "sealed": sealed})
+        await deliver(layer, args[2], args[3], photo_id, sealed)
         frame = await ws.receive_from(timeout=10)
         finished = await ws.receive_json_from(timeout=10)
         await ws.disconnect()
@@ -332,17 +340,17 @@ def test_results_of_another_session_or_after_lock_are_dropped(fresh_redis: redis
         layer = get_channel_layer()
         # Sealed under a key that is not this session's: the consumer cannot open it.
         forged = protocol.seal_result(os.urandom(32), args[3], photo_id, b"not from our worker")
-        await layer.send(args[2], {"type": "unlock.result", "session": "other", "photo_id": photo_id, "sealed": forged})
+        await deliver(layer, args[2], "other", photo_id, forged)
         ignored = await ws.receive_nothing(timeout=0.5)
         await ws.send_json_to({"type": "lock"})
         real = protocol.seal_result(request.session_key, args[3], photo_id, b"late")
-        await layer.send(args[2], {"type": "unlock.result", "session": args[3], "photo_id": photo_id, "sealed": real})
+        await deliver(layer, args[2], args[3], photo_id, real)
         dropped = await ws.receive_nothing(timeout=0.5)
         # A result sealed with the wrong key for the live session is a failure, not a photo.
         await ws.send_json_to(unlock(grandma, GRANDMA))
         started = await ws.receive_json_from(timeout=10)
         session = started["data"]["session"]
-        await layer.send(args[2], {"type": "unlock.result", "session": session, "photo_id": photo_id, "sealed": forged})
+        await deliver(layer, args[2], session, photo_id, forged)
         failed = await ws.receive_json_from(timeout=10)
         await ws.disconnect()
         return ignored, dropped, failed
@@ -409,7 +417,6 @@ def test_a_closed_page_costs_the_workers_nothing_and_leaves_nothing_waiting(
 def test_a_page_that_goes_away_while_a_photo_is_on_its_way_ends_its_viewing(
     fresh_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, page: str
 ) -> None:
-    from webapp.sharing import consumers
 
     album = AlbumFactory()
     photo, _ = done_photo(album)
@@ -439,8 +446,7 @@ def test_a_page_that_goes_away_while_a_photo_is_on_its_way_ends_its_viewing(
         request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], str(photo.pk)) or b"")
         sealed = protocol.seal_result(request.session_key, args[3], str(photo.pk), b"the real faces")
         layer = get_channel_layer()
-        result = {"type": "unlock.result", "session": args[3], "photo_id": str(photo.pk), "sealed": sealed}
-        await layer.send(args[2], result)  # the photo goes out; the "finished" after it cannot
+        await deliver(layer, args[2], args[3], str(photo.pk), sealed)  # the photo goes out; "finished" cannot
         session = str(started["data"]["session"])
         for _ in range(50):  # the viewing ends by itself, before this test lets the socket go
             if not await sync_to_async(sessions.is_open)(session):
@@ -544,3 +550,46 @@ def test_a_viewing_has_at_most_two_photos_on_their_way_and_a_slow_page_holds_no_
         tasks.recover_photo.run(*args)
     sessions.close_session("s", "192.0.2.7")
     assert sessions.take_credit("s") == -1 and tasks.recover_photo.run(*args) == "abandoned"
+
+
+@pytest.mark.parametrize("outcome", ["a recovered photo", "a failure"])
+def test_an_outcome_whose_ring_was_lost_reaches_the_page_within_seconds(
+    fresh_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    monkeypatch.setattr(consumers, "REDELIVERY_EVERY", 0.2)
+    album = AlbumFactory()
+    photo, _ = done_photo(album)
+    photo_id = str(photo.pk)
+    slot = recipient(album)
+    ws = share_socket(album)
+
+    async def scenario() -> tuple[Any, float, list[bytes]]:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.send_json_to(unlock(slot, GRANDMA))
+        await ws.receive_json_from(timeout=10)
+        [args] = queued_tasks(fresh_redis)
+        request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], photo_id) or b"")
+        # the worker's outcome lands in the mailbox, but its ring never reaches the consumer
+        if outcome == "a failure":
+            await sync_to_async(sessions.post)(args[3], photo_id, sessions.FAILURE, b"This photo is gone.")
+        else:
+            sealed = protocol.seal_result(request.session_key, args[3], photo_id, b"the real faces")
+            await sync_to_async(sessions.post)(args[3], photo_id, sessions.RESULT, sealed)
+        started = time.monotonic()
+        try:
+            first = await (ws.receive_json_from(timeout=5) if outcome == "a failure" else ws.receive_from(timeout=5))
+            waited = time.monotonic() - started
+            await ws.receive_json_from(timeout=5)  # finished
+            left = fresh_redis.keys(sessions.MAILBOX + "*")
+        finally:
+            await ws.disconnect()
+        return first, waited, left
+
+    first, waited, left = async_to_sync(scenario)()
+
+    if outcome == "a failure":
+        assert first["type"] == "unlock.failed" and first["data"]["message"] == "This photo is gone."
+    else:
+        assert protocol.parse_photo_frame(first)[1] == b"the real faces"
+    assert waited < 3 and left == []  # taken once, and nothing of it stays in Redis

@@ -6,9 +6,11 @@ looked up again for every message: a link rotated while the page is open stops w
 once. Origins are checked by AllowedHostsOriginValidator in webapp.asgi.
 
 Each unlock makes a fresh viewing session: a random key K that lives only in this consumer.
-Workers send each recovered photo sealed under K through the channel layer; the consumer
-opens it and sends it to the browser in a binary frame, then forgets it. Closing the socket
-(or a reload) forgets K, and results still on their way can no longer be opened by anyone.
+Workers leave each recovered photo sealed under K in the viewing's mailbox in Redis and ring
+through the channel layer (webapp.sharing.sessions); the consumer takes it, opens it and sends
+it to the browser in a binary frame, then forgets it. It also looks in the mailbox every
+REDELIVERY_EVERY seconds, so a lost ring delays a photo, never loses it. Closing the socket (or
+a reload) forgets K, and results still on their way can no longer be opened by anyone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ TOO_SLOW = "No worker recovered this photo in time; press “Show real faces” 
 BAD_REQUEST = "Choose your name and type your password."
 TOO_FAST = "Too many requests from this page; wait a minute and try again."
 FRAME_DEADLINE = 30  # seconds a page may take to read one recovered photo
+REDELIVERY_EVERY = 2.0  # seconds between looks in the mailbox for outcomes whose ring was lost
 
 
 @dataclass
@@ -184,19 +187,36 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         for photo_id, text in outcome.failed.items():
             await self._failed(session, photo_id, text)
         if session.pending:
-            session.watchdog = asyncio.create_task(self._give_up_after(session, outcome.longest_wait + GRACE))
+            session.watchdog = asyncio.create_task(self._watch(session, outcome.longest_wait + GRACE))
         else:
             await self._finish(session)
 
-    # --- from the workers, through the channel layer ------------------------------------
-    async def unlock_result(self, event: dict[str, Any]) -> None:
+    # --- from the workers: a ring through the channel layer, the outcome in the mailbox -----
+    async def unlock_ready(self, event: dict[str, Any]) -> None:
         session, photo_id = self._awaited(event)
-        if session is None:  # an old viewing's, or a photo already given up on: its place is free
-            with contextlib.suppress(redis.RedisError):
-                await sync_to_async(sessions.give_credit)(str(event.get("session", "")))
+        if session is None:  # an old viewing's, or a photo already taken: nothing to do
             return
+        await self._collect(session, [photo_id])
+
+    async def _collect(self, session: ViewingSession, photo_ids: list[str]) -> None:
+        """Deliver whatever outcomes of ``photo_ids`` wait in the session's mailbox."""
         try:
-            image = protocol.open_result(session.key, session.id, photo_id, bytes(event.get("sealed") or b""))
+            # off the thread every socket's database calls share: this runs every few seconds
+            found = await sync_to_async(sessions.take, thread_sensitive=False)(session.id, photo_ids)
+        except redis.RedisError:  # looked at again in a moment
+            log.warning("could not look in the mailbox of viewing %s", session.id, exc_info=True)
+            return
+        for photo_id, (kind, payload) in found.items():
+            if self.session is not session or photo_id not in session.pending:
+                continue
+            if kind == sessions.RESULT:
+                await self._deliver(session, photo_id, payload)
+            else:
+                await self._failed(session, photo_id, payload.decode(errors="replace") or OUR_FAULT)
+
+    async def _deliver(self, session: ViewingSession, photo_id: str, sealed: bytes) -> None:
+        try:
+            image = protocol.open_result(session.key, session.id, photo_id, sealed)
         except WrongKey:
             await self._give_credit(session)
             await self._failed(session, photo_id, OUR_FAULT)
@@ -217,11 +237,6 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             await sync_to_async(sessions.give_credit)(session.id)
         except redis.RedisError:  # the workers then wait, and the page is told the photo took too long
             log.warning("could not pace viewing session %s", session.id, exc_info=True)
-
-    async def unlock_failure(self, event: dict[str, Any]) -> None:
-        session, photo_id = self._awaited(event)
-        if session is not None:
-            await self._failed(session, photo_id, str(event.get("message") or OUR_FAULT))
 
     def _awaited(self, event: dict[str, Any]) -> tuple[ViewingSession | None, str]:
         """The current session if ``event`` is one of its photos still on the way."""
@@ -244,12 +259,18 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             protocol.message(protocol.FINISHED, session=session.id, recovered=session.recovered, failed=session.failed)
         )
 
-    async def _give_up_after(self, session: ViewingSession, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def _watch(self, session: ViewingSession, patience: float) -> None:
+        """Look in the mailbox every REDELIVERY_EVERY seconds while photos are awaited; after
+        ``patience`` seconds, say of each photo still missing that it took too long."""
+        deadline = asyncio.get_running_loop().time() + patience
         with contextlib.suppress(Exception):  # the socket may be closing
-            for photo_id in sorted(session.pending):
-                if self.session is session:
-                    await self._failed(session, photo_id, TOO_SLOW)
+            while self.session is session and session.pending:
+                await asyncio.sleep(REDELIVERY_EVERY)
+                await self._collect(session, sorted(session.pending))
+                if asyncio.get_running_loop().time() >= deadline:
+                    for photo_id in sorted(session.pending):
+                        if self.session is session:
+                            await self._failed(session, photo_id, TOO_SLOW)
 
 
 def _unlock_request(content: dict[str, Any]) -> tuple[int, str] | None:

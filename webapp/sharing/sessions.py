@@ -26,9 +26,12 @@ from webapp.albums import transit
 
 SESSION = "veil:unlock-session:"
 CREDIT = "veil:unlock-credit:"
+MAILBOX = "veil:unlock-box:"  # a hash per viewing: photo id → its outcome, until the page takes it
 OPEN = "veil:unlock-open:"
 IN_FLIGHT = 2  # recovered photos of one viewing on their way to its page at most
 SEND_PATIENCE = 10.0  # seconds a worker waits for room in a busy page's channel
+MAILBOX_TTL = 120  # seconds an outcome waits for its page at most
+RESULT, FAILURE = b"R", b"F"
 
 # KEYS: the address's set, the session's key, its credits; ARGV: now, ttl, limit, session id,
 # credits → 1 opened, 0 refused
@@ -76,7 +79,7 @@ def extend(session_id: str, client: str, ttl: int) -> None:
 def close_session(session_id: str, client: str) -> None:
     r = transit.client()
     pipe = r.pipeline()
-    pipe.delete(SESSION + session_id, CREDIT + session_id)
+    pipe.delete(SESSION + session_id, CREDIT + session_id, MAILBOX + session_id)
     pipe.zrem(OPEN + client, session_id)
     pipe.execute()
 
@@ -93,3 +96,43 @@ def take_credit(session_id: str) -> int:
 def give_credit(session_id: str) -> None:
     """A photo has gone out to the page: another may come."""
     transit.client().eval(_GIVE, 2, SESSION + session_id, CREDIT + session_id)
+
+
+# --- the mailbox: every outcome waits here until its page takes it --------------------------
+# A worker posts a photo's outcome (its recovered image sealed under the session key, or a
+# sentence saying why not), then rings the page through the channel layer. The page takes what
+# is there when it hears the bell, and every few seconds besides: a ring lost on the way (a
+# channel-layer message can be dropped) delays a photo by seconds, never loses it. Taking
+# removes the entry, so each outcome is delivered once; closing the viewing drops the box.
+
+
+def post(session_id: str, photo_id: str, kind: bytes, payload: bytes) -> None:
+    """Leave ``photo_id``'s outcome (RESULT + sealed image, or FAILURE + UTF-8 sentence)."""
+    r = transit.client()
+    pipe = r.pipeline()
+    pipe.hset(MAILBOX + session_id, photo_id, kind + payload)
+    pipe.expire(MAILBOX + session_id, MAILBOX_TTL)
+    pipe.execute()
+
+
+_TAKE_MAIL = """
+local out = {}
+for i, field in ipairs(ARGV) do
+  local value = redis.call('HGET', KEYS[1], field)
+  if value then
+    redis.call('HDEL', KEYS[1], field)
+    table.insert(out, field)
+    table.insert(out, value)
+  end
+end
+return out
+"""
+
+
+def take(session_id: str, photo_ids: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    """The outcomes waiting for these photos, removed as they are read: photo id → (kind, payload)."""
+    if not photo_ids:
+        return {}
+    found = transit.client().eval(_TAKE_MAIL, 1, MAILBOX + session_id, *photo_ids)
+    pairs = zip(found[::2], found[1::2], strict=True)
+    return {bytes(k).decode(): (bytes(v[:1]), bytes(v[1:])) for k, v in pairs}

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
 
 from asgiref.sync import async_to_sync
 from celery import Task, shared_task
@@ -103,8 +102,10 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
         del request, image
     if not sessions.is_open(session_id):  # closed while this photo was recovered
         return "abandoned"
-    event = {"type": "unlock.result", "session": session_id, "photo_id": photo_id, "sealed": sealed}
-    return "sent" if _send(reply_channel, event) else "failed"
+    sessions.post(session_id, photo_id, sessions.RESULT, sealed)
+    del sealed
+    _ring(reply_channel, session_id, photo_id)
+    return "sent"
 
 
 def _sentence(text: str) -> str:
@@ -115,22 +116,22 @@ def _sentence(text: str) -> str:
 def _fail(reply_channel: str, session_id: str, photo_id: str, text: str) -> str:
     if not sessions.is_open(session_id):
         return "abandoned"
-    _send(reply_channel, {"type": "unlock.failure", "session": session_id, "photo_id": photo_id, "message": text})
+    sessions.post(session_id, photo_id, sessions.FAILURE, text.encode())
+    _ring(reply_channel, session_id, photo_id)
     return "failed"
 
 
-def _send(channel: str, event: dict[str, Any]) -> bool:
-    """Whether ``event`` reached the page's channel."""
+def _ring(channel: str, session_id: str, photo_id: str) -> None:
+    """Tell the page an outcome is in its mailbox. Best effort: the page also looks by itself."""
     layer = get_channel_layer()
     if layer is None:
-        return False
+        return
     deadline = time.monotonic() + sessions.SEND_PATIENCE
     while True:
         try:
-            async_to_sync(layer.send)(channel, event)
-            return True
+            async_to_sync(layer.send)(channel, {"type": "unlock.ready", "session": session_id, "photo_id": photo_id})
+            return
         except ChannelFull:
-            if time.monotonic() > deadline or not sessions.is_open(str(event.get("session", ""))):
-                log.warning("a page is not reading its unlock results; dropped photo %s", event.get("photo_id"))
-                return False
+            if time.monotonic() > deadline or not sessions.is_open(session_id):
+                return  # the page finds the photo in its mailbox when it next looks
             time.sleep(0.2)
