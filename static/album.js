@@ -78,7 +78,8 @@
     addControls(tile, data);
     if (data.thumbnail_url && !tile.querySelector("img")) {
       const box = tile.querySelector(".tile-image");
-      const link = el("a", {href: data.thumbnail_url.replace(/thumbnail\/$/, "image/"), target: "_blank", rel: "noopener"});
+      // the image and its thumbnail share a file version (?v=), so only the path differs
+      const link = el("a", {href: data.thumbnail_url.replace(/thumbnail\/(?=\?|$)/, "image/"), target: "_blank", rel: "noopener"});
       link.appendChild(el("img", {src: data.thumbnail_url, alt: "Anonymized photo"}));
       box.replaceChildren(link);
     }

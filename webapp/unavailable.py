@@ -38,6 +38,8 @@ def unavailable_response(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", ""):
         response = JsonResponse({"detail": TEMPORARILY_UNAVAILABLE}, status=503)
     else:
-        response = HttpResponse(render_to_string("503.html", {"message": TEMPORARILY_UNAVAILABLE}), status=503)
+        # a page that was asked for tries again by itself; a form that was sent is sent again by hand
+        context = {"message": TEMPORARILY_UNAVAILABLE, "refresh": request.method == "GET"}
+        response = HttpResponse(render_to_string("503.html", context), status=503)
     response["Retry-After"] = RETRY_AFTER
     return response

@@ -327,7 +327,32 @@ def test_the_owner_gets_the_anonymized_image_and_thumbnail(owner_client: Client,
     assert Image.open(io.BytesIO(b"".join(thumb.streaming_content))).size == (400, 300)
 
     statuses = owner_client.get(reverse("albums:statuses", args=[photo.album_id]), {"ids": str(photo.pk)})
-    assert statuses.json()["photos"][0]["thumbnail_url"] == reverse("albums:photo-thumbnail", args=[photo.pk])
+    assert statuses.json()["photos"][0]["thumbnail_url"] == photo.thumbnail_url()
+
+
+def test_a_thumbnail_under_its_version_is_cached_for_a_year_and_any_other_url_revalidates(
+    owner_client: Client, user: Any
+) -> None:
+    photo = PhotoFactory(
+        album=AlbumFactory(owner=user),
+        status=Photo.Status.DONE,
+        thumbnail=default_storage.save("photos/a/x.thumb.jpg", ContentFile(jpeg(32, 24))),
+    )
+    versioned = photo.thumbnail_url()
+    assert versioned == f"{reverse('albums:photo-thumbnail', args=[photo.pk])}?v={photo.thumbnail_version}"
+
+    first = owner_client.get(versioned)
+    assert first.status_code == 200 and first["ETag"] == f'"{photo.thumbnail_version}"'
+    assert set(first["Cache-Control"].split(", ")) == {"private", "max-age=31536000", "immutable"}
+    again = owner_client.get(versioned, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304 and not again.content
+    plain = owner_client.get(reverse("albums:photo-thumbnail", args=[photo.pk]))
+    assert plain.status_code == 200 and "no-cache" in plain["Cache-Control"]
+    assert "immutable" not in plain["Cache-Control"]
+    # a stranger's copy of the URL and ETag still finds nothing
+    other = Client()
+    other.force_login(UserFactory())
+    assert other.get(versioned, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 404
 
 
 def test_a_photo_deleted_before_a_worker_came_leaves_nothing_in_transit(user: Any) -> None:

@@ -253,7 +253,7 @@ def test_photo_status_and_its_files_need_the_token(api: APIClient, user: Any) ->
         "failure_reason": "",
     }
     assert status["message"] == "2 faces anonymized"
-    assert status["image_url"] == f"http://testserver/api/photos/{done.pk}/image/"
+    assert status["image_url"] == f"http://testserver/api/photos/{done.pk}/image/?v={done.image_version}"
 
     full = api.get(status["image_url"], HTTP_ACCEPT="image/avif,image/webp,*/*")
     assert full.status_code == 200 and full["Content-Type"] == "image/jpeg" and content(full) == image

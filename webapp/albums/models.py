@@ -247,11 +247,21 @@ class Photo(models.Model):
             return "1 face anonymized" if self.faces == 1 else f"{self.faces} faces anonymized"
         return str(self.Status(self.status).label) + "…"
 
+    @property
+    def image_version(self) -> str:
+        """What names the stored image: its file name's random stem (webapp.albums.photofiles)."""
+        return _file_version(self.image.name)
+
+    @property
+    def thumbnail_version(self) -> str:
+        return _file_version(self.thumbnail.name)
+
     def image_url(self) -> str | None:
-        return reverse("albums:photo-image", args=[self.pk]) if self.image else None
+        return f"{reverse('albums:photo-image', args=[self.pk])}?v={self.image_version}" if self.image else None
 
     def thumbnail_url(self) -> str | None:
-        return reverse("albums:photo-thumbnail", args=[self.pk]) if self.thumbnail else None
+        url = reverse("albums:photo-thumbnail", args=[self.pk])
+        return f"{url}?v={self.thumbnail_version}" if self.thumbnail else None
 
     def live_status(self) -> PhotoStatusMessage:
         """This photo's state as the status message the page receives over the websocket."""
@@ -265,3 +275,7 @@ class Photo(models.Model):
             file_name=self.file_name,
             retryable=self.status == self.Status.FAILED and self.retryable,
         )
+
+
+def _file_version(name: str | None) -> str:
+    return (name or "").rsplit("/", 1)[-1].split(".", 1)[0]

@@ -1,10 +1,18 @@
 """A stored photo's files as HTTP responses, for every view that serves them: the owner's pages
 (webapp.albums), the share link (webapp.sharing) and the API. Who may see the photo is the
-caller's check."""
+caller's check.
+
+An image or thumbnail is served with an ETag naming its stored file, and asked for by a URL
+that carries the same name (``?v=``, see ``Photo.thumbnail_version``): a stored file never
+changes (a new one gets a new name), so such a URL is cached for a year without asking again,
+and any other is revalidated for a 304.
+"""
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpResponse, HttpResponseBase
+from django.db.models.fields.files import FieldFile
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
+from django.utils.cache import patch_cache_control
 
 from cipher_worker import carriers
 from cipher_worker.imageio import FORMATS
@@ -12,24 +20,39 @@ from cipher_worker.imageio import FORMATS
 from .models import Photo
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+A_YEAR = 365 * 24 * 3600
 
 
-def photo_image_response(photo: Photo) -> HttpResponseBase:
+def photo_image_response(request: HttpRequest, photo: Photo) -> HttpResponseBase:
     """The anonymized image, shown inline."""
     if not photo.image:
         return HttpResponse(status=404)
-    ext = FORMATS.get(photo.format, "")
-    return FileResponse(
-        photo.image.open("rb"),
-        content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"),
-        filename=f"veil-{photo.pk}{ext}",
-    )
+    content_type = _CONTENT_TYPES.get(photo.format, "application/octet-stream")
+    filename = f"veil-{photo.pk}{FORMATS.get(photo.format, '')}"
+    return _file_response(request, photo.image, photo.image_version, content_type, filename)
 
 
-def photo_thumbnail_response(photo: Photo) -> HttpResponseBase:
+def photo_thumbnail_response(request: HttpRequest, photo: Photo) -> HttpResponseBase:
     if not photo.thumbnail:
         return HttpResponse(status=404)
-    return FileResponse(photo.thumbnail.open("rb"), content_type="image/jpeg")
+    return _file_response(request, photo.thumbnail, photo.thumbnail_version, "image/jpeg")
+
+
+def _file_response(
+    request: HttpRequest, stored: FieldFile, version: str, content_type: str, filename: str | None = None
+) -> HttpResponseBase:
+    etag = f'"{version}"'
+    response: HttpResponseBase
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponseNotModified()
+    else:
+        response = FileResponse(stored.open("rb"), content_type=content_type, filename=filename or "")
+    response["ETag"] = etag
+    if request.GET.get("v") == version:
+        patch_cache_control(response, private=True, max_age=A_YEAR, immutable=True)
+    else:
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
 
 
 def photo_download_response(photo: Photo) -> HttpResponseBase:

@@ -196,16 +196,14 @@ def photo_delete(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_GET
-@cache_control(private=True, max_age=3600)
 def photo_image(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_image_response(owned_photo(request, photo_id))
+    return photo_image_response(request, owned_photo(request, photo_id))
 
 
 @login_required
 @require_GET
-@cache_control(private=True, max_age=3600)
 def photo_thumbnail(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_thumbnail_response(owned_photo(request, photo_id))
+    return photo_thumbnail_response(request, owned_photo(request, photo_id))
 
 
 @login_required

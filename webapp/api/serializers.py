@@ -109,11 +109,13 @@ class PhotoSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_image_url(self, photo: Photo) -> str | None:
-        return self._file_url(photo, bool(photo.image), "api:photo-image")
+        url = self._file_url(photo, bool(photo.image), "api:photo-image")
+        return url and f"{url}?v={photo.image_version}"
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_thumbnail_url(self, photo: Photo) -> str | None:
-        return self._file_url(photo, bool(photo.thumbnail), "api:photo-thumbnail")
+        url = self._file_url(photo, bool(photo.thumbnail), "api:photo-thumbnail")
+        return url and f"{url}?v={photo.thumbnail_version}"
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_download_url(self, photo: Photo) -> str | None:

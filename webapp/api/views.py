@@ -291,16 +291,12 @@ class PhotoViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(summary="The anonymized photo, inline", parameters=NO_FORMAT, responses=IMAGE_RESPONSES)
     @action(detail=True, methods=["get"], renderer_classes=FILE_RENDERERS)
     def image(self, request: Request, pk: str | None = None) -> HttpResponseBase:
-        response = photo_image_response(self.get_object())
-        patch_cache_control(response, private=True, max_age=3600)
-        return response
+        return photo_image_response(request, self.get_object())
 
     @extend_schema(summary="The photo's thumbnail (JPEG, 400 px)", parameters=NO_FORMAT, responses=IMAGE_RESPONSES)
     @action(detail=True, methods=["get"], renderer_classes=FILE_RENDERERS)
     def thumbnail(self, request: Request, pk: str | None = None) -> HttpResponseBase:
-        response = photo_thumbnail_response(self.get_object())
-        patch_cache_control(response, private=True, max_age=3600)
-        return response
+        return photo_thumbnail_response(request, self.get_object())
 
     @extend_schema(
         summary="Download the anonymized photo",

@@ -192,15 +192,13 @@ def share_album(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_GET
-@cache_control(private=True, max_age=300)
 def share_photo_image(request: HttpRequest, token: str, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_image_response(_shared_photo(token, photo_id))
+    return photo_image_response(request, _shared_photo(token, photo_id))
 
 
 @require_GET
-@cache_control(private=True, max_age=300)
 def share_photo_thumbnail(request: HttpRequest, token: str, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_thumbnail_response(_shared_photo(token, photo_id))
+    return photo_thumbnail_response(request, _shared_photo(token, photo_id))
 
 
 @require_GET
