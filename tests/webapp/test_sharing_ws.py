@@ -593,3 +593,52 @@ def test_an_outcome_whose_ring_was_lost_reaches_the_page_within_seconds(
     else:
         assert protocol.parse_photo_frame(first)[1] == b"the real faces"
     assert waited < 3 and left == []  # taken once, and nothing of it stays in Redis
+
+
+def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    for _ in range(5):
+        done_photo(album)
+    slot = recipient(album)
+    first_page, second_page = share_socket(album), share_socket(album)
+
+    async def scenario() -> tuple[list[str], list[str], list[list[Any]], list[list[Any]]]:
+        for ws in (first_page, second_page):
+            connected, _ = await ws.connect()
+            assert connected
+        try:
+            return await both_viewings()
+        finally:
+            for ws in (first_page, second_page):
+                await ws.disconnect()
+
+    async def both_viewings() -> tuple[list[str], list[str], list[list[Any]], list[list[Any]]]:
+        await first_page.send_json_to(unlock(slot, GRANDMA))
+        first = (await first_page.receive_json_from(timeout=10))["data"]
+        await second_page.send_json_to(unlock(slot, GRANDMA))
+        second = (await second_page.receive_json_from(timeout=10))["data"]
+        both_started = queued_tasks(fresh_redis)
+        # a worker brings the first viewing's first photo: only then is its third one queued
+        args = next(a for a in both_started if a[3] == first["session"] and a[0] == first["photos"][0])
+        request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], args[0]) or b"")
+        sealed = protocol.seal_result(request.session_key, args[3], args[0], b"the real faces")
+        await deliver(get_channel_layer(), args[2], args[3], args[0], sealed)
+        await first_page.receive_from(timeout=10)
+        for _ in range(50):  # the consumer queues the next photo just after sending this one
+            one_arrived = queued_tasks(fresh_redis)
+            if len(one_arrived) > len(both_started):
+                break
+            await asyncio.sleep(0.1)
+        return [first["session"], *first["photos"]], second["photos"], both_started, one_arrived
+
+    (first_session, *first), second, both_started, one_arrived = async_to_sync(scenario)()
+
+    assert len(first) == len(second) == 5 and sorted(first) == sorted(second)
+    assert sorted(a[3] == first_session for a in both_started) == [False, False, True, True]
+    new = [(a[3], a[0]) for a in one_arrived if a not in both_started]
+    assert new == [(first_session, first[2])]
+    # once the pages close, the photos never queued leave nothing waiting in transit: what is
+    # left are the requests of tasks already queued (each ends with its TTL, or its worker)
+    left = {key.decode() for key in fresh_redis.keys(transit.UNLOCK_PREFIX + "*")}
+    taken = (first_session, first[0])
+    assert left == {transit.unlock_key(a[1]) for a in one_arrived if (a[3], a[0]) != taken}

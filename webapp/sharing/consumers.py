@@ -16,6 +16,7 @@ a reload) forgets K, and results still on their way can no longer be opened by a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -32,15 +33,16 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from cipher_worker.errors import WrongKey
+from webapp import jobs
 from webapp.addresses import scope_address
 from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 from webapp.limits import MessageRate
 from webapp.texts import OUR_FAULT
 
-from . import protocol, sessions
+from . import protocol, sessions, transit
 from .models import UnlockAttempt
-from .unlocking import GRACE, Refused, begin_unlock
+from .unlocking import GRACE, QUEUE_DOWN, Refused, begin_unlock
 
 CLOSE_NOT_FOUND = 4404
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class ViewingSession:
     recovered: int = 0
     failed: int = 0
     watchdog: asyncio.Task[None] | None = None
+    later: collections.deque[tuple[str, str]] = field(default_factory=collections.deque)  # not queued yet
 
 
 class UnlockConsumer(AsyncJsonWebsocketConsumer):
@@ -128,6 +131,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             session.watchdog.cancel()
         try:
             await sync_to_async(sessions.close_session)(session.id, scope_address(self.scope))
+            await sync_to_async(transit.discard_unlocks)([transit_id for _, transit_id in session.later])
         except redis.RedisError:  # it ends with its TTL all the same
             log.warning("could not close viewing session %s", session.id, exc_info=True)
 
@@ -180,7 +184,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(outcome, Refused):
             await self.send_json(protocol.refusal(outcome.code, outcome.message))
             return
-        session = ViewingSession(session_id, key, set(outcome.photo_ids))
+        session = ViewingSession(session_id, key, set(outcome.photo_ids), later=collections.deque(outcome.later))
         self.session = session
         photos = [*outcome.photo_ids, *outcome.failed]
         await self.send_json(protocol.message(protocol.STARTED, session=session_id, photos=photos))
@@ -229,8 +233,24 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         await self.send(bytes_data=frame)  # within FRAME_DEADLINE, or the consumer ends (__call__)
         del frame
         await self._give_credit(session)
+        await self._queue_next(session)
         if not session.pending:
             await self._finish(session)
+
+    async def _queue_next(self, session: ViewingSession) -> None:
+        """A photo of this viewing has arrived (or failed): queue its next one for the workers."""
+        while self.session is session and session.later:
+            photo_id, transit_id = session.later.popleft()
+            if photo_id not in session.pending:  # given up on already
+                continue
+            try:
+                await sync_to_async(jobs.queue_recovery, thread_sensitive=False)(
+                    photo_id, transit_id, self.channel_name, session.id
+                )
+            except Exception:
+                log.exception("could not queue photo %s of viewing %s", photo_id, session.id)
+                await self._failed(session, photo_id, QUEUE_DOWN)
+            return
 
     async def _give_credit(self, session: ViewingSession) -> None:
         try:
@@ -249,6 +269,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         session.pending.discard(photo_id)
         session.failed += 1
         await self.send_json(protocol.message(protocol.FAILED, session=session.id, photo_id=photo_id, message=text))
+        await self._queue_next(session)
         if not session.pending:
             await self._finish(session)
 

@@ -47,6 +47,11 @@ def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
     return keys.open_sealed(bytes(sealed), private, unlock_context(photo_id))  # type: ignore[arg-type]
 
 
+def discard_unlocks(transit_ids: list[str]) -> None:
+    """Delete these requests, which no worker will be asked to take (their viewing ended)."""
+    delete_keys([unlock_key(t) for t in transit_ids])
+
+
 def forget_unlocks(photo_ids: list[uuid.UUID] | list[str]) -> None:
     """Delete the requests for these photos not yet taken (one SCAN over the unlock entries)."""
     wanted = {str(p) for p in photo_ids}

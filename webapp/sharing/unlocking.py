@@ -42,6 +42,9 @@ QUEUE_DOWN = "Veil's photo queue is not reachable right now; please try again in
 KEY_MISMATCH = "This photo's key does not match the album's key; it cannot be shown unlocked."
 TOO_MANY_VIEWINGS = "Real faces are already shown on several of your pages; close one of them and try again."
 GRACE = 60  # seconds a viewing stays open beyond the longest transit wait (the page's patience too)
+# Photos of one viewing on the unlock queue at a time: the page queues the next as each one
+# arrives, so viewings that start together take turns instead of the last waiting for all others.
+AHEAD = 2
 
 
 def expired(slot: AlbumKeySlot) -> str:
@@ -63,6 +66,7 @@ class Started:
     photo_ids: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     longest_wait: int = 0  # seconds the last transit entry may wait for a worker
+    later: list[tuple[str, str]] = field(default_factory=list)  # (photo id, transit id) not queued yet
 
 
 def _refused_while_redis_is_down(begin: Callable[P, Started | Refused]) -> Callable[P, Started | Refused]:
@@ -180,7 +184,10 @@ def _queue(
             # One more second of patience per photo queued ahead of this one.
             ttl = settings.VEIL_UNLOCK_TTL + position
             transit_id = transit.put_unlock(photo_id, request.to_bytes(), ttl)
-            jobs.queue_recovery(photo_id, transit_id, reply_channel, session_id)
+            if len(started.photo_ids) < AHEAD:
+                jobs.queue_recovery(photo_id, transit_id, reply_channel, session_id)
+            else:
+                started.later.append((photo_id, transit_id))
             started.photo_ids.append(photo_id)
             started.longest_wait = ttl
         sessions.extend(session_id, client, started.longest_wait + GRACE)
