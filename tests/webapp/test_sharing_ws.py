@@ -595,12 +595,14 @@ def test_an_outcome_whose_ring_was_lost_reaches_the_page_within_seconds(
     assert waited < 3 and left == []  # taken once, and nothing of it stays in Redis
 
 
-def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis: redis.Redis) -> None:
+def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis: redis.Redis, settings: Any) -> None:
+    settings.VEIL_UNLOCK_TTL = 10  # for the requests made at the start; a viewing still receiving gets more
     album = AlbumFactory()
     for _ in range(5):
         done_photo(album)
     slot = recipient(album)
     first_page, second_page = share_socket(album), share_socket(album)
+    waits: list[int] = []
 
     async def scenario() -> tuple[list[str], list[str], list[list[Any]], list[list[Any]]]:
         for ws in (first_page, second_page):
@@ -622,6 +624,7 @@ def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis
         args = next(a for a in both_started if a[3] == first["session"] and a[0] == first["photos"][0])
         request = protocol.UnlockRequest.from_bytes(transit.take_unlock(args[1], args[0]) or b"")
         sealed = protocol.seal_result(request.session_key, args[3], args[0], b"the real faces")
+        settings.VEIL_UNLOCK_TTL = 100
         await deliver(get_channel_layer(), args[2], args[3], args[0], sealed)
         await first_page.receive_from(timeout=10)
         for _ in range(50):  # the consumer queues the next photo just after sending this one
@@ -629,14 +632,19 @@ def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis
             if len(one_arrived) > len(both_started):
                 break
             await asyncio.sleep(0.1)
+        later = [a for a in one_arrived if a not in both_started]
+        waits.extend([fresh_redis.ttl(transit.unlock_key(a[1])) for a in later])
+        waits.append(fresh_redis.ttl(sessions.SESSION + first["session"]))
         return [first["session"], *first["photos"]], second["photos"], both_started, one_arrived
 
     (first_session, *first), second, both_started, one_arrived = async_to_sync(scenario)()
 
     assert len(first) == len(second) == 5 and sorted(first) == sorted(second)
     assert sorted(a[3] == first_session for a in both_started) == [False, False, True, True]
-    new = [(a[3], a[0]) for a in one_arrived if a not in both_started]
-    assert new == [(first_session, first[2])]
+    new = [a for a in one_arrived if a not in both_started]
+    assert [(a[3], a[0]) for a in new] == [(first_session, first[2])]
+    # queued later, it and its viewing may wait as long as if they had been queued just now
+    assert waits[0] > 60 and waits[-1] > 100
     # once the pages close, the photos never queued leave nothing waiting in transit: what is
     # left are the requests of tasks already queued (each ends with its TTL, or its worker)
     left = {key.decode() for key in fresh_redis.keys(transit.UNLOCK_PREFIX + "*")}

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ class ViewingSession:
     failed: int = 0
     watchdog: asyncio.Task[None] | None = None
     later: collections.deque[tuple[str, str]] = field(default_factory=collections.deque)  # not queued yet
+    deadline: float = 0.0  # time.monotonic() after which photos still missing took too long
 
 
 class UnlockConsumer(AsyncJsonWebsocketConsumer):
@@ -244,6 +246,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             if photo_id not in session.pending:  # given up on already
                 continue
             try:
+                await sync_to_async(self._keep_viewing, thread_sensitive=False)(session, transit_id)
                 await sync_to_async(jobs.queue_recovery, thread_sensitive=False)(
                     photo_id, transit_id, self.channel_name, session.id
                 )
@@ -251,6 +254,14 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
                 log.exception("could not queue photo %s of viewing %s", photo_id, session.id)
                 await self._failed(session, photo_id, QUEUE_DOWN)
             return
+
+    def _keep_viewing(self, session: ViewingSession, transit_id: str) -> None:
+        """A viewing that is still receiving stays open, and so does its next request, however
+        long taking turns with other viewings makes it (each wait starts again per photo)."""
+        ttl = settings.VEIL_UNLOCK_TTL
+        transit.keep_unlock(transit_id, ttl)
+        sessions.extend(session.id, scope_address(self.scope), ttl + GRACE)
+        session.deadline = max(session.deadline, time.monotonic() + ttl + GRACE)
 
     async def _give_credit(self, session: ViewingSession) -> None:
         try:
@@ -282,13 +293,14 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
 
     async def _watch(self, session: ViewingSession, patience: float) -> None:
         """Look in the mailbox every REDELIVERY_EVERY seconds while photos are awaited; after
-        ``patience`` seconds, say of each photo still missing that it took too long."""
-        deadline = asyncio.get_running_loop().time() + patience
+        ``patience`` seconds (or longer, while photos keep arriving: ``session.deadline``), say
+        of each photo still missing that it took too long."""
+        session.deadline = max(session.deadline, time.monotonic() + patience)
         with contextlib.suppress(Exception):  # the socket may be closing
             while self.session is session and session.pending:
                 await asyncio.sleep(REDELIVERY_EVERY)
                 await self._collect(session, sorted(session.pending))
-                if asyncio.get_running_loop().time() >= deadline:
+                if time.monotonic() >= session.deadline:
                     for photo_id in sorted(session.pending):
                         if self.session is session:
                             await self._failed(session, photo_id, TOO_SLOW)

@@ -66,12 +66,12 @@ def open_session(session_id: str, client: str, ttl: int) -> bool:
 
 
 def extend(session_id: str, client: str, ttl: int) -> None:
-    """Keep an open session open ``ttl`` seconds from now (once its photos are queued)."""
+    """Keep an open session open at least ``ttl`` seconds from now (never shortened)."""
     r = transit.client()
     pipe = r.pipeline()
-    pipe.set(SESSION + session_id, 1, ex=ttl, xx=True)
-    pipe.expire(CREDIT + session_id, ttl)
-    pipe.zadd(OPEN + client, {session_id: time.time() + ttl}, xx=True)
+    pipe.expire(SESSION + session_id, ttl, gt=True)
+    pipe.expire(CREDIT + session_id, ttl, gt=True)
+    pipe.zadd(OPEN + client, {session_id: time.time() + ttl}, xx=True, gt=True)
     pipe.expire(OPEN + client, ttl, gt=True)
     pipe.execute()
 

@@ -47,6 +47,11 @@ def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
     return keys.open_sealed(bytes(sealed), private, unlock_context(photo_id))  # type: ignore[arg-type]
 
 
+def keep_unlock(transit_id: str, ttl: int) -> None:
+    """Let a request not yet queued wait ``ttl`` more seconds (its viewing is still receiving)."""
+    client().expire(unlock_key(transit_id), ttl, gt=True)
+
+
 def discard_unlocks(transit_ids: list[str]) -> None:
     """Delete these requests, which no worker will be asked to take (their viewing ended)."""
     delete_keys([unlock_key(t) for t in transit_ids])
