@@ -650,3 +650,13 @@ def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis
     left = {key.decode() for key in fresh_redis.keys(transit.UNLOCK_PREFIX + "*")}
     taken = (first_session, first[0])
     assert left == {transit.unlock_key(a[1]) for a in one_arrived if (a[3], a[0]) != taken}
+
+
+def test_an_outcome_for_a_viewing_that_has_ended_leaves_nothing_in_redis(fresh_redis: redis.Redis) -> None:
+    assert sessions.open_session("viewing", "203.0.113.7", 60)
+    assert sessions.post("viewing", "photo", sessions.RESULT, b"sealed under the session key")
+    sessions.close_session("viewing", "203.0.113.7")
+    assert fresh_redis.keys(sessions.MAILBOX + "*") == []  # the box went with the viewing
+    # a worker finishing just after the page went away leaves nothing behind either
+    assert not sessions.post("viewing", "photo", sessions.RESULT, b"sealed under the session key")
+    assert fresh_redis.keys(sessions.MAILBOX + "*") == []

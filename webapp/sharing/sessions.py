@@ -106,13 +106,20 @@ def give_credit(session_id: str) -> None:
 # removes the entry, so each outcome is delivered once; closing the viewing drops the box.
 
 
-def post(session_id: str, photo_id: str, kind: bytes, payload: bytes) -> None:
-    """Leave ``photo_id``'s outcome (RESULT + sealed image, or FAILURE + UTF-8 sentence)."""
-    r = transit.client()
-    pipe = r.pipeline()
-    pipe.hset(MAILBOX + session_id, photo_id, kind + payload)
-    pipe.expire(MAILBOX + session_id, MAILBOX_TTL)
-    pipe.execute()
+# KEYS: the session's key, its mailbox; ARGV: photo id, outcome, TTL → 1 posted, 0 the session is closed
+_POST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+def post(session_id: str, photo_id: str, kind: bytes, payload: bytes) -> bool:
+    """Leave ``photo_id``'s outcome (RESULT + sealed image, or FAILURE + UTF-8 sentence); False,
+    and nothing left, if the viewing has ended meanwhile."""
+    keys = (SESSION + session_id, MAILBOX + session_id)
+    return bool(transit.client().eval(_POST, 2, *keys, photo_id, kind + payload, MAILBOX_TTL))
 
 
 _TAKE_MAIL = """

@@ -100,10 +100,10 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
         return _fail(reply_channel, session_id, photo_id, OUR_FAULT)
     finally:
         del request, image
-    if not sessions.is_open(session_id):  # closed while this photo was recovered
-        return "abandoned"
-    sessions.post(session_id, photo_id, sessions.RESULT, sealed)
+    posted = sessions.post(session_id, photo_id, sessions.RESULT, sealed)
     del sealed
+    if not posted:  # the page closed or moved on while this photo was recovered
+        return "abandoned"
     _ring(reply_channel, session_id, photo_id)
     return "sent"
 
@@ -114,9 +114,8 @@ def _sentence(text: str) -> str:
 
 
 def _fail(reply_channel: str, session_id: str, photo_id: str, text: str) -> str:
-    if not sessions.is_open(session_id):
+    if not sessions.post(session_id, photo_id, sessions.FAILURE, text.encode()):
         return "abandoned"
-    sessions.post(session_id, photo_id, sessions.FAILURE, text.encode())
     _ring(reply_channel, session_id, photo_id)
     return "failed"
 
