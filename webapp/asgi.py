@@ -24,7 +24,12 @@ from webapp.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": RequestBodyLimit(django_asgi_app, settings.VEIL_MAX_REQUEST_BYTES, settings.VEIL_MAX_UPLOAD_MB),
+        "http": RequestBodyLimit(
+            django_asgi_app,
+            settings.VEIL_MAX_REQUEST_BYTES,
+            settings.VEIL_MAX_UPLOAD_MB,
+            in_flight_bytes=settings.VEIL_MAX_IN_FLIGHT_MB * 1024 * 1024,
+        ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,5 +1,6 @@
 """Guards against one client exhausting the service: an ASGI guard that refuses request bodies
-over the upload limit before Django buffers them, and a message rate for websockets."""
+over the upload limit before Django buffers them, and holds the bodies one web process takes
+in at once to a budget; and a message rate for websockets."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def too_large_message(max_upload_mb: int) -> str:
 # A refused body is read and thrown away up to this many bytes, so that the client, still
 # sending, gets to read the 413 instead of a connection reset; beyond it the connection drops.
 DRAIN_BYTES = 256 * 1024 * 1024
+# Bodies smaller than this (pages, forms, the API's JSON) never wait for the in-flight budget.
+SMALL_BODY = 1024 * 1024
+BUSY = "Veil is taking in many photos at once; this one is sent again in a moment."
+BUSY_RETRY_AFTER = 2
 
 
 class RequestBodyLimit:
@@ -33,11 +38,23 @@ class RequestBodyLimit:
     rest of a refused body is discarded chunk by chunk as it arrives, never kept.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_mb: int, drain_bytes: int = DRAIN_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_upload_mb: int,
+        drain_bytes: int = DRAIN_BYTES,
+        in_flight_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_mb = max_upload_mb
         self.drain_bytes = drain_bytes
+        # Every declared body of SMALL_BODY or more counts against this until its request is
+        # answered (Django holds it in memory that long); one over budget is answered 429 with
+        # Retry-After, which the album page waits out by itself. One body always gets through.
+        self.in_flight_bytes = in_flight_bytes
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +66,18 @@ class RequestBodyLimit:
                 await _drain(receive)
             await self._refuse(scope, send)
             return
+        reserved = declared if declared is not None and declared >= SMALL_BODY and self.in_flight_bytes else 0
+        if reserved and self.in_flight and self.in_flight + reserved > (self.in_flight_bytes or 0):
+            await _drain(receive)
+            await _answer(scope, send, 429, BUSY, [(b"retry-after", str(BUSY_RETRY_AFTER).encode())])
+            return
+        self.in_flight += reserved
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_flight -= reserved
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
         overflow = False
         started = False
@@ -78,20 +107,21 @@ class RequestBodyLimit:
             await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        text = too_large_message(self.max_upload_mb)
-        accept = dict(scope.get("headers") or []).get(b"accept", b"")
-        if b"json" in accept:
-            body, kind = json.dumps({"error": text}).encode(), b"application/json"
-        else:
-            body, kind = text.encode(), b"text/plain; charset=utf-8"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(scope, send, 413, too_large_message(self.max_upload_mb))
+
+
+async def _answer(
+    scope: Scope, send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A one-sentence answer, as JSON ``{"error": …}`` when the client asks for JSON."""
+    accept = dict(scope.get("headers") or []).get(b"accept", b"")
+    if b"json" in accept:
+        body, kind = json.dumps({"error": text}).encode(), b"application/json"
+    else:
+        body, kind = text.encode(), b"text/plain; charset=utf-8"
+    head = [(b"content-type", kind), (b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _drain(receive: Receive, budget: int = DRAIN_BYTES) -> None:

@@ -25,6 +25,8 @@ VEIL_S3_BUCKET              store photos in this S3-compatible bucket instead of
                             AWS_S3_REGION_NAME) (none)
 STATIC_ROOT                 ``collectstatic`` output (none: whitenoise serves static/)
 VEIL_MAX_UPLOAD_MB          largest photo accepted, in MB (40)
+VEIL_MAX_IN_FLIGHT_MB       MB of photo uploads one web process takes in at once; more are
+                            asked to come again in a moment (8 × VEIL_MAX_UPLOAD_MB)
 VEIL_MAX_FILES_PER_REQUEST  photos one upload request may carry (20; the album page sends one
                             per request)
 VEIL_PHOTO_QUOTA            photos one account may keep, over all its albums (10000; 0: no limit)
@@ -269,6 +271,8 @@ VEIL_MAX_WAITING_MB_ALL = int(os.environ.get("VEIL_MAX_WAITING_MB_ALL", "600"))
 # A request body may exceed one photo by its multipart framing; webapp.asgi refuses larger
 # bodies before reading them, so Django's ASGI body buffer never rolls over to disk.
 VEIL_MAX_REQUEST_BYTES = VEIL_MAX_UPLOAD_BYTES + 256 * 1024
+# photo bodies one web process holds in memory at once (webapp.limits); more wait (429, Retry-After)
+VEIL_MAX_IN_FLIGHT_MB = int(os.environ.get("VEIL_MAX_IN_FLIGHT_MB", str(8 * VEIL_MAX_UPLOAD_MB)))
 FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = VEIL_MAX_REQUEST_BYTES + 1
 DATA_UPLOAD_MAX_NUMBER_FILES = 100

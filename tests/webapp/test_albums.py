@@ -199,6 +199,58 @@ def test_the_asgi_guard_refuses_a_large_body_before_django_sees_it() -> None:
     assert called == [] and len(body) == 1 and sent[0]["status"] == 413  # too big to drain
 
 
+def test_photo_bodies_past_the_in_flight_budget_are_asked_to_come_back_and_nothing_is_held_after() -> None:
+    import asyncio
+
+    from webapp.limits import BUSY, SMALL_BODY
+
+    size = SMALL_BODY * 2
+    release = asyncio.Event()
+    served: list[str] = []
+
+    async def django(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if scope["path"] == "/first":
+            await release.wait()  # Django still holds the first photo's body
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = RequestBodyLimit(django, max_bytes=10 * size, max_upload_mb=40, in_flight_bytes=int(1.5 * size))
+
+    def request(path: str, length: int) -> tuple[dict[str, Any], Any, Any, list[dict[str, Any]]]:
+        scope = {"type": "http", "path": path, "headers": [(b"content-length", str(length).encode())]}
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"x" * length, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        return scope, receive, send, sent
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
+        first = request("/first", size)
+        held = asyncio.create_task(guard(*first[:3]))
+        await asyncio.sleep(0.01)
+        second, page = request("/second", size), request("/page", 1000)
+        await guard(*second[:3])  # over budget while the first is held: come back in a moment
+        await guard(*page[:3])  # a small body never waits
+        release.set()
+        await held
+        third = request("/third", size)
+        await guard(*third[:3])  # the first is answered: its bytes are free again
+        return second[3], page[3], third[3], guard.in_flight
+
+    second, page, third, left = async_to_sync(scenario)()
+
+    assert second[0]["status"] == 429 and (b"retry-after", b"2") in second[0]["headers"]
+    assert second[1]["body"].decode() == BUSY
+    assert page[0]["status"] == third[0]["status"] == 201
+    assert served == ["/page", "/first", "/third"] and left == 0
+
+
 def test_the_asgi_guard_cuts_off_a_chunked_body_that_grows_too_large() -> None:
     chunks = [{"type": "http.request", "body": b"x" * 60, "more_body": True} for _ in range(3)]
     chunks[-1]["more_body"] = False
