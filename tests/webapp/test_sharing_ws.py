@@ -660,3 +660,32 @@ def test_an_outcome_for_a_viewing_that_has_ended_leaves_nothing_in_redis(fresh_r
     # a worker finishing just after the page went away leaves nothing behind either
     assert not sessions.post("viewing", "photo", sessions.RESULT, b"sealed under the session key")
     assert fresh_redis.keys(sessions.MAILBOX + "*") == []
+
+
+def test_photos_given_up_on_are_never_asked_of_a_worker(
+    fresh_redis: redis.Redis, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.VEIL_UNLOCK_TTL = 1
+    monkeypatch.setattr(consumers, "GRACE", 0)
+    monkeypatch.setattr(consumers, "REDELIVERY_EVERY", 0.2)
+    album = AlbumFactory()
+    for _ in range(4):
+        done_photo(album)
+    slot = recipient(album)
+    ws = share_socket(album)
+
+    async def scenario() -> list[dict[str, Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        try:
+            await ws.send_json_to(unlock(slot, GRANDMA))
+            await ws.receive_json_from(timeout=10)
+            return [await ws.receive_json_from(timeout=10) for _ in range(5)]  # 4 × failed, finished
+        finally:
+            await ws.disconnect()
+
+    answers = async_to_sync(scenario)()
+
+    assert [a["type"] for a in answers] == ["unlock.failed"] * 4 + ["unlock.finished"]
+    assert {a["data"]["message"] for a in answers[:4]} == {consumers.TOO_SLOW}
+    assert len(queued_tasks(fresh_redis)) == 2  # only the two queued at the start

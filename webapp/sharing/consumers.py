@@ -301,6 +301,11 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.sleep(REDELIVERY_EVERY)
                 await self._collect(session, sorted(session.pending))
                 if time.monotonic() >= session.deadline:
+                    # no worker is asked for the photos given up on here, and their requests go
+                    never_asked = [transit_id for _, transit_id in session.later]
+                    session.later.clear()
+                    with contextlib.suppress(redis.RedisError):
+                        await sync_to_async(transit.discard_unlocks)(never_asked)
                     for photo_id in sorted(session.pending):
                         if self.session is session:
                             await self._failed(session, photo_id, TOO_SLOW)
