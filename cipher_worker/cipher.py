@@ -130,9 +130,18 @@ class FaceKeys:
 def derive_face_keys(content_key: bytes, nonce: bytes, face_index: int, dim: int, candidate: int = 0) -> FaceKeys:
     """Derive face ``face_index``'s pad (``dim`` uint32; candidate ``candidate``) and region key
     from a photo's key and nonce. The region key does not depend on the candidate."""
-    pad = derive_pad(content_key, nonce, face_index, dim, candidate)
-    region_key = _hkdf(content_key, nonce, _REGION_INFO + str(face_index).encode("ascii"), REGION_KEY_BYTES)
-    return FaceKeys(pad, region_key)
+    return FaceKeys(
+        derive_pad(content_key, nonce, face_index, dim, candidate), derive_region_key(content_key, nonce, face_index)
+    )
+
+
+def derive_region_key(content_key: bytes, nonce: bytes, face_index: int) -> bytes:
+    """The region key alone of :func:`derive_face_keys`: what exact recovery needs (no pad, no codec)."""
+    _check_len(content_key, CONTENT_KEY_BYTES, "content key")
+    _check_len(nonce, NONCE_BYTES, "photo nonce")
+    if face_index < 0:
+        raise BadInput(f"a face index cannot be negative ({face_index})")
+    return _hkdf(content_key, nonce, _REGION_INFO + str(face_index).encode("ascii"), REGION_KEY_BYTES)
 
 
 def derive_pad(content_key: bytes, nonce: bytes, face_index: int, dim: int, candidate: int = 0) -> FacePad:

@@ -120,8 +120,5 @@ def recover_exact(
     out = photo.pixels.copy()
     with watch("composite"):
         for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
-            record = env.faces[i]
-            # the pad's length is the identity's: the region key is derived the same way whatever the codec
-            face_key = cipher.derive_face_keys(content_key, env.nonce, i, record.identity.size, record.candidate)
-            restore_face(out, env, i, face_key.region_key)
+            restore_face(out, env, i, cipher.derive_region_key(content_key, env.nonce, i))
     return RecoveredPhoto(out, len(env.faces), False, watch.seconds)

@@ -114,12 +114,9 @@ class Supervisor:
                 return name, code
             self._restarts[name] = [*recent, now]
             self.say(f"{name} exited with code {code}; starting it again")
-            if name in self._files:
-                self._files.pop(name).close()
-            signal_group(process, signal.SIGKILL)  # whatever of its group is left
-            process.wait()
+            self._reap(name, process)
             argv, env, log = self._specs[name]
-            self.start(name, argv, env, log=log)
+            self.start(name, argv, env, log=log)  # in its old place: stop_all keeps its order
         return None
 
     def first_exit(self) -> tuple[str, int] | None:
@@ -162,6 +159,10 @@ class Supervisor:
                 process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.say(f"{name} did not stop in {grace:.0f} s; killing it")
+        self._reap(name, process)
+
+    def _reap(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Whatever is left of an ended child's group goes, and its log file is closed."""
         signal_group(process, signal.SIGKILL)
         process.wait()
         if name in self._files:

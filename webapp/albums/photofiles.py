@@ -23,13 +23,19 @@ _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"
 A_YEAR = 365 * 24 * 3600
 
 
+def _content_type(photo: Photo) -> str:
+    return _CONTENT_TYPES.get(photo.format, "application/octet-stream")
+
+
+def _file_name(photo: Photo) -> str:
+    return f"veil-{photo.pk}{FORMATS.get(photo.format, '')}"
+
+
 def photo_image_response(request: HttpRequest, photo: Photo) -> HttpResponseBase:
     """The anonymized image, shown inline."""
     if not photo.image:
         return HttpResponse(status=404)
-    content_type = _CONTENT_TYPES.get(photo.format, "application/octet-stream")
-    filename = f"veil-{photo.pk}{FORMATS.get(photo.format, '')}"
-    return _file_response(request, photo.image, photo.image_version, content_type, filename)
+    return _file_response(request, photo.image, photo.image_version, _content_type(photo), _file_name(photo))
 
 
 def photo_thumbnail_response(request: HttpRequest, photo: Photo) -> HttpResponseBase:
@@ -64,6 +70,6 @@ def photo_download_response(photo: Photo) -> HttpResponseBase:
         data = f.read()
     if photo.album.downloads_include_envelope and photo.envelope:
         data = carriers.embed(data, bytes(photo.envelope))
-    response = HttpResponse(data, content_type=_CONTENT_TYPES.get(photo.format, "application/octet-stream"))
-    response["Content-Disposition"] = f'attachment; filename="veil-{photo.pk}{FORMATS.get(photo.format, "")}"'
+    response = HttpResponse(data, content_type=_content_type(photo))
+    response["Content-Disposition"] = f'attachment; filename="{_file_name(photo)}"'
     return response

@@ -3,7 +3,7 @@
 One unlock is one *viewing session*: the web process makes a random 32-byte session key K,
 and for each photo seals an :class:`UnlockRequest` (K and the photo's opened content key, or
 K and the typed password in decoy mode) to the workers' transit key (``transit.put_unlock``).
-The worker recovers the photo and sends it back through the channel layer sealed under K
+The worker recovers the photo and leaves it in the viewing's mailbox sealed under K
 (:func:`seal_result`, AES-256-GCM, the session and photo ids as associated data); the
 consumer opens it and sends it to the browser. Redis only ever holds ciphertext.
 
@@ -104,7 +104,7 @@ class UnlockRequest:
         return "UnlockRequest(…)"
 
 
-# --- the sealed result a worker sends back through the channel layer ----------------------
+# --- the sealed result a worker leaves in the viewing's mailbox ---------------------------
 
 _NONCE_BYTES = 12
 

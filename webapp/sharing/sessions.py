@@ -1,10 +1,11 @@
 """Which viewing sessions are still open, in Redis, so that no work is done for a closed page.
 
-An unlock queues one task per photo. When the page closes, or a new unlock replaces the last,
-its session ends here; a worker then skips the photos still queued for it (it takes their sealed
-requests out of the transit store all the same) and sends nothing, so no result piles up for a
-channel nobody reads. Each client address may also have only VEIL_UNLOCK_SESSIONS open at once:
-one viewer cannot keep the unlock queue to themselves by opening page after page.
+An unlock queues a task per photo, a few at a time (webapp.sharing.unlocking.AHEAD). When the
+page closes, or a new unlock replaces the last, its session ends here; a worker then skips the
+photos still queued for it (it takes their sealed requests out of the transit store all the
+same) and sends nothing, so no result piles up for a channel nobody reads. Each client address
+may also have only VEIL_UNLOCK_SESSIONS open at once: one viewer cannot keep the unlock queue
+to themselves by opening page after page.
 
 Results are paced by the page: a session holds IN_FLIGHT credits, a worker takes one before it
 sends a recovered photo (waiting for one if none is left) and the page's consumer gives it back

@@ -2,9 +2,10 @@
 
 The task message holds ids only (photo, transit entry, reply channel, session). The worker
 takes the sealed request from the transit store (deleting it as it reads), opens it with the
-transit private key, recovers the photo, encodes it and sends it to the consumer's channel
-sealed under the session key. The recovered pixels exist only in this process's memory, for
-the length of the task: nothing is written to disk, the database, Redis or the logs.
+transit private key, recovers the photo, encodes it, seals it under the session key and leaves
+it in the viewing's mailbox, then rings the consumer (webapp.sharing.sessions). The recovered
+pixels exist only in this process's memory, for the length of the task: nothing of them is
+written to disk, the database or the logs, and Redis only ever holds them sealed.
 """
 
 from __future__ import annotations
