@@ -65,7 +65,8 @@ class FaceDetector:
         scale = self.detection_scale(width, height)
         small = rgb
         if scale < 1.0:
-            small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         with self._lock:
             self._net.setInputSize((bgr.shape[1], bgr.shape[0]))

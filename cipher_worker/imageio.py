@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import BadInput, ImageTooLarge, NotAnImage
 
 MAX_PIXELS = 64_000_000  # a 60 MP camera photo passes; a 200 MP bomb does not
+MIN_SIDE = 16  # pixels: nothing narrower holds a face
+MAX_ASPECT = 20  # a wide panorama passes; a 1×20000 strip, which only a crafted file is, does not
+# Veil keeps no PNG text; a small file of compressed text chunks must not cost seconds to refuse.
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}  # the only formats read or written
 NOT_A_PHOTO = "the file is not an image Veil can read: it takes JPEG, PNG and WebP photos"
@@ -88,6 +92,13 @@ def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
             if width * height > max_pixels:
                 size = f"{width}×{height}, {width * height / 1e6:.0f} MP"
                 raise ImageTooLarge(f"the image is too large ({size}); the limit is {max_pixels / 1e6:.0f} MP")
+            if min(width, height) < MIN_SIDE or max(width, height) > MAX_ASPECT * min(width, height):
+                raise NotAnImage(
+                    f"the image is {width}×{height} pixels: Veil takes photos at least {MIN_SIDE} pixels on each "
+                    f"side and at most {MAX_ASPECT} times as long as they are wide"
+                )
+            if image.format == "MPO":  # a camera's multi-picture JPEG: its first picture, as a JPEG
+                image.format = "JPEG"
             yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow refuses the largest bombs in open(), before we can read the size
@@ -129,3 +140,13 @@ def encode_image(pixels: np.ndarray, fmt: str, icc_profile: bytes | None = None,
     out = io.BytesIO()
     image.save(out, fmt, **options)
     return out.getvalue()
+
+
+def shrink_to(pixels: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, 3) uint8 at most ``side`` pixels on its longer side (Lanczos); as it is if it fits."""
+    height, width = pixels.shape[:2]
+    if max(width, height) <= side:
+        return pixels
+    image = Image.fromarray(pixels, "RGB")
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(image)

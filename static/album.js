@@ -101,8 +101,39 @@
     const url = (pattern) => pattern.replace(ZERO_ID, data.photo_id);
     if (data.status === "failed" && data.retryable) meta.appendChild(postForm(url(retryUrl), "Try again"));
     const failed = data.status === "failed";
+    if (failed && !data.retryable) meta.appendChild(reuploadButton());
     meta.appendChild(postForm(url(deleteUrl), failed ? "Dismiss" : "Delete",
       failed ? "Remove this failed upload?" : "Delete this photo for good? Its real faces go with it."));
+  }
+
+  // A failed upload that cannot be tried again (its original is gone) offers "Upload again…": the
+  // chosen file goes up like any other, and once it is taken the failed tile is dismissed.
+  function reuploadButton() {
+    return el("button", {type: "button", "class": "link", "data-reupload": ""}, "Upload again…");
+  }
+
+  const reuploadInput = el("input", {type: "file", accept: input.accept, hidden: ""});
+  document.body.appendChild(reuploadInput);
+  let replacing = null;
+  grid.addEventListener("click", (e) => {
+    const button = e.target.closest("[data-reupload]");
+    if (!button) return;
+    replacing = button.closest(".tile").dataset.photoId;
+    reuploadInput.click();
+  });
+  reuploadInput.addEventListener("change", () => {
+    if (reuploadInput.files.length) enqueue([reuploadInput.files[0]], replacing);
+    reuploadInput.value = "";
+    replacing = null;
+  });
+
+  function dismiss(photoId) {
+    fetch(deleteUrl.replace(ZERO_ID, photoId), {
+      method: "POST", credentials: "same-origin", headers: {"X-CSRFToken": csrf, Accept: "application/json"},
+    }).then((r) => {
+      const tile = tileFor(photoId);
+      if (r.ok && tile) tile.remove();
+    }).catch(() => {});
   }
 
   function addPhoto(data) {
@@ -150,7 +181,7 @@
     return "The upload failed (" + xhr.status + "); please try again.";
   }
 
-  function sendFile(file, ui) {
+  function sendFile(file, ui, replaces) {
     running += 1;
     ui.note.textContent = "uploading…";
     const xhr = new XMLHttpRequest();
@@ -165,11 +196,12 @@
       if (xhr.status === 201) {
         JSON.parse(xhr.responseText).photos.forEach(addPhoto);
         ui.row.remove();
+        if (replaces) dismiss(replaces);
       } else if (xhr.status === 429) {
         // earlier photos are still waiting for a worker: send this one again in a little while
         ui.note.textContent = "waiting for earlier photos…";
         ui.bar.value = 0;
-        setTimeout(() => { queue.unshift([file, ui]); pump(); }, BACKLOG_RETRY_MS);
+        setTimeout(() => { queue.unshift([file, ui, replaces]); pump(); }, BACKLOG_RETRY_MS);
       } else {
         failUpload(ui, errorText(xhr));
       }
@@ -182,19 +214,19 @@
 
   function pump() {
     while (running < PARALLEL_UPLOADS && queue.length) {
-      const [file, ui] = queue.shift();
-      sendFile(file, ui);
+      const [file, ui, replaces] = queue.shift();
+      sendFile(file, ui, replaces);
     }
   }
 
-  function enqueue(files) {
+  function enqueue(files, replaces) {
     Array.from(files).forEach((file) => {
       const ui = uploadRow(file);
       if (file.size > maxMb * 1024 * 1024) {
         failUpload(ui, "This photo is too large: Veil accepts photos up to " + maxMb + " MB.");
         return;
       }
-      queue.push([file, ui]);
+      queue.push([file, ui, replaces]);
     });
     pump();
   }

@@ -84,6 +84,9 @@
         if (tile) tile.classList.add("recovering");
       });
       progress();
+      if (data.workers === 0 && expected) {
+        setStatus("No worker is running just now: the real faces come as soon as one starts.", true);
+      }
     } else if (message.type === "unlock.failed" && data.session === session) {
       received += 1;
       const tile = tileFor(data.photo_id);
@@ -170,7 +173,8 @@
     showError("");
     submit.disabled = true;
     setStatus("Checking your password…", false);
-    const request = {type: "unlock", data: {slot: Number(nameSelect.value), password: password.value}};
+    // the photos in view come back first; scrolling later moves the ones then in view ahead (look)
+    const request = {type: "unlock", data: {slot: Number(nameSelect.value), password: password.value, first: inView()}};
     openSocket().then((ws) => ws.send(JSON.stringify(request))).catch(() => {
       submit.disabled = false;
       showError("Veil cannot be reached right now; please try again in a moment.");
@@ -203,6 +207,29 @@
     setStatus("", false);
     if (lightbox.open) showInLightbox(lightboxId);
   });
+
+  // ---- photos in view first ----------------------------------------------------------------
+  const LOOK_EVERY_MS = 2500; // the server takes at most a look message a second or so
+  let lookTimer = null;
+
+  function inView() {
+    const height = window.innerHeight || document.documentElement.clientHeight;
+    return Array.from(grid.querySelectorAll(".tile")).filter((tile) => {
+      const box = tile.getBoundingClientRect();
+      return box.bottom > 0 && box.top < height && !real[tile.dataset.photoId];
+    }).map((tile) => tile.dataset.photoId).slice(0, 100);
+  }
+
+  window.addEventListener("scroll", () => {
+    if (!session || received >= expected || lookTimer) return;
+    lookTimer = setTimeout(() => {
+      lookTimer = null;
+      const photos = inView();
+      if (session && socket && socket.readyState === WebSocket.OPEN && photos.length) {
+        socket.send(JSON.stringify({type: "look", data: {photos: photos}}));
+      }
+    }, LOOK_EVERY_MS);
+  }, {passive: true});
 
   // ---- the lightbox ------------------------------------------------------------------------
   const lightbox = document.getElementById("lightbox");

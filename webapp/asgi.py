@@ -19,7 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from webapp.limits import RequestBodyLimit  # noqa: E402
+from webapp.limits import UPLOAD_PATHS, RequestBodyLimit  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -29,6 +29,7 @@ application = ProtocolTypeRouter(
             settings.VEIL_MAX_REQUEST_BYTES,
             settings.VEIL_MAX_UPLOAD_MB,
             in_flight_bytes=settings.VEIL_MAX_IN_FLIGHT_MB * 1024 * 1024,
+            upload_paths=UPLOAD_PATHS,
         ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

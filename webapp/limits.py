@@ -1,14 +1,19 @@
 """Guards against one client exhausting the service: an ASGI guard that refuses request bodies
-over the upload limit before Django buffers them, and holds the bodies one web process takes
-in at once to a budget; and a message rate for websockets."""
+over the upload limit before Django buffers them (and any body over 1 MB except a photo
+upload's), holds the bodies one web process takes in at once to a budget, of which one client
+address gets at most half, and lets go of a body that stalls; and a message rate for websockets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from webapp.addresses import scope_address
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,6 +33,12 @@ DRAIN_BYTES = 256 * 1024 * 1024
 SMALL_BODY = 1024 * 1024
 BUSY = "Veil is taking in many photos at once; this one is sent again in a moment."
 BUSY_RETRY_AFTER = 2
+NOT_HERE = "This request is too large."
+STALLED = "The upload stalled; please send it again."
+BODY_IDLE_SECONDS = 30.0  # a body that sends nothing for this long is let go …
+MIN_BODY_RATE = 64 * 1024  # … and so is one slower than this, in bytes a second, past its first half minute
+# The two places photos are posted: the album page and the API.
+UPLOAD_PATHS = re.compile(r"^/(api/)?albums/[^/]+/photos/$")
 
 
 class RequestBodyLimit:
@@ -45,51 +56,75 @@ class RequestBodyLimit:
         max_upload_mb: int,
         drain_bytes: int = DRAIN_BYTES,
         in_flight_bytes: int | None = None,
+        upload_paths: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_mb = max_upload_mb
         self.drain_bytes = drain_bytes
-        # Every declared body of SMALL_BODY or more counts against this until its request is
-        # answered (Django holds it in memory that long); one over budget is answered 429 with
-        # Retry-After, which the album page waits out by itself. One body always gets through.
+        # Every body of SMALL_BODY or more (a chunked one: as large as allowed) counts against
+        # this until its request is answered (Django holds it in memory that long), and one
+        # client's bodies against half of it; one over budget is answered 429 with Retry-After,
+        # which the album page waits out by itself. One body always gets through.
         self.in_flight_bytes = in_flight_bytes
         self.in_flight = 0
+        self.in_flight_by_client: dict[str, int] = {}
+        # Only these paths take bodies over SMALL_BODY (None: every path does).
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        upload = self.upload_paths is None or bool(self.upload_paths.match(scope.get("path", "")))
+        limit = self.max_bytes if upload else SMALL_BODY
+        if declared is not None and declared > limit:
             if declared <= self.drain_bytes:
                 await _drain(receive)
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, upload)
             return
-        reserved = declared if declared is not None and declared >= SMALL_BODY and self.in_flight_bytes else 0
-        if reserved and self.in_flight and self.in_flight + reserved > (self.in_flight_bytes or 0):
+        size = self.max_bytes if declared is None else declared  # chunked: it may grow to the limit
+        reserved = size if upload and size >= SMALL_BODY and self.in_flight_bytes else 0
+        client = scope_address(scope)
+        mine = self.in_flight_by_client.get(client, 0)
+        if reserved and self.in_flight and self._over_budget(reserved, mine):
             await _drain(receive)
             await _answer(scope, send, 429, BUSY, [(b"retry-after", str(BUSY_RETRY_AFTER).encode())])
             return
         self.in_flight += reserved
+        self.in_flight_by_client[client] = mine + reserved
         try:
-            await self._guarded(scope, receive, send)
+            await self._guarded(scope, receive, send, limit, upload)
         finally:
             self.in_flight -= reserved
+            left = self.in_flight_by_client.pop(client, 0) - reserved
+            if left > 0:
+                self.in_flight_by_client[client] = left
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _over_budget(self, reserved: int, mine: int) -> bool:
+        budget = self.in_flight_bytes or 0
+        return self.in_flight + reserved > budget or (mine > 0 and mine + reserved > budget // 2)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int, upload: bool) -> None:
         received = 0
-        overflow = False
-        started = False
+        overflow = stalled = started = False
+        began = time.monotonic()
 
         async def limited_receive() -> Message:
-            nonlocal received, overflow
-            if overflow:
+            nonlocal received, overflow, stalled
+            if overflow or stalled:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            # a body too slow to finish is let go, so it cannot hold its share of the budget for ever
+            patience = BODY_IDLE_SECONDS + received / MIN_BODY_RATE - (time.monotonic() - began)
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, min(BODY_IDLE_SECONDS, patience)))
+            except TimeoutError:
+                stalled = True
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     overflow = True
                     return {"type": "http.disconnect"}
             return message
@@ -101,13 +136,17 @@ class RequestBodyLimit:
             await send(message)
 
         await self.app(scope, limited_receive, tracking_send)
-        if overflow and not started:
+        if started:
+            return
+        if overflow:
             if received <= self.drain_bytes:
                 await _drain(receive, self.drain_bytes - received)
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, upload)
+        elif stalled:
+            await _answer(scope, send, 408, STALLED, [(b"connection", b"close")])
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        await _answer(scope, send, 413, too_large_message(self.max_upload_mb))
+    async def _refuse(self, scope: Scope, send: Send, upload: bool) -> None:
+        await _answer(scope, send, 413, too_large_message(self.max_upload_mb) if upload else NOT_HERE)
 
 
 async def _answer(
@@ -127,7 +166,10 @@ async def _answer(
 async def _drain(receive: Receive, budget: int = DRAIN_BYTES) -> None:
     """Read and drop the rest of a request body (at most ``budget`` bytes)."""
     while budget > 0:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), BODY_IDLE_SECONDS)
+        except TimeoutError:  # a client that stopped sending gets its answer all the same
+            return
         if message["type"] != "http.request":
             return
         budget -= len(message.get("body", b""))

@@ -50,8 +50,10 @@ VEIL_UNLOCK_WINDOW          seconds of that window (900)
 VEIL_UNLOCK_LOG_KEEP        unlock attempts kept per album for the owner to read (500)
 VEIL_SOCKET_RATE            messages per minute one unlock websocket may send (30)
 VEIL_UNLOCK_SESSIONS        viewings of real faces one client address may have open at once (3)
-VEIL_UNLOCK_FORMAT          how recovered photos travel to the browser: PNG (lossless: the
-                            real faces pixel for pixel) or JPEG (about 6× smaller) (PNG)
+VEIL_UNLOCK_FORMAT          how recovered photos travel to the browser: JPEG (quality 92) or
+                            PNG (lossless: the real faces pixel for pixel, about 6× larger) (JPEG)
+VEIL_UNLOCK_MAX_SIDE        recovered photos travel at most this many pixels on their longer
+                            side, as a screen shows them (2560)
 VEIL_LOGIN_FAILURE_LIMIT    wrong passwords for one username from one client address before
                             that pair is locked out of the login page, the admin and the API
                             token endpoint (5)
@@ -373,7 +375,8 @@ VEIL_UNLOCK_WINDOW = int(os.environ.get("VEIL_UNLOCK_WINDOW", "900"))
 VEIL_UNLOCK_LOG_KEEP = int(os.environ.get("VEIL_UNLOCK_LOG_KEEP", "500"))
 VEIL_SOCKET_RATE = int(os.environ.get("VEIL_SOCKET_RATE", "30"))
 VEIL_UNLOCK_SESSIONS = int(os.environ.get("VEIL_UNLOCK_SESSIONS", "3"))  # open viewings per client address
-VEIL_UNLOCK_FORMAT = os.environ.get("VEIL_UNLOCK_FORMAT", "PNG").upper()
+VEIL_UNLOCK_FORMAT = os.environ.get("VEIL_UNLOCK_FORMAT", "JPEG").upper()
+VEIL_UNLOCK_MAX_SIDE = int(os.environ.get("VEIL_UNLOCK_MAX_SIDE", "2560"))
 if VEIL_UNLOCK_FORMAT not in {"PNG", "JPEG"}:
     raise ImproperlyConfigured(f"VEIL_UNLOCK_FORMAT must be PNG or JPEG, not {VEIL_UNLOCK_FORMAT}")
 

@@ -25,6 +25,11 @@ KEY_ROTATED = "The album's key was rotated while this photo was being anonymized
 # showing a photo's real faces
 UNLOCK_WAITED_TOO_LONG = "This photo waited too long for a free worker; press “Show real faces” again."
 PHOTO_GONE = "This photo is no longer in the album."
+NO_WORKER = (
+    "No worker is running to recover photos just now, so this one cannot be shown; your photos are safe. "
+    "Press “Show real faces” again in a few minutes."
+)
+NO_WORKER_YET = "No worker is running just now: new photos wait, safe, and are anonymized as soon as one starts."
 MODEL_CHANGED = (
     "This photo was made with a face model this site no longer runs, so its faces cannot be shown; "
     "the site's staff can restore that model."

@@ -98,3 +98,26 @@ def test_encode_roundtrip_formats(fmt):
     assert back.format == fmt
     if fmt == "PNG":
         assert np.array_equal(back.pixels, pixels)
+
+
+@pytest.mark.parametrize("size", [(1, 20000), (8, 400), (4000, 150)])
+def test_a_strip_no_photo_is_shaped_like_is_refused_from_its_header(size: tuple[int, int]):
+    out = io.BytesIO()
+    Image.new("L", size).save(out, "PNG")
+    with pytest.raises(NotAnImage, match="at least 16 pixels on each side"):
+        sniff_image(out.getvalue())
+
+
+def test_a_png_with_megabytes_of_text_is_refused():
+    """Text chunks inflate before any pixel is read: past 1 MB of them (Pillow allows 64) Veil,
+    which keeps no text, stops, so a small file of compressed text cannot cost seconds to refuse."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for i in range(20):
+        info.add_text(f"k{i}", "x" * 100_000, zip=True)
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(out, "PNG", pnginfo=info)
+    assert len(out.getvalue()) < 50_000  # 2 MB of text in a small file
+    with pytest.raises(NotAnImage):
+        decode_image(out.getvalue())

@@ -109,5 +109,5 @@ def worker(
     extra = ["--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"tests-{os.getpid()}@%h"]
     with Supervisor() as supervisor:
         process = supervisor.start("worker", worker_command(extra=extra), env, log=log)
-        yield Worker(process, media_root, log)
+        yield Worker(process, media_root, log, supervisor)
         supervisor.stop("worker", grace=30)  # a warm shutdown, pool processes included

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from webapp.albums.models import Photo
+from webapp.processes import Supervisor, signal_group
 
 FINISHED = {"done", "failed"}
 WAIT = 300.0  # seconds: the worker loads the model before its first photo
@@ -22,6 +24,14 @@ class Worker:
     process: subprocess.Popen[bytes]
     media_root: Path
     log: Path
+    supervisor: Supervisor
+
+    def kill_and_start_again(self) -> None:
+        """SIGKILL the whole worker (main process and pool), then start it again as make run does."""
+        signal_group(self.process, signal.SIGKILL)
+        self.process.wait()
+        self.supervisor.restart_exited()
+        self.process = self.supervisor.children["worker"]
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -456,3 +457,90 @@ def test_a_photo_whose_upload_was_lost_is_failed_when_the_owner_looks_not_left_q
     assert statuses[lost.pk] == ("failed", texts.UPLOAD_LOST) and texts.UPLOAD_LOST in page
     assert statuses[waiting.pk][0] == statuses[fresh.pk][0] == "queued"
     assert reverse("albums:photo-delete", args=[lost.pk]) in page  # and it can be dismissed
+
+
+def _asgi_call(guard: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: list[dict[str, Any]], client: str):
+    """One request through ``guard`` (a coroutine to await) and the list its answer is sent to."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not chunks:
+            await asyncio.sleep(3600)  # a client that has stopped sending
+        return chunks.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "headers": headers, "client": (client, 50000)}
+    return guard(scope, receive, send), sent
+
+
+async def _answer_django(scope: Any, receive: Any, send: Any) -> None:
+    while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+        pass
+    if message["type"] == "http.disconnect":
+        return
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_only_photo_uploads_may_carry_large_bodies() -> None:
+    from webapp.limits import NOT_HERE, SMALL_BODY, UPLOAD_PATHS
+
+    guard = RequestBodyLimit(_answer_django, max_bytes=40 * SMALL_BODY, max_upload_mb=40, upload_paths=UPLOAD_PATHS)
+    big = [(b"content-length", str(2 * SMALL_BODY).encode())]
+    body = [{"type": "http.request", "body": b"x" * 2 * SMALL_BODY, "more_body": False}]
+
+    async def send_one(path: str) -> list[dict[str, Any]]:
+        call, sent = _asgi_call(guard, path, big, list(body), "198.51.100.1")
+        await call
+        return sent
+
+    login = asyncio.run(send_one("/accounts/login/"))
+    assert login[0]["status"] == 413 and login[1]["body"].decode() == NOT_HERE
+    for path in ("/albums/0b5e/photos/", "/api/albums/0b5e/photos/"):
+        assert asyncio.run(send_one(path))[0]["status"] == 201, path
+    assert guard.in_flight == 0 and not guard.in_flight_by_client
+
+
+def test_one_client_holds_at_most_half_the_budget_a_chunked_body_counts_in_full_and_a_stalled_one_is_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from webapp import limits
+
+    monkeypatch.setattr(limits, "BODY_IDLE_SECONDS", 0.2)
+    size = limits.SMALL_BODY
+    guard = RequestBodyLimit(_answer_django, max_bytes=4 * size, max_upload_mb=4, in_flight_bytes=10 * size)
+    stalling = [{"type": "http.request", "body": b"x", "more_body": True}]
+
+    async def scenario() -> tuple[list[dict[str, Any]], ...]:
+        # a chunked body that never ends: it holds the whole upload limit (4) until it is let go
+        chunked, held = _asgi_call(guard, "/albums/a/photos/", [], list(stalling), "198.51.100.7")
+        first = asyncio.create_task(chunked)
+        await asyncio.sleep(0.05)
+        assert guard.in_flight == 4 * size
+        declared = [(b"content-length", str(2 * size).encode())]
+        again, refused = _asgi_call(guard, "/albums/a/photos/", declared, list(stalling), "198.51.100.7")
+        await again  # 4 + 2 > half of 10: this client waits …
+        other, taken = _asgi_call(
+            guard, "/albums/a/photos/", declared, [{"type": "http.request", "body": b"x" * 2 * size}], "203.0.113.5"
+        )
+        await other  # … while another gets in
+        await first
+        return held, refused, taken
+
+    held, refused, taken = asyncio.run(scenario())
+    assert refused[0]["status"] == 429 and taken[0]["status"] == 201
+    assert held[0]["status"] == 408 and held[1]["body"].decode() == limits.STALLED
+    assert guard.in_flight == 0 and not guard.in_flight_by_client
+
+
+def test_the_album_page_says_when_photos_wait_because_no_worker_runs(owner_client: Client, user: Any) -> None:
+    from webapp import workers
+
+    album = AlbumFactory(owner=user)
+    PhotoFactory(album=album)  # queued
+    assert texts.NO_WORKER_YET in owner_client.get(album.get_absolute_url()).content.decode()
+    workers.beat()
+    assert texts.NO_WORKER_YET not in owner_client.get(album.get_absolute_url()).content.decode()
+    workers.stopped()

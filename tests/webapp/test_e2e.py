@@ -44,6 +44,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+LOSSLESS = {"VEIL_UNLOCK_FORMAT": "PNG"}  # recovered photos pixel for pixel, so the test can compare them
+
+
+@pytest.fixture(scope="module")
+def worker_env() -> dict[str, str]:
+    return LOSSLESS
+
+
 @pytest.fixture(scope="module")
 def web(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """uvicorn serving the product on a free port, sharing the worker's database and media."""
@@ -55,6 +63,7 @@ def web(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         "DATABASE_URL": database_url(connection.settings_dict),
         "MEDIA_ROOT": str(worker.media_root),
         "ALLOWED_HOSTS": "127.0.0.1",
+        **LOSSLESS,
     }
     with Supervisor() as supervisor:
         supervisor.start("web", web_command("127.0.0.1", port), env, log=log)

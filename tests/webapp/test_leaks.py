@@ -141,8 +141,8 @@ def test_an_upload_and_unlock_cycle_leaves_no_original_no_key_and_no_password(
         "a password": [GRANDMA.encode(), PASSPHRASE.encode()],
     }
     stored_file = default_storage.open(photo.image.name).read()
-    # the stored photo and the recovered one are both PNGs of mostly the same pixels (all but the
-    # face): a slice of the recovered one may be, by right, in the stored one too
+    # the stored photo and the recovered one share most pixels (all but the face): a slice of the
+    # recovered one may be, by right, in the stored one too
     needles["the recovered image"] = [n for n in needles["the recovered image"] if n not in stored_file]
     assert needles["the recovered image"], "every slice of the recovered image is also in the anonymized one"
     stored = decode_image(stored_file).pixels

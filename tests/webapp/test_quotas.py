@@ -162,3 +162,15 @@ def test_past_a_quarter_over_the_cap_everyone_waits(owner_client: Client, user: 
     busy = upload(owner_client, AlbumFactory(owner=user), jpeg())  # a newcomer, well within a fifth
 
     assert busy.status_code == 429 and busy.json()["error"].startswith("Veil is busy with many photos right now")
+
+
+def test_a_failed_upload_that_waits_in_redis_for_a_retry_counts_as_waiting(user: Any, settings: Any) -> None:
+    from webapp.albums.quotas import backlog_refusal
+
+    settings.VEIL_MAX_WAITING_PHOTOS = 1
+    album = AlbumFactory(owner=user)
+    photo = PhotoFactory(album=album, image_bytes=40 * 1024 * 1024)
+    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.FAILED, retryable=True)
+    assert backlog_refusal(user.pk, 1, 1000)  # its upload still takes room in Redis
+    Photo.objects.filter(pk=photo.pk).update(retryable=False)
+    assert backlog_refusal(user.pk, 1, 1000) is None

@@ -12,9 +12,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from webapp import texts
+from webapp import texts, workers
 from webapp.albums import tasks, transit
-from webapp.albums.lost import GRACE
+from webapp.albums.lost import GRACE, requeue_orphaned
 from webapp.albums.models import Photo
 from webapp.processes import Supervisor
 
@@ -52,7 +52,7 @@ def test_a_starting_worker_fails_the_photos_whose_uploads_are_gone(user: Any) ->
     Photo.objects.filter(pk__in=[lost.pk, waiting.pk]).update(created_at=timezone.now() - timedelta(seconds=GRACE + 1))
     transit.put_upload(waiting.pk, b"sealed bytes waiting for a worker")
 
-    tasks.fail_lost_photos()  # what Celery's worker_ready signal runs
+    tasks.on_worker_ready()  # what Celery's worker_ready signal runs
 
     state = {p.pk: (p.status, p.failure_reason, p.retryable) for p in Photo.objects.all()}
     assert state[lost.pk] == ("failed", texts.UPLOAD_LOST, False)
@@ -76,3 +76,29 @@ def test_the_supervisor_starts_an_ended_child_again_but_not_a_crash_loop() -> No
             verdict = supervisor.restart_exited(most=3)
         assert verdict == ("crasher", 3)
         assert supervisor.children["sleeper"].poll() is None  # the others keep running
+
+
+@pytest.mark.django_db
+def test_photos_whose_worker_died_are_queued_again_and_no_others(user: Any, fresh_redis: Any, monkeypatch: Any) -> None:
+    album = AlbumFactory(owner=user)
+    orphan, busy, just_claimed, waiting = (PhotoFactory(album=album) for _ in range(4))
+    long_ago = timezone.now() - timedelta(seconds=workers.ALIVE_FOR + 1)
+    Photo.objects.filter(pk=orphan.pk).update(status="detecting", claimed_by="dead" * 8)
+    Photo.objects.filter(pk=just_claimed.pk).update(status="detecting", claimed_by="dead" * 8)
+    Photo.objects.filter(pk=busy.pk).update(status="anonymizing", claimed_by=workers.BOOT)
+    Photo.objects.filter(pk__in=[orphan.pk, busy.pk]).update(updated_at=long_ago)  # update() leaves auto_now alone
+    workers.beat()  # this process is the live worker that has the busy photo
+    queued = fresh_redis.llen("celery")
+
+    assert requeue_orphaned(Photo.objects.all()) == 1
+
+    state = {p.pk: (p.status, p.claimed_by) for p in Photo.objects.all()}
+    assert state[orphan.pk] == ("queued", None)
+    assert state[busy.pk] == ("anonymizing", workers.BOOT)
+    assert state[just_claimed.pk] == ("detecting", "dead" * 8)  # may still be moving: not yet
+    assert state[waiting.pk] == ("queued", None)
+    assert fresh_redis.llen("celery") == queued + 1  # one task, for the orphan
+    assert requeue_orphaned(Photo.objects.all()) == 0  # and only once
+
+    workers.stopped()
+    assert workers.alive_count() == 0

@@ -108,6 +108,16 @@ def redis_holds(client: redis.Redis, needle: bytes) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def worker_env() -> dict[str, str]:
+    return {"VEIL_UNLOCK_FORMAT": "PNG"}  # recovered photos pixel for pixel, so the tests can compare them
+
+
+@pytest.fixture(autouse=True)
+def lossless(settings: Any) -> None:
+    settings.VEIL_UNLOCK_FORMAT = "PNG"  # this process's consumer names the format
+
+
 def test_a_recipient_unlocks_a_real_photo_and_sees_the_original_face_exactly(
     worker: Worker, owner_client: Client, user: Any, settings: Any, redis_db: redis.Redis
 ) -> None:

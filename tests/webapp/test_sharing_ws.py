@@ -228,7 +228,7 @@ def test_an_unlock_queues_sealed_keys_and_pushes_the_workers_result(fresh_redis:
     started, (args, request, sealed_request), frame, finished, _ = async_to_sync(scenario)()
 
     # Only the photo with faces is recovered; the task message holds ids and nothing else.
-    assert started == {"type": "unlock.started", "data": {"session": args[3], "photos": [photo_id]}}
+    assert started == {"type": "unlock.started", "data": {"session": args[3], "photos": [photo_id], "workers": 0}}
     assert args[0] == photo_id and args[2].startswith("specific.")
     assert request.content_key == content_key and request.decoy_password is None
     assert content_key not in sealed_request and request.session_key not in sealed_request
@@ -237,7 +237,7 @@ def test_an_unlock_queues_sealed_keys_and_pushes_the_workers_result(fresh_redis:
     header, image = protocol.parse_photo_frame(frame)
     assert header == {
         "type": "unlock.photo",
-        "data": {"session": args[3], "photo_id": photo_id, "content_type": "image/png"},
+        "data": {"session": args[3], "photo_id": photo_id, "content_type": "image/jpeg"},
     }
     assert image == recovered
     assert finished["data"] == {"session": args[3], "recovered": 1, "failed": 0}
@@ -689,3 +689,69 @@ def test_photos_given_up_on_are_never_asked_of_a_worker(
     assert [a["type"] for a in answers] == ["unlock.failed"] * 4 + ["unlock.finished"]
     assert {a["data"]["message"] for a in answers[:4]} == {consumers.TOO_SLOW}
     assert len(queued_tasks(fresh_redis)) == 2  # only the two queued at the start
+
+
+def test_the_photos_in_view_come_first_and_scrolling_moves_others_ahead(fresh_redis: redis.Redis) -> None:
+    album = AlbumFactory()
+    photos = [str(done_photo(album)[0].pk) for _ in range(6)]  # the page shows them newest first
+    newest_first = photos[::-1]
+    slot = recipient(album)
+    ws = share_socket(album)
+    in_view = [newest_first[4], newest_first[2]]
+
+    async def scenario() -> tuple[list[str], list[list[Any]], list[list[Any]]]:
+        connected, _ = await ws.connect()
+        assert connected
+        try:
+            request = unlock(slot, GRANDMA)
+            request["data"]["first"] = [*in_view, "not a photo id", 7]
+            await ws.send_json_to(request)
+            started = (await ws.receive_json_from(timeout=10))["data"]["photos"]
+            first_two = queued_tasks(fresh_redis)
+            await ws.send_json_to({"type": "look", "data": {"photos": [newest_first[5]]}})
+            # a worker brings one photo: the page's next is the one it scrolled to
+            args = first_two[0]
+            request_bytes = transit.take_unlock(args[1], args[0]) or b""
+            key = protocol.UnlockRequest.from_bytes(request_bytes).session_key
+            await deliver(
+                get_channel_layer(), args[2], args[3], args[0], protocol.seal_result(key, args[3], args[0], b"x")
+            )
+            await ws.receive_from(timeout=10)
+            for _ in range(50):
+                now = queued_tasks(fresh_redis)
+                if len(now) > len(first_two):
+                    break
+                await asyncio.sleep(0.1)
+            return started, first_two, now
+        finally:
+            await ws.disconnect()
+
+    started, first_two, now = async_to_sync(scenario)()
+
+    assert started == [*in_view, *(p for p in newest_first if p not in in_view)]
+    assert [a[0] for a in first_two][::-1] == in_view  # the broker's list holds the newest first
+    assert [a[0] for a in now if a not in first_two] == [newest_first[5]]
+
+
+def test_a_viewing_with_no_worker_alive_says_so_soon(fresh_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumers, "REDELIVERY_EVERY", 0.1)
+    monkeypatch.setattr(consumers, "NO_WORKER_PATIENCE", 0.5)
+    album = AlbumFactory()
+    done_photo(album)
+    slot = recipient(album)
+    ws = share_socket(album)
+
+    async def scenario() -> list[dict[str, Any]]:
+        connected, _ = await ws.connect()
+        assert connected
+        try:
+            await ws.send_json_to(unlock(slot, GRANDMA))
+            return [await ws.receive_json_from(timeout=10) for _ in range(3)]
+        finally:
+            await ws.disconnect()
+
+    started, failed, finished = async_to_sync(scenario)()
+
+    assert started["data"]["workers"] == 0  # the page says at once that none is running
+    assert failed["type"] == "unlock.failed" and failed["data"]["message"] == texts.NO_WORKER
+    assert finished["type"] == "unlock.finished"

@@ -112,3 +112,22 @@ def test_a_photo_that_kills_its_worker_twice_fails_retryable_and_a_retry_finishe
     assert response.status_code == 200, response.content
     photo = worker.wait_for_photo(photo_id)
     assert (photo.status, photo.faces) == ("done", 1), (photo.failure_reason, worker.output())
+
+
+def test_a_whole_worker_killed_mid_photo_gets_it_queued_again_within_seconds(
+    worker: Worker, owner_client: Client, user: Any, settings: Any, big_photo: bytes, redis_db: redis.Redis
+) -> None:
+    """Its main process too: the broker would hold the task until its visibility timeout (minutes),
+    but the photo's claim names a worker that is no longer alive, so the next one queues it again."""
+    settings.MEDIA_ROOT = str(worker.media_root)
+    photo_id = upload(owner_client, AlbumFactory(owner=user), big_photo)
+    deadline = time.monotonic() + WAIT
+    while int(redis_db.get(transit.attempts_key(photo_id)) or 0) < 1:
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.01)
+    killed = time.monotonic()
+    worker.kill_and_start_again()
+
+    photo = worker.wait_for_photo(photo_id)
+    assert (photo.status, photo.faces, photo.claimed_by) == ("done", 1, None), (photo.failure_reason, worker.output())
+    assert time.monotonic() - killed < settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 4

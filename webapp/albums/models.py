@@ -220,6 +220,9 @@ class Photo(models.Model):
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     faces = models.PositiveIntegerField(null=True, blank=True)
+    # The lifetime id (webapp.workers.BOOT) of the worker on this photo while it is: a photo whose
+    # worker died with it is found by this and queued again (webapp.albums.lost).
+    claimed_by = models.CharField(max_length=32, null=True, blank=True, db_index=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

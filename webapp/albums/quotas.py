@@ -2,14 +2,17 @@
 
 Kept: a number of photos and the bytes their stored files take, over all the owner's albums
 (VEIL_PHOTO_QUOTA, VEIL_STORAGE_QUOTA_MB; 0 for no limit). A queued photo counts with its
-upload's size (about what its anonymized copy will take), a failed one with nothing.
+upload's size (about what its anonymized copy will take), and so does a failed one that can be
+tried again (its upload waits in Redis for that); any other failed one counts with nothing.
 
 Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is capped without
 eviction, so the photos one account has queued are limited (VEIL_MAX_WAITING_PHOTOS, and
 VEIL_MAX_WAITING_MB of uploads), and so are everyone's together (VEIL_MAX_WAITING_MB_ALL, kept
 below Redis' memory cap); when that is full, accounts over their share of it wait, and past a
 quarter more everyone does. Over these an upload is asked to wait (429) rather than refused for
-good. Only photos queued within the transit TTL count: an older one's upload has expired.
+good. A failed photo that can be tried again counts as waiting too, since its upload still sits
+in Redis: failures cannot pile uploads up there. Only photos queued within the transit TTL count:
+an older one's upload has expired.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -74,7 +77,8 @@ def usage(owner_id: int) -> Usage:
 def backlog_refusal(owner_id: int, more_photos: int, more_bytes: int) -> str | None:
     """Why these uploads must wait until earlier ones are anonymized, or None if they may queue now."""
     since = timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL)
-    waiting = Photo.objects.filter(status__in=Photo.IN_PROGRESS, created_at__gte=since)
+    in_redis = Q(status__in=Photo.IN_PROGRESS) | Q(status=Photo.Status.FAILED, retryable=True)
+    waiting = Photo.objects.filter(in_redis, created_at__gte=since)
     mine = waiting.filter(album__owner_id=owner_id).aggregate(photos=Count("pk"), bytes=Coalesce(Sum("image_bytes"), 0))
     if mine["photos"] + more_photos > settings.VEIL_MAX_WAITING_PHOTOS or (
         mine["bytes"] + more_bytes > settings.VEIL_MAX_WAITING_MB * MB

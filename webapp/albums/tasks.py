@@ -15,25 +15,24 @@ import uuid
 from dataclasses import dataclass, field
 
 import cv2
-import numpy as np
 import torch
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from PIL import Image
+from django.utils import timezone
 
 from cipher_worker import api as cipher_api
 from cipher_worker.errors import VeilError, WrongKey
-from cipher_worker.imageio import FORMATS, decode_image, encode_image
+from cipher_worker.imageio import FORMATS, decode_image, encode_image, shrink_to
 from cipher_worker.pipeline import AnonymizedPhoto
-from webapp import jobs
+from webapp import jobs, workers
 from webapp.realtime.status import send_status
 from webapp.texts import KEY_ROTATED, OUR_FAULT, UPLOAD_EXPIRED, WORKER_LOST, WRONG_TRANSIT_KEY
 
 from . import quotas, transit
-from .lost import fail_all_lost
+from .lost import fail_all_lost, requeue_orphaned
 from .models import Photo
 
 log = logging.getLogger(__name__)
@@ -73,16 +72,59 @@ def load_model(**_: object) -> None:
 
 
 @worker_ready.connect
-def fail_lost_photos(**_: object) -> None:
-    """A worker that starts (after a crash, or Redis coming back empty) first marks the photos
-    whose uploads are gone failed, so none waits for ever for a task that no longer exists."""
+def on_worker_ready(sender: object = None, **_: object) -> None:
+    """A worker that starts says it is alive, then every BEAT seconds (its main process's timer)
+    again, each time queueing again the photos of workers that died on them. First it marks the
+    photos whose uploads are gone failed (after a crash, or Redis coming back empty), so none
+    waits for ever for a task that no longer exists."""
+    keep_alive()
     try:
         lost = fail_all_lost()
+        if lost:
+            log.warning("marked %d photos failed whose uploads were lost", lost)
     except Exception:  # the database away too: the sweep on the album page does it later
         log.exception("could not look for lost photos")
+    finally:
+        workers.release_connection()
+    timer = getattr(sender, "timer", None)
+    if timer is not None:
+        timer.call_repeatedly(workers.BEAT, keep_alive, priority=10)
+
+
+def keep_alive() -> None:
+    try:
+        workers.beat()
+        requeue_orphaned(Photo.objects.all())
+    except Exception:  # Redis or the database away: the next beat tries again
+        log.warning("worker beat failed", exc_info=True)
+    finally:
+        workers.release_connection()
+
+
+@task_received.connect
+def claim_photo(request: object = None, **_: object) -> None:
+    """A photo task this worker has taken from the broker (to run now, or soon) is claimed for it,
+    so that if the worker dies before finishing it, the others queue the photo again
+    (webapp.albums.lost). Runs in the worker's main process."""
+    if getattr(request, "name", None) != jobs.ANONYMIZE_PHOTO:
         return
-    if lost:
-        log.warning("marked %d photos failed whose uploads were lost", lost)
+    try:
+        photo_id = uuid.UUID(str(request.args[0]))  # type: ignore[attr-defined]
+        Photo.objects.filter(pk=photo_id, status__in=Photo.IN_PROGRESS).update(
+            claimed_by=workers.BOOT, updated_at=timezone.now()
+        )
+    except Exception:  # the claim only speeds recovery up: the broker redelivers in the end anyway
+        log.warning("could not claim a photo task", exc_info=True)
+    finally:
+        workers.release_connection()
+
+
+@worker_shutdown.connect
+def on_worker_shutdown(**_: object) -> None:
+    try:
+        workers.stopped()
+    except Exception:
+        log.warning("could not say this worker stopped", exc_info=True)
 
 
 @shared_task(name=jobs.ANONYMIZE_PHOTO, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -192,6 +234,7 @@ class PhotoJob:
                     "width": result.size[0],
                     "height": result.size[1],
                     "faces": len(result.faces),
+                    "claimed_by": None,
                 }
                 # only while the album still has the key this photo was sealed to (a rotation may
                 # have committed meanwhile: then this envelope would open with no key anyone has)
@@ -213,7 +256,12 @@ class PhotoJob:
         if discard:
             transit.discard_upload(photo.pk)
         Photo.objects.filter(pk=photo.pk).update(
-            status=Photo.Status.FAILED, failure_reason=reason[:300], retryable=retryable, image_bytes=None
+            status=Photo.Status.FAILED,
+            failure_reason=reason[:300],
+            retryable=retryable,
+            # one that can be tried again keeps its upload, and its size counts (albums.quotas)
+            image_bytes=photo.image_bytes if retryable else None,
+            claimed_by=None,
         )
         photo.status, photo.failure_reason, photo.retryable = Photo.Status.FAILED, reason[:300], retryable
         self.announce()
@@ -225,7 +273,4 @@ class PhotoJob:
 
 def make_thumbnail(image: bytes, size: int = THUMBNAIL_PX) -> bytes:
     """A JPEG of at most ``size`` px on its longer side, made from the anonymized image."""
-    pixels = decode_image(image).pixels
-    thumb = Image.fromarray(pixels)
-    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return encode_image(np.asarray(thumb), "JPEG", quality=82)
+    return encode_image(shrink_to(decode_image(image).pixels, size), "JPEG", quality=82)

@@ -12,26 +12,15 @@ once the photo is finished; if no worker ever finishes it, Redis drops it at the
 
 from __future__ import annotations
 
-import functools
 import uuid
 
-import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from cipher_worker import keys
+from webapp.redisdb import client
 
 KEY_PREFIX = "veil:transit:"
-
-
-@functools.cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
-def client() -> redis.Redis:
-    """The process-wide Redis connection pool for REDIS_URL."""
-    return _client(settings.REDIS_URL)
 
 
 def transit_key(photo_id: uuid.UUID | str) -> str:

@@ -17,12 +17,14 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp import workers
 from webapp.keywork import spends
+from webapp.texts import NO_WORKER_YET
 
 from . import quotas
 from .access import AuthedRequest, owned_album, owned_photo
 from .forms import AlbumDeleteForm, AlbumForm, AlbumNameForm
-from .lost import fail_lost
+from .lost import sweep
 from .models import Album, Photo
 from .photofiles import photo_download_response, photo_image_response, photo_thumbnail_response
 from .removal import StillWorking, delete_album, delete_photo
@@ -64,12 +66,15 @@ def album_detail(request: AuthedRequest, album_id: uuid.UUID) -> HttpResponse:
 
 
 def _album_page(request: AuthedRequest, album: Album, status: int = 200) -> HttpResponse:
-    fail_lost(album.photos.all())
+    sweep(album.photos.all())
     context = {
         "album": album,
         "photos": album.photos.all(),
         "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB,
         "usage": quotas.usage(request.user.pk),
+        # photos waiting while no worker runs: say so rather than let "Queued" look stuck
+        "no_worker": album.photos.filter(status__in=Photo.IN_PROGRESS).exists() and not workers.alive_count(),
+        "no_worker_text": NO_WORKER_YET,
     }
     response = render(request, "albums/album_detail.html", context)
     response.status_code = status
@@ -153,7 +158,7 @@ def photo_statuses(request: AuthedRequest, album_id: uuid.UUID) -> JsonResponse:
     """The live status of the album's photos (``?ids=a,b`` for some): what a page that missed
     websocket messages while reconnecting asks for."""
     album = owned_album(request, album_id)
-    fail_lost(album.photos.all())
+    sweep(album.photos.all())
     photos = album.photos.all()
     ids = [part for part in request.GET.get("ids", "").split(",") if part]
     if ids:

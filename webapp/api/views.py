@@ -47,7 +47,7 @@ from rest_framework.views import APIView
 
 from webapp import keywork, texts
 from webapp.addresses import request_address
-from webapp.albums.lost import fail_lost
+from webapp.albums.lost import sweep
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.albums.photofiles import photo_download_response, photo_image_response, photo_thumbnail_response
 from webapp.albums.removal import StillWorking, delete_album, delete_photo
@@ -211,7 +211,7 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         album = self.get_object()
         if request.method == "POST":
             return self._upload(request, album)
-        fail_lost(album.photos.all())
+        sweep(album.photos.all())
         photos = album.photos.all()
         wanted = request.query_params.get("status")
         if wanted:

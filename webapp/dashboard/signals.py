@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from webapp import jobs
 from webapp.albums.models import Photo
+from webapp.workers import release_connection
 
 from .models import TaskRecord, WorkerHeartbeat
 
@@ -215,8 +216,3 @@ def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         WorkerHeartbeat.objects.filter(hostname=sender.hostname).update(stopped_at=timezone.now())
     finally:
         release_connection()
-
-
-def release_connection() -> None:
-    if not connection.in_atomic_block:
-        connection.close()

@@ -34,12 +34,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from cipher_worker.errors import WrongKey
-from webapp import jobs
+from webapp import jobs, workers
 from webapp.addresses import scope_address
 from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 from webapp.limits import MessageRate
-from webapp.texts import OUR_FAULT
+from webapp.texts import NO_WORKER, OUR_FAULT
 
 from . import protocol, sessions, transit
 from .models import UnlockAttempt
@@ -53,8 +53,11 @@ ALBUM_GONE = "This album no longer exists."
 TOO_SLOW = "No worker recovered this photo in time; press “Show real faces” again."
 BAD_REQUEST = "Choose your name and type your password."
 TOO_FAST = "Too many requests from this page; wait a minute and try again."
+LOOK_RATE = 60  # "look" messages per minute a page may send while scrolling (they cost no password work)
 FRAME_DEADLINE = 30  # seconds a page may take to read one recovered photo
+MAX_IN_VIEW = 100  # photo ids a page may name as in view (unlock's "first", "look")
 REDELIVERY_EVERY = 2.0  # seconds between looks in the mailbox for outcomes whose ring was lost
+NO_WORKER_PATIENCE = 20.0  # seconds without any live worker before the photos still awaited fail
 
 
 @dataclass
@@ -74,6 +77,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     gone_message = LINK_GONE
     session: ViewingSession | None = None
     rate: MessageRate | None = None
+    look_rate: MessageRate | None = None
 
     # --- which album: one per socket, checked again for every message -------------------
     @database_sync_to_async
@@ -140,15 +144,32 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     # --- from the browser ----------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         if self.rate is None:
-            self.rate = MessageRate(settings.VEIL_SOCKET_RATE)
-        if not self.rate.allow():  # before any parsing, database or password work
-            await self.send_json(protocol.refusal("rate_limited", TOO_FAST))
-            return
+            self.rate, self.look_rate = MessageRate(settings.VEIL_SOCKET_RATE), MessageRate(LOOK_RATE)
         try:
             content = json.loads(text_data or "")
         except ValueError:
             content = None
+        if isinstance(content, dict) and content.get("type") == protocol.LOOK:
+            # scrolling: it reorders this page's own queue, with no database or password work
+            if self.look_rate is not None and self.look_rate.allow():
+                self._look(content)
+            return
+        if not self.rate.allow():  # before any database or password work
+            await self.send_json(protocol.refusal("rate_limited", TOO_FAST))
+            return
         await self.receive_json(content)
+
+    def _look(self, content: dict[str, Any]) -> None:
+        """Move the photos the page now shows ahead of the viewing's photos not yet queued."""
+        session, data = self.session, content.get("data")
+        wanted = _photo_ids(data.get("photos") if isinstance(data, dict) else None)
+        if session is None or not wanted:
+            return
+        rank = {photo_id: i for i, photo_id in enumerate(wanted)}
+        ahead = sorted((entry for entry in session.later if entry[0] in rank), key=lambda entry: rank[entry[0]])
+        if ahead:
+            rest = [entry for entry in session.later if entry[0] not in rank]
+            session.later = collections.deque([*ahead, *rest])
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
@@ -167,7 +188,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.unlock(album, *request)
 
-    async def unlock(self, album: Album, slot_id: int, password: str) -> None:
+    async def unlock(self, album: Album, slot_id: int, password: str, first: list[str]) -> None:
         await self.forget()  # a new unlock replaces the last one; its late results are dropped
         session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
         # In the thread pool, not the one thread every socket's database calls share: an Argon2
@@ -181,6 +202,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             session_key=key,
             reply_channel=self.channel_name,
             via=self.via,
+            first=first,
         )
         del password
         if isinstance(outcome, Refused):
@@ -189,7 +211,9 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         session = ViewingSession(session_id, key, set(outcome.photo_ids), later=collections.deque(outcome.later))
         self.session = session
         photos = [*outcome.photo_ids, *outcome.failed]
-        await self.send_json(protocol.message(protocol.STARTED, session=session_id, photos=photos))
+        await self.send_json(
+            protocol.message(protocol.STARTED, session=session_id, photos=photos, workers=outcome.workers)
+        )
         for photo_id, text in outcome.failed.items():
             await self._failed(session, photo_id, text)
         if session.pending:
@@ -296,23 +320,40 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         ``patience`` seconds (or longer, while photos keep arriving: ``session.deadline``), say
         of each photo still missing that it took too long."""
         session.deadline = max(session.deadline, time.monotonic() + patience)
+        worker_seen = time.monotonic()
         with contextlib.suppress(Exception):  # the socket may be closing
             while self.session is session and session.pending:
                 await asyncio.sleep(REDELIVERY_EVERY)
                 await self._collect(session, sorted(session.pending))
+                if await self._workers_alive():
+                    worker_seen = time.monotonic()
+                elif time.monotonic() - worker_seen >= NO_WORKER_PATIENCE:
+                    await self._give_up(session, NO_WORKER)
+                    return
                 if time.monotonic() >= session.deadline:
-                    # no worker is asked for the photos given up on here, and their requests go
-                    never_asked = [transit_id for _, transit_id in session.later]
-                    session.later.clear()
-                    with contextlib.suppress(redis.RedisError):
-                        await sync_to_async(transit.discard_unlocks)(never_asked)
-                    for photo_id in sorted(session.pending):
-                        if self.session is session:
-                            await self._failed(session, photo_id, TOO_SLOW)
+                    await self._give_up(session, TOO_SLOW)
+
+    async def _give_up(self, session: ViewingSession, text: str) -> None:
+        """Say of each photo still missing why it will not come; no worker is asked for those not
+        queued yet, and their requests go."""
+        never_asked = [transit_id for _, transit_id in session.later]
+        session.later.clear()
+        with contextlib.suppress(redis.RedisError):
+            await sync_to_async(transit.discard_unlocks)(never_asked)
+        for photo_id in sorted(session.pending):
+            if self.session is session:
+                await self._failed(session, photo_id, text)
+
+    async def _workers_alive(self) -> bool:
+        """Whether any worker is alive (Redis being away counts as yes: that is not the workers' fault)."""
+        try:
+            return bool(await sync_to_async(workers.alive_count, thread_sensitive=False)())
+        except redis.RedisError:
+            return True
 
 
-def _unlock_request(content: dict[str, Any]) -> tuple[int, str] | None:
-    """(slot id, password) of a well-formed unlock message, else None."""
+def _unlock_request(content: dict[str, Any]) -> tuple[int, str, list[str]] | None:
+    """(slot id, password, photos in view) of a well-formed unlock message, else None."""
     data = content.get("data")
     if not isinstance(data, dict):
         return None
@@ -323,7 +364,18 @@ def _unlock_request(content: dict[str, Any]) -> tuple[int, str] | None:
         return None
     if not isinstance(password, str) or not 0 < len(password) <= MAX_PASSPHRASE:
         return None
-    return slot, password
+    return slot, password, _photo_ids(data.get("first"))
+
+
+def _photo_ids(value: Any) -> list[str]:
+    """The photo ids (UUIDs) in ``value`` as the page sent them, in order, at most MAX_IN_VIEW."""
+    if not isinstance(value, list):
+        return []
+    found: list[str] = []
+    for item in value[:MAX_IN_VIEW]:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            found.append(str(uuid.UUID(item)))
+    return found
 
 
 class ShareUnlockConsumer(UnlockConsumer):

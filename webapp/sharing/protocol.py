@@ -9,7 +9,9 @@ consumer opens it and sends it to the browser. Redis only ever holds ciphertext.
 
 Websocket messages (text frames are JSON ``{"type": ..., "data": {...}}``):
 
-* browser → server: ``{"type": "unlock", "data": {"slot": int, "password": str}}`` and
+* browser → server: ``{"type": "unlock", "data": {"slot": int, "password": str, "first": [photo
+  id, …]}}`` (``first``, optional: the photos in view, recovered before the rest),
+  ``{"type": "look", "data": {"photos": [photo id, …]}}`` (scrolled: these photos next) and
   ``{"type": "lock"}`` (forget the session key; results still on their way are dropped);
 * ``unlock.started`` ``{session, photos: [photo id, …]}``: the photos being recovered;
 * ``unlock.refused`` ``{code, message}``: a sentence to show (wrong password, too many tries,
@@ -40,6 +42,7 @@ SESSION_KEY_BYTES: Final = 32
 
 UNLOCK: Final = "unlock"
 LOCK: Final = "lock"
+LOOK: Final = "look"
 STARTED: Final = "unlock.started"
 REFUSED: Final = "unlock.refused"
 FAILED: Final = "unlock.failed"

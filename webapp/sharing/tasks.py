@@ -23,7 +23,7 @@ from django.conf import settings
 
 from cipher_worker import api as cipher_api
 from cipher_worker.errors import CodecMismatch, VeilError, WrongKey
-from cipher_worker.imageio import encode_image
+from cipher_worker.imageio import encode_image, shrink_to
 from webapp import jobs
 from webapp.albums.models import Photo
 from webapp.texts import MODEL_CHANGED, OUR_FAULT, PHOTO_GONE, UNLOCK_WAITED_TOO_LONG
@@ -86,8 +86,10 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
             content_key=request.content_key,
             decoy_password=request.decoy_password,
         )
-        # PNG (the default) keeps the recovered faces pixel for pixel; JPEG is smaller.
-        encoded = encode_image(recovered.pixels, settings.VEIL_UNLOCK_FORMAT)
+        # For a screen: at most VEIL_UNLOCK_MAX_SIDE pixels (a 60 MP PNG would be a 100 MB frame),
+        # JPEG by default (PNG keeps the recovered faces pixel for pixel, at about 6× the size).
+        pixels = shrink_to(recovered.pixels, settings.VEIL_UNLOCK_MAX_SIDE)
+        encoded = encode_image(pixels, settings.VEIL_UNLOCK_FORMAT)
         del recovered
         sealed = protocol.seal_result(request.session_key, session_id, photo_id, encoded)
         del encoded

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from cipher_worker import keys
 from webapp.albums.transit import KEY_PREFIX, client, delete_keys, transit_private_key
+from webapp.redisdb import keep_at_least
 
 UNLOCK_PREFIX = KEY_PREFIX + "unlock:"
 
@@ -49,7 +50,7 @@ def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
 
 def keep_unlock(transit_id: str, ttl: int) -> None:
     """Let a request not yet queued wait ``ttl`` more seconds (its viewing is still receiving)."""
-    client().expire(unlock_key(transit_id), ttl, gt=True)
+    keep_at_least(unlock_key(transit_id), ttl)
 
 
 def discard_unlocks(transit_ids: list[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ParamSpec
 
@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import VeilError, WrongKey
-from webapp import jobs, keywork
+from webapp import jobs, keywork, workers
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 
 from . import protocol, sessions, transit
@@ -67,6 +67,7 @@ class Started:
     failed: dict[str, str] = field(default_factory=dict)
     longest_wait: int = 0  # seconds the last transit entry may wait for a worker
     later: list[tuple[str, str]] = field(default_factory=list)  # (photo id, transit id) not queued yet
+    workers: int = 0  # workers alive when the viewing began (webapp.workers)
 
 
 def _refused_while_redis_is_down(begin: Callable[P, Started | Refused]) -> Callable[P, Started | Refused]:
@@ -93,9 +94,10 @@ def begin_unlock(
     session_key: bytes,
     reply_channel: str,
     via: str,
+    first: Sequence[str] = (),
 ) -> Started | Refused:
     """Check and open one unlock from ``client`` (its address); every outcome but a flood of
-    refusals is logged for the owner."""
+    refusals is logged for the owner. The photos named in ``first`` (those in view) go first."""
     try:
         keywork.spend("unlock", client)  # right passwords too: each one costs an Argon2 run and a queue of tasks
     except keywork.TooMuchWork as exc:
@@ -127,13 +129,14 @@ def begin_unlock(
         if not album.decoy_mode:
             return Refused("wrong_password", WRONG_PASSWORD)
         # Decoy mode: carry on exactly like a real unlock, with the typed password instead of keys.
-        requests = ((photo, protocol.UnlockRequest(session_key, decoy_password=password)) for photo in _photos(album))
+        decoy = protocol.UnlockRequest(session_key, decoy_password=password)
+        requests = ((photo, decoy) for photo in _photos(album, first))
         return _queue(requests, session_id, reply_channel, client)
     tries.give_back(slot.pk, client)
     _record(album, slot, UnlockAttempt.Outcome.SUCCESS, via)
     AlbumKeySlot.objects.filter(pk=slot.pk).update(last_unlocked_at=timezone.now())
     try:
-        return _queue(_real_requests(album, private, session_key), session_id, reply_channel, client)
+        return _queue(_real_requests(album, private, session_key, first), session_id, reply_channel, client)
     finally:
         del private
 
@@ -148,17 +151,22 @@ def _record(album: Album, slot: AlbumKeySlot | None, outcome: str, via: str) -> 
         UnlockAttempt.objects.filter(pk__in=stale).delete()
 
 
-def _photos(album: Album) -> Iterator[Photo]:
-    """The album's finished photos that have faces to bring back, newest first as on the page."""
-    photos = album.photos.filter(status=Photo.Status.DONE, faces__gt=0).exclude(envelope=None)
-    yield from photos.only("pk", "envelope").iterator()
+def _photos(album: Album, first: Sequence[str] = ()) -> Iterator[Photo]:
+    """The album's finished photos that have faces to bring back: those named in ``first`` in
+    that order, then the rest newest first, as on the page."""
+    photos = album.photos.filter(status=Photo.Status.DONE, faces__gt=0).exclude(envelope=None).only("pk", "envelope")
+    if first:
+        found = {str(photo.pk): photo for photo in photos.filter(pk__in=first)}
+        yield from (found[photo_id] for photo_id in dict.fromkeys(first) if photo_id in found)
+        photos = photos.exclude(pk__in=first)
+    yield from photos.iterator()
 
 
 @sensitive_variables("private", "content_key")
 def _real_requests(
-    album: Album, private: bytes, session_key: bytes
+    album: Album, private: bytes, session_key: bytes, first: Sequence[str]
 ) -> Iterator[tuple[Photo, protocol.UnlockRequest | str]]:
-    for photo in _photos(album):
+    for photo in _photos(album, first):
         try:
             sealed = envelope.Envelope.from_bytes(bytes(photo.envelope)).sealed_content_key  # type: ignore[arg-type]
             content_key = keys.open_content_key(sealed, private)
@@ -191,6 +199,7 @@ def _queue(
             started.photo_ids.append(photo_id)
             started.longest_wait = ttl
         sessions.extend(session_id, client, started.longest_wait + GRACE)
+        started.workers = workers.alive_count()
     except (redis.RedisError, OperationalError, OSError):
         log.exception("could not queue an unlock of album photos")
         with contextlib.suppress(redis.RedisError):  # its photos queued so far are skipped
