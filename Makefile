@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) -m lab bench --out docs/bench.md
 	$(PY) -m lab bench --codec stylegan2 --out docs/bench-stylegan2.md
 	$(PY) -m lab.webbench --out docs/bench-web.md
+	$(PY) -m lab.webbench.family --out docs/bench-family.md
 
 eval: $(STAMP)
 	$(PY) -m lab eval --out docs/eval.md

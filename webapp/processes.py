@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
+def per_core(variable: str, env: dict[str, str] | None = None) -> int:
+    """Processes of one kind to start: ``variable`` from the environment if set, else one per
+    core (at most 4: past that, add machines)."""
+    value = (env if env is not None else os.environ).get(variable)
+    return int(value) if value else max(1, min(4, os.cpu_count() or 1))
+
+
 def redis_command(server: str, port: int, *, maxmemory: str = "1gb") -> list[str]:
     """A private redis-server on loopback that keeps nothing on disk, capped and never evicting:
     a full Redis refuses a new upload (503) rather than drop a queued one."""
@@ -38,13 +45,19 @@ def worker_command(*, concurrency: int = 1, loglevel: str = "INFO", extra: Seque
     return [*argv, "--concurrency", str(concurrency), "--loglevel", loglevel, *extra]
 
 
-def web_command(host: str, port: int, *, proxy_headers: bool = False, extra: Sequence[str] = ()) -> list[str]:
-    """uvicorn serving webapp.asgi. ``proxy_headers`` only when FORWARDED_ALLOW_IPS names the proxy:
-    otherwise any local process could claim any client address."""
+def web_command(
+    host: str, port: int, *, proxy_headers: bool = False, workers: int = 1, extra: Sequence[str] = ()
+) -> list[str]:
+    """uvicorn serving webapp.asgi, in ``workers`` processes (Django runs every page of a process
+    in one thread: a process per core serves twice the pages on two). ``proxy_headers`` only when
+    FORWARDED_ALLOW_IPS names the proxy: otherwise any local process could claim any client address."""
     argv = [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", str(port)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     if not proxy_headers:
         argv.append("--no-proxy-headers")
-    return [*argv, "--lifespan", "off", "--no-access-log", *extra]
+    # an unlock or look message is a few KB: a websocket frame past 64 KB is refused unread
+    return [*argv, "--lifespan", "off", "--no-access-log", "--ws-max-size", str(64 * 1024), *extra]
 
 
 def find_redis_server() -> str | None:

@@ -26,6 +26,7 @@ from .processes import (
     Supervisor,
     find_redis_server,
     listening,
+    per_core,
     redis_answers,
     redis_command,
     web_command,
@@ -94,10 +95,12 @@ def main() -> int:
             say(f"using the Redis at {redis_url}")
         else:
             start_private_redis(supervisor, redis_url, env)
-        concurrency = int(env.get("VEIL_WORKER_CONCURRENCY", "1"))
+        concurrency = per_core("VEIL_WORKER_CONCURRENCY", env)
+        env["VEIL_WORKER_CONCURRENCY"] = str(concurrency)  # each pool process takes its share of the cores
         supervisor.start("celery worker", worker_command(concurrency=concurrency), env)
         proxy_headers = bool(env.get("FORWARDED_ALLOW_IPS"))
-        supervisor.start("web server", web_command(host, int(port), proxy_headers=proxy_headers), env)
+        web = web_command(host, int(port), proxy_headers=proxy_headers, workers=per_core("VEIL_WEB_WORKERS", env))
+        supervisor.start("web server", web, env)
         announced = False
         while not stopping:
             if not announced and listening(host, int(port)):

@@ -106,15 +106,15 @@ def env_list(name: str, default: str) -> list[str]:
 # Production unless told otherwise: `make run` (webapp.run) says DEBUG=1, the tests DEBUG=0.
 DEBUG = env_bool("DEBUG", False)
 
+DEVELOPMENT_SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. In production set it to a long random string "
-            '(python -c "import secrets; print(secrets.token_urlsafe(50))"); '
-            "for development on this machine run `make run`, or set DEBUG=1."
-        )
-    SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
+if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is {'not set' if not SECRET_KEY else 'the development key, which is public'}. In production "
+        'set it to a long random string (python -c "import secrets; print(secrets.token_urlsafe(50))"); '
+        "for development on this machine run `make run`, or set DEBUG=1."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")

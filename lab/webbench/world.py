@@ -156,8 +156,8 @@ class Stack(Supervisor):
     def start_child(self, name: str, argv: list[str], **env: str) -> None:
         self.start(name, argv, {**os.environ, **env}, log=self.log_dir / f"{name.replace(' ', '-')}.log")
 
-    def start_web(self, port: int, timeout: float = 60.0) -> None:
-        self.start_child("web", web_command(HOST, port, extra=["--log-level", "warning"]))
+    def start_web(self, port: int, timeout: float = 60.0, workers: int = 1) -> None:
+        self.start_child("web", web_command(HOST, port, workers=workers, extra=["--log-level", "warning"]))
         try:
             self.wait_listening(HOST, port, timeout)
         except ChildExited as exc:

@@ -99,6 +99,7 @@ def test_deleting_an_album_leaves_nothing_of_it(
     assert not AlbumKeySlot.objects.filter(pk__in=slot_ids).exists()
     assert not UnlockAttempt.objects.filter(album_id=album.pk).exists()
     assert not any(default_storage.exists(name) for name in files)
+    assert not default_storage.exists(files[0].rsplit("/", 1)[0])  # nor its folder
     leftovers = [k.decode() for k in fresh_redis.keys("*")]
     mentions = [str(album.pk), str(queued.pk), *(str(p.pk) for p in photos), *(f"{tries.PREFIX}{i}" for i in slot_ids)]
     assert not [k for k in leftovers if any(m in k for m in mentions)], leftovers

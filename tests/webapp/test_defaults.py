@@ -35,6 +35,8 @@ def test_without_a_secret_key_veil_refuses_to_start_in_production() -> None:
     refused = _manage("check")
     assert refused.returncode != 0 and "SECRET_KEY is not set" in refused.stderr
     assert _manage("check", DEBUG="1").returncode == 0, "development runs with its own key"
+    public = _manage("check", SECRET_KEY="veil-development-only-secret-key-do-not-use-in-production")
+    assert public.returncode != 0 and "the development key, which is public" in public.stderr
 
 
 def test_the_documented_production_settings_pass_the_deploy_check() -> None:

@@ -22,5 +22,7 @@ def owned_album(request: AuthedRequest, album_id: uuid.UUID) -> Album:
     return get_object_or_404(Album.objects.owned_by(request.user.pk), pk=album_id)
 
 
-def owned_photo(request: AuthedRequest, photo_id: uuid.UUID) -> Photo:
-    return get_object_or_404(Photo.objects.owned_by(request.user.pk).select_related("album"), pk=photo_id)
+def owned_photo(request: AuthedRequest, photo_id: uuid.UUID, *, envelope: bool = True) -> Photo:
+    """The photo; without its recovery envelope (often hundreds of KB) when ``envelope`` is False."""
+    photos = Photo.objects.owned_by(request.user.pk).select_related("album")
+    return get_object_or_404(photos if envelope else photos.defer("envelope"), pk=photo_id)

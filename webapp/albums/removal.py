@@ -8,10 +8,13 @@ task rows stay, without the link.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from pathlib import Path
 
 import redis
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models.fields.files import FieldFile
 from django.dispatch import Signal
@@ -62,9 +65,16 @@ def delete_album(album: Album) -> int:
 
 
 def _forget(files: list[FieldFile], photo_ids: list[uuid.UUID]) -> None:
+    folders = set()
     for stored in files:
         if stored.name:
             stored.storage.delete(stored.name)
+            folders.add(stored.name.rsplit("/", 1)[0])
+    for folder in folders:  # the album's folder, once empty (a photo still being stored keeps it)
+        with contextlib.suppress(OSError, NotImplementedError):
+            path = Path(default_storage.path(folder))
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
     try:
         transit.forget_photos(photo_ids)
     except redis.RedisError:  # what waits there is sealed and expires with its TTL

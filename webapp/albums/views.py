@@ -69,7 +69,7 @@ def _album_page(request: AuthedRequest, album: Album, status: int = 200) -> Http
     sweep(album.photos.all())
     context = {
         "album": album,
-        "photos": album.photos.all(),
+        "photos": album.photos.defer("envelope"),  # a tile needs none of its recovery data
         "max_upload_mb": settings.VEIL_MAX_UPLOAD_MB,
         "usage": quotas.usage(request.user.pk),
         # photos waiting while no worker runs: say so rather than let "Queued" look stuck
@@ -202,13 +202,13 @@ def photo_delete(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_GET
 def photo_image(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_image_response(request, owned_photo(request, photo_id))
+    return photo_image_response(request, owned_photo(request, photo_id, envelope=False))
 
 
 @login_required
 @require_GET
 def photo_thumbnail(request: AuthedRequest, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_thumbnail_response(request, owned_photo(request, photo_id))
+    return photo_thumbnail_response(request, owned_photo(request, photo_id, envelope=False))
 
 
 @login_required

@@ -43,7 +43,7 @@ from webapp.texts import NO_WORKER, OUR_FAULT
 
 from . import protocol, sessions, transit
 from .models import UnlockAttempt
-from .unlocking import GRACE, QUEUE_DOWN, Refused, begin_unlock
+from .unlocking import AHEAD, GRACE, QUEUE_DOWN, Refused, begin_unlock
 
 CLOSE_NOT_FOUND = 4404
 log = logging.getLogger(__name__)
@@ -264,8 +264,11 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             await self._finish(session)
 
     async def _queue_next(self, session: ViewingSession) -> None:
-        """A photo of this viewing has arrived (or failed): queue its next one for the workers."""
+        """A photo of this viewing has arrived (or failed): queue its next ones for the workers, up
+        to AHEAD of them on the queue (a viewing starts with AHEAD_AT_FIRST)."""
         while self.session is session and session.later:
+            if len(session.pending) - len(session.later) >= AHEAD:  # queued, not yet arrived
+                return
             photo_id, transit_id = session.later.popleft()
             if photo_id not in session.pending:  # given up on already
                 continue
@@ -277,7 +280,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             except Exception:
                 log.exception("could not queue photo %s of viewing %s", photo_id, session.id)
                 await self._failed(session, photo_id, QUEUE_DOWN)
-            return
+                return
 
     def _keep_viewing(self, session: ViewingSession, transit_id: str) -> None:
         """A viewing that is still receiving stays open, and so does its next request, however

@@ -44,7 +44,9 @@ TOO_MANY_VIEWINGS = "Real faces are already shown on several of your pages; clos
 GRACE = 60  # seconds a viewing stays open beyond the longest transit wait (the page's patience too)
 # Photos of one viewing on the unlock queue at a time: the page queues the next as each one
 # arrives, so viewings that start together take turns instead of the last waiting for all others.
+# A viewing starts with one, so that ten starting together each see a first photo soon.
 AHEAD = 2
+AHEAD_AT_FIRST = 1
 
 
 def expired(slot: AlbumKeySlot) -> str:
@@ -192,7 +194,7 @@ def _queue(
             # One more second of patience per photo queued ahead of this one.
             ttl = settings.VEIL_UNLOCK_TTL + position
             transit_id = transit.put_unlock(photo_id, request.to_bytes(), ttl)
-            if len(started.photo_ids) < AHEAD:
+            if len(started.photo_ids) < AHEAD_AT_FIRST:
                 jobs.queue_recovery(photo_id, transit_id, reply_channel, session_id)
             else:
                 started.later.append((photo_id, transit_id))

@@ -8,6 +8,8 @@ pages look them up by share token only: a rotated token is a 404 for the page an
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.debug import sensitive_post_parameters
@@ -170,10 +173,10 @@ def _shared_album(token: str) -> Album:
     return get_object_or_404(Album, share_token=token)
 
 
-def _shared_photo(token: str, photo_id: uuid.UUID) -> Photo:
-    return get_object_or_404(
-        Photo.objects.select_related("album").filter(album__share_token=token, status=Photo.Status.DONE), pk=photo_id
-    )
+def _shared_photo(token: str, photo_id: uuid.UUID, *, envelope: bool = True) -> Photo:
+    """The shared photo; without its recovery envelope when ``envelope`` is False (a file's view)."""
+    photos = Photo.objects.select_related("album").filter(album__share_token=token, status=Photo.Status.DONE)
+    return get_object_or_404(photos if envelope else photos.defer("envelope"), pk=photo_id)
 
 
 def _private_page(response: HttpResponse) -> HttpResponse:
@@ -187,18 +190,49 @@ def _private_page(response: HttpResponse) -> HttpResponse:
 @cache_control(private=True, no_cache=True)
 def share_album(request: HttpRequest, token: str) -> HttpResponse:
     album = _shared_album(token)
-    photos = album.photos.filter(status=Photo.Status.DONE)
-    return _private_page(render(request, "sharing/share_album.html", {"album": album, "photos": photos}))
+    photos = album.photos.filter(status=Photo.Status.DONE).defer("envelope")  # none of their recovery data
+    return _private_page(render(request, "sharing/share_album.html", {"album": album, "photos": _tiles(album, photos)}))
+
+
+@dataclass(frozen=True)
+class ShareTile:
+    id: uuid.UUID
+    image: str
+    thumbnail: str
+    download: str
+
+
+_SOME_PHOTO = uuid.UUID(int=0)
+
+
+def _tiles(album: Album, photos: Iterable[Photo]) -> list[ShareTile]:
+    """Each photo's addresses, from one reversal per kind (a hundred tiles cost 300 otherwise)."""
+    token = album.share_token
+
+    def address(name: str) -> Callable[[uuid.UUID], str]:
+        pattern = reverse(name, args=[token, _SOME_PHOTO])
+        return lambda photo_id: pattern.replace(str(_SOME_PHOTO), str(photo_id))
+
+    image, thumbnail, download = (address(f"sharing:share-{kind}") for kind in ("image", "thumbnail", "download"))
+    return [
+        ShareTile(
+            p.pk,
+            f"{image(p.pk)}?v={p.image_version}",
+            f"{thumbnail(p.pk)}?v={p.thumbnail_version}",
+            download(p.pk),
+        )
+        for p in photos
+    ]
 
 
 @require_GET
 def share_photo_image(request: HttpRequest, token: str, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_image_response(request, _shared_photo(token, photo_id))
+    return photo_image_response(request, _shared_photo(token, photo_id, envelope=False))
 
 
 @require_GET
 def share_photo_thumbnail(request: HttpRequest, token: str, photo_id: uuid.UUID) -> HttpResponseBase:
-    return photo_thumbnail_response(request, _shared_photo(token, photo_id))
+    return photo_thumbnail_response(request, _shared_photo(token, photo_id, envelope=False))
 
 
 @require_GET
