@@ -219,7 +219,7 @@ AXES_RESET_ON_SUCCESS = True  # a typo or two before the right password does not
 AXES_LOCKOUT_CALLABLE = "webapp.accounts.views.locked_out"
 # REMOTE_ADDR is the client: uvicorn (--proxy-headers) rewrites it from X-Forwarded-For only when
 # the peer is a trusted proxy (FORWARDED_ALLOW_IPS); a header read here could be forged.
-AXES_CLIENT_IP_CALLABLE = "webapp.addresses.request_address"
+AXES_CLIENT_IP_CALLABLE = "webapp.addresses.axes_address"
 AXES_DISABLE_ACCESS_LOG = True  # failures are kept for the cool-off; no lasting log of who logged in from where
 
 LANGUAGE_CODE = "en-us"

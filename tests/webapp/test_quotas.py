@@ -174,3 +174,9 @@ def test_a_failed_upload_that_waits_in_redis_for_a_retry_counts_as_waiting(user:
     assert backlog_refusal(user.pk, 1, 1000)  # its upload still takes room in Redis
     Photo.objects.filter(pk=photo.pk).update(retryable=False)
     assert backlog_refusal(user.pk, 1, 1000) is None
+
+
+def test_a_photos_recovery_envelope_counts_against_the_storage_quota(user: Any) -> None:
+    album = AlbumFactory(owner=user)
+    PhotoFactory(album=album, status=Photo.Status.DONE, image_bytes=1000, thumbnail_bytes=100, envelope=b"e" * 5000)
+    assert quotas.usage(user.pk).stored_bytes == 6100

@@ -2,7 +2,8 @@
 
 Kept: a number of photos and the bytes their stored files take, over all the owner's albums
 (VEIL_PHOTO_QUOTA, VEIL_STORAGE_QUOTA_MB; 0 for no limit). A queued photo counts with its
-upload's size (about what its anonymized copy will take), and so does a failed one that can be
+upload's size (about what its anonymized copy will take; a stored one with its files and its
+recovery envelope), and so does a failed one that can be
 tried again (its upload waits in Redis for that); any other failed one counts with nothing.
 
 Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is capped without
@@ -23,7 +24,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Length
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
@@ -69,7 +70,10 @@ class Usage:
 def usage(owner_id: int) -> Usage:
     totals = Photo.objects.owned_by(owner_id).aggregate(
         photos=Count("pk"),
-        bytes=Coalesce(Sum("image_bytes"), 0) + Coalesce(Sum("thumbnail_bytes"), 0),
+        # the recovery envelope too: with big faces it can outweigh the photo
+        bytes=Coalesce(Sum("image_bytes"), 0)
+        + Coalesce(Sum("thumbnail_bytes"), 0)
+        + Coalesce(Sum(Length("envelope")), 0),
     )
     return Usage(totals["photos"], totals["bytes"], settings.VEIL_PHOTO_QUOTA, settings.VEIL_STORAGE_QUOTA_MB * MB)
 

@@ -182,7 +182,9 @@ class PhotoJob:
         finally:
             del data
         thumbnail = make_thumbnail(result.image)
-        refusal = quotas.usage(self.owner_id).refusal_after_storing(photo.image_bytes or 0, result.image, thumbnail)
+        refusal = quotas.usage(self.owner_id).refusal_after_storing(
+            photo.image_bytes or 0, result.image, thumbnail, result.envelope
+        )
         if refusal:  # anonymized, it takes more than its upload did, and no longer fits
             return self.fail(refusal, discard=True)
         try:
