@@ -709,6 +709,7 @@ def test_the_photos_in_view_come_first_and_scrolling_moves_others_ahead(fresh_re
             started = (await ws.receive_json_from(timeout=10))["data"]["photos"]
             first_two = queued_tasks(fresh_redis)
             await ws.send_json_to({"type": "look", "data": {"photos": [newest_first[5]]}})
+            await asyncio.sleep(0.3)  # the page's socket and the workers' ring are separate ways in: look first
             # a worker brings one photo: the page's next is the one it scrolled to
             args = first_two[0]
             request_bytes = transit.take_unlock(args[1], args[0]) or b""

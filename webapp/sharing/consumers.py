@@ -218,6 +218,8 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             await self._failed(session, photo_id, text)
         if session.pending:
             session.watchdog = asyncio.create_task(self._watch(session, outcome.longest_wait + GRACE))
+            # the first photos may be in the mailbox already: their rings came before the viewing was ours
+            await self._collect(session, sorted(session.pending))
         else:
             await self._finish(session)
 
