@@ -65,6 +65,10 @@ class SecureCoupling(nn.Module):
         self.phi = _subnet(2 * first + key_dim, hidden, second)  # shift of z₂
         self.rho = _subnet(2 * second + key_dim, hidden, first)  # log-scale of z₁
         self.eta = _subnet(2 * second + key_dim, hidden, first)  # shift of z₁
+        # a linear path beside φ and η: shears z₂ += A(k) z₁ (and back) compose into key-dependent
+        # rotations, which keep the prior exactly
+        self.shear2 = nn.Linear(first, second, bias=False)
+        self.shear1 = nn.Linear(second, first, bias=False)
 
     def _condition(self, z: Tensor, gate: nn.Linear, key: Tensor) -> Tensor:
         # [z, k] as in the paper, and z ⊙ g(k): a key-dependent linear view of z, which lets a
@@ -78,17 +82,17 @@ class SecureCoupling(nn.Module):
         """→ (z₁′, z₂′, log |det J| per row)."""
         h = self._condition(z1, self.gate1, key)
         s2 = self._a(self.omega(h))
-        z2 = z2 * torch.exp(s2) + self.phi(h)
+        z2 = z2 * torch.exp(s2) + self.phi(h) + self.shear2(z1 * self.gate1(key))
         h = self._condition(z2, self.gate2, key)
         s1 = self._a(self.rho(h))
-        z1 = z1 * torch.exp(s1) + self.eta(h)
+        z1 = z1 * torch.exp(s1) + self.eta(h) + self.shear1(z2 * self.gate2(key))
         return z1, z2, s1.sum(1) + s2.sum(1)
 
     def inverse(self, z1: Tensor, z2: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
         h = self._condition(z2, self.gate2, key)
-        z1 = (z1 - self.eta(h)) * torch.exp(-self._a(self.rho(h)))
+        z1 = (z1 - self.eta(h) - self.shear1(z2 * self.gate2(key))) * torch.exp(-self._a(self.rho(h)))
         h = self._condition(z1, self.gate1, key)
-        z2 = (z2 - self.phi(h)) * torch.exp(-self._a(self.omega(h)))
+        z2 = (z2 - self.phi(h) - self.shear2(z1 * self.gate1(key))) * torch.exp(-self._a(self.omega(h)))
         return z1, z2
 
 

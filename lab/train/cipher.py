@@ -14,7 +14,10 @@ scaled down; phase I (disentangle and reconstruct) is the codec itself, already 
   image terms, which have no offline weights): KL(T_k#N(0, I) ‖ N(0, I)), exact for a flow:
   E[½|x′|² − ½|x|² − log|det J|] / d. It is zero when every key's map keeps the generator's
   prior, so strangers are as typical as the generator's own faces;
-* a pixel L1 at the paper's weight for anonymized images (0.01), which keeps the outline.
+* a pixel L1 at the paper's weight for anonymized images (0.01), which keeps the outline;
+* and, because a cosine's gradient vanishes where two vectors agree (an untrained flow gives
+  every key the same stranger), the latent distances of the two key terms, hinged at what
+  separates two independent prior samples (:func:`_hinge_near`).
 
 E is SFace (``lab.train.sface``) on the renders warped to its 112 px alignment. Phase A
 trains with latent stand-ins for E (cosines of the identity coordinates themselves), which
@@ -50,13 +53,13 @@ SAME_PERSON = 0.363  # SFace's published threshold (lab.facemetrics)
 @dataclass(frozen=True)
 class CipherTrainConfig:
     seed: int = 0
-    latent_steps: int = 3000  # phase A: latent stand-ins for the identity network
+    latent_steps: int = 4000  # phase A: latent stand-ins for the identity network
     latent_batch: int = 256
     sface_steps: int = 240  # phase B: through the generator and SFace
     sface_batch: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-3
     finetune_lr: float = 2e-4
-    prior_weight: float = 4.0
+    prior_weight: float = 6.0
     pixel_weight: float = 0.01
     eval_samples: int = 192
 
@@ -116,6 +119,13 @@ def _hinge_cos(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a, b, dim=1).clamp(min=0).mean()
 
 
+def _hinge_near(a: Tensor, b: Tensor) -> Tensor:
+    """max(0, 1 − |a − b| / √(2d)): zero once ``a`` and ``b`` are as far apart as two independent
+    prior samples. Unlike a cosine, its gradient does not vanish where a ≈ b, which is where
+    every key starts (an untrained flow ignores its key)."""
+    return (1 - (a - b).norm(dim=1) / math.sqrt(2 * a.shape[1])).clamp(min=0).mean()
+
+
 def _prior_kl(x: Tensor, y: Tensor, logdet: Tensor) -> Tensor:
     """KL(T#N(0, I) ‖ N(0, I)) per coordinate, estimated on the batch."""
     return (0.5 * (y**2).sum(1) - 0.5 * (x**2).sum(1) - logdet).mean() / x.shape[1]
@@ -171,6 +181,8 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
             "div_key": _hinge_cos(y1, y2),
             "div_face": _hinge_cos(y1, flow(x.roll(1, 0), k1)[0]),  # another face under the same key
             "wrong": _hinge_cos(wrong, x),
+            "far_key": _hinge_near(y1, y2),
+            "far_wrong": _hinge_near(wrong, x),
             "prior": _prior_kl(x, y1, logdet),
         }
         loss = sum(v * (config.prior_weight if k == "prior" else 1.0) for k, v in losses.items())
@@ -208,6 +220,8 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
                 "div_key": _hinge_cos(e1, e2),
                 "div_face": _hinge_cos(e1, e1.roll(1, 0)),
                 "wrong": _hinge_cos(e_wrong, e_orig),
+                "far_key": _hinge_near(y1, y2),
+                "far_wrong": _hinge_near(wrong, x),
                 "prior": _prior_kl(x, y1, logdet),
                 "pixel": (anon1 - original).abs().mean(),
             }
@@ -235,12 +249,12 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
     }
     torch.save(checkpoint, out)
     log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB, fingerprint {state_fingerprint(state).hex()[:12]})")
-    log(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    log(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
 
 def _show(losses: dict[str, Tensor]) -> str:
-    return " ".join(f"{k}={float(v):.4f}" for k, v in losses.items())
+    return " ".join(f"{k}={float(v.detach()):.4f}" for k, v in losses.items())
 
 
 def evaluate_flow(
