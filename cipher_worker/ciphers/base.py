@@ -101,6 +101,11 @@ class Cipher(ABC):
     def latent(self, stored: NDArray[Any]) -> NDArray[np.float64]:
         """(N, d) stored form → (N, d) identity coordinates of the stranger it shows."""
 
+    @abstractmethod
+    def store(self, identity: NDArray[np.float64]) -> NDArray[Any]:
+        """The inverse of :meth:`latent`: (N, d) coordinates → the stored form that shows them
+        (how a layer of sequential anonymization is peeled off and decrypted again)."""
+
     def combine(self, first: NDArray[Any], second: NDArray[Any]) -> NDArray[Any]:
         """The one password equivalent to encrypting under ``first`` then ``second`` (both (N, p));
         only ciphers whose algebra has combined keys."""

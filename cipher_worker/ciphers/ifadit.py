@@ -83,6 +83,9 @@ class IFADITCipher(Cipher):
     def latent(self, stored: NDArray[Any]) -> NDArray[np.float64]:
         return _finite(stored, "the encrypted identities")
 
+    def store(self, identity: NDArray[np.float64]) -> NDArray[np.float64]:
+        return _finite(identity, "the identity latents")
+
 
 def _finite(values: NDArray[Any], what: str) -> NDArray[np.float64]:
     arr = np.asarray(values)

@@ -46,6 +46,9 @@ class TorusCipher(Cipher):
     def latent(self, stored: NDArray[Any]) -> NDArray[np.float64]:
         return cipher.from_torus(stored)
 
+    def store(self, identity: NDArray[np.float64]) -> NDArray[np.uint32]:
+        return cipher.to_torus(identity)  # to_torus(from_torus(u)) == u for every u
+
     def combine(self, first: NDArray[Any], second: NDArray[Any]) -> NDArray[np.uint32]:
         pairs = zip(first, second, strict=True)
         return np.array([cipher.combine(cipher.FacePad(a), cipher.FacePad(b)).values for a, b in pairs], np.uint32)
