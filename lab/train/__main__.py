@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     cip.add_argument("--seed", type=int, default=0)
     cip.add_argument("--latent-steps", type=int)
     cip.add_argument("--sface-steps", type=int)
-    cip.add_argument("--threads", type=int, default=2, help="torch threads (fixed: the result depends on it)")
+    # one thread: on a busy 2-core machine two threads wait on each other far longer than they gain
+    cip.add_argument("--threads", type=int, default=1, help="torch threads (fixed: the result depends on it)")
     args = parser.parse_args(argv)
     if args.command == "ffhq-template":
         from .ffhq_template import main as ffhq_template

@@ -53,9 +53,9 @@ SAME_PERSON = 0.363  # SFace's published threshold (lab.facemetrics)
 @dataclass(frozen=True)
 class CipherTrainConfig:
     seed: int = 0
-    latent_steps: int = 4000  # phase A: latent stand-ins for the identity network
+    latent_steps: int = 2500  # phase A: latent stand-ins for the identity network
     latent_batch: int = 256
-    sface_steps: int = 240  # phase B: through the generator and SFace
+    sface_steps: int = 120  # phase B: through the generator and SFace
     sface_batch: int = 8
     lr: float = 3e-3
     finetune_lr: float = 2e-4
@@ -155,7 +155,11 @@ def _render(generator: DCGANGenerator, split: Split, attributes: Tensor, identit
     return generator(split.z(attributes, identity * (TRUNCATION if typical else 1.0)))
 
 
-def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig = CipherTrainConfig(), log=print):
+def _print(message: str) -> None:
+    print(message, flush=True)  # progress shows as it happens, also in a log file
+
+
+def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig = CipherTrainConfig(), log=_print):
     if name != "ifadit":
         raise SystemExit(f"training the {name} cipher is not built yet; `--name ifadit` is")
     out = out or weights_path(name, "dcgan64")
@@ -192,7 +196,7 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
         sched.step()
         if step % 500 == 0 or step == config.latent_steps - 1:
             log(f"latent {step}/{config.latent_steps} " + _show(losses) + f" ({time.perf_counter() - started:.0f}s)")
-    metrics.update({f"latent_{k}": float(v) for k, v in losses.items()})
+    metrics.update({f"latent_{k}": float(v.detach()) for k, v in losses.items()})
 
     generator = load_generator().requires_grad_(False)
     judge = _load_judge(split, log)
@@ -232,7 +236,7 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
             opt.step()
             if step % 20 == 0 or step == config.sface_steps - 1:
                 log(f"sface {step}/{config.sface_steps} " + _show(losses) + f" ({time.perf_counter() - started:.0f}s)")
-        metrics.update({f"sface_{k}": float(v) for k, v in losses.items()})
+        metrics.update({f"sface_{k}": float(v.detach()) for k, v in losses.items()})
 
     flow.eval()
     metrics.update(evaluate_flow(flow, generator, split, judge, config))
