@@ -55,7 +55,7 @@ bench: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m lab eval --out docs/eval.md
 
-# a learned cipher's weights for the dcgan64 codec, data-free (NAME=ifadit: about 15 min on 2 cores)
+# a learned cipher's weights for the dcgan64 codec, data-free (NAME=ifadit: about 12 min on one core of a busy machine)
 NAME ?= ifadit
 train-cipher: $(STAMP)
 	nice -n 10 $(PY) -m lab.train cipher --name $(NAME)
