@@ -201,16 +201,16 @@ class Pipeline:
                     f"not {self.codec.id} ({self.codec.fingerprint.hex()[:12]}) as configured here; recover it with "
                     "the codec and checkpoint files it was made with (VEIL_CODEC, VEIL_E4E_CKPT, … or --codec …)"
                 )
-            face_cipher = self._cipher_for(env, codec)
         photo, content_key, decoy = open_recovery(
             image, env, album_private=album_private, content_key=content_key, decoy_password=decoy_password, watch=watch
         )
-        pixels = self._restore(codec, face_cipher, photo, env, content_key, decoy, watch)
+        pixels = self._restore(codec, photo, env, content_key, decoy, watch)
         return RecoveredPhoto(pixels, len(env.faces), decoy, watch.seconds)
 
     def _cipher_for(self, env: envelope.Envelope, codec: Codec) -> Cipher:
         """The cipher ``env`` was made with, for ``codec`` (loaded once); CipherMismatch when this
-        Veil has other weights for it."""
+        Veil does not have it or has other weights for it. Only rendering needs it: stored pixels
+        come back whatever the cipher."""
         with self._ciphers_lock:
             found = self._ciphers.get((env.cipher_id, codec.fingerprint))
             if found is None:
@@ -234,7 +234,6 @@ class Pipeline:
     def _restore(
         self,
         codec: Codec,
-        face_cipher: Cipher,
         photo: DecodedImage,
         env: envelope.Envelope,
         content_key: bytes,
@@ -246,12 +245,13 @@ class Pipeline:
             return out
         # stored pixels when we have them and the key is real; the codec's rendering otherwise
         render = [decoy or r.pixels is None for r in env.faces]
-        with watch("cipher"):
-            secrets = [FaceSecret(content_key, env.nonce, i, r.candidate) for i, r in enumerate(env.faces)]
-            identity = face_cipher.decrypt_faces(np.stack([r.identity for r in env.faces]), secrets)
-            region_keys = [cipher.derive_region_key(content_key, env.nonce, i) for i in range(len(env.faces))]
+        region_keys = [cipher.derive_region_key(content_key, env.nonce, i) for i in range(len(env.faces))]
         rendered = None
         if any(render):
+            with watch("cipher"):
+                face_cipher = self._cipher_for(env, codec)
+                secrets = [FaceSecret(content_key, env.nonce, i, r.candidate) for i, r in enumerate(env.faces)]
+                identity = face_cipher.decrypt_faces(np.stack([r.identity for r in env.faces]), secrets)
             with watch("render"):
                 attributes = np.stack([r.attributes for r in env.faces])
                 rendered = codec.render(Latents(identity, attributes), typical=decoy)

@@ -13,7 +13,11 @@ scaled down; phase I (disentangle and reconstruct) is the codec itself, already 
 * **prior** (what keeps the stranger natural, in place of the paper's LPIPS and face-parser
   image terms, which have no offline weights): KL(T_k#N(0, I) ‖ N(0, I)), exact for a flow:
   E[½|x′|² − ½|x|² − log|det J|] / d. It is zero when every key's map keeps the generator's
-  prior, so strangers are as typical as the generator's own faces;
+  prior, so strangers are as typical as the generator's own faces. The paper applies its image
+  terms to falsely recovered faces too; the same KL can hold the wrong-key recovery
+  T⁻¹(T(x, k₁), k₂) to the prior (its log-det: k₁'s forward minus k₂'s at the result;
+  ``wrong_prior_weight``, off for the committed weights: it trades a wrong key's distance from
+  the original for natural decoys, docs/cipher.md);
 * a pixel L1 at the paper's weight for anonymized images (0.01), which keeps the outline;
 * and, because a cosine's gradient vanishes where two vectors agree (an untrained flow gives
   every key the same stranger), the latent distances of the two key terms, hinged at what
@@ -60,6 +64,10 @@ class CipherTrainConfig:
     lr: float = 3e-3
     finetune_lr: float = 2e-4
     prior_weight: float = 6.0
+    wrong_weight: float = 1.0  # the wrong-key terms: a wrong key must never bring the face back
+    # the prior on wrong-key recoveries; 0 for the committed weights (see docs/cipher.md: at 6, with
+    # wrong_weight 2, decoys stay inside the prior but a wrong key's face drifts towards the original)
+    wrong_prior_weight: float = 0.0
     pixel_weight: float = 0.01
     eval_samples: int = 192
 
@@ -180,6 +188,7 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
         y1, logdet = flow(x, k1)
         y2, _ = flow(x, k2)
         wrong = flow.inverse(y1, k2)
+        _, wrong_logdet = flow(wrong, k2)  # the composed map's log-det: forward k1 minus forward k2 there
         losses = {
             "anon": _hinge_cos(y1, x),
             "div_key": _hinge_cos(y1, y2),
@@ -188,8 +197,9 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
             "far_key": _hinge_near(y1, y2),
             "far_wrong": _hinge_near(wrong, x),
             "prior": _prior_kl(x, y1, logdet),
+            "prior_wrong": _prior_kl(x, wrong, logdet - wrong_logdet),
         }
-        loss = sum(v * (config.prior_weight if k == "prior" else 1.0) for k, v in losses.items())
+        loss = sum(v * _weight(k, config) for k, v in losses.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         opt.step()
@@ -212,6 +222,7 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
             y1, logdet = flow(x, key)
             y2, _ = flow(x, k2)
             wrong = flow.inverse(y1, k2)
+            _, wrong_logdet = flow(wrong, k2)
             with torch.no_grad():
                 original = generator(z)
                 e_orig = judge(original)
@@ -227,10 +238,10 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
                 "far_key": _hinge_near(y1, y2),
                 "far_wrong": _hinge_near(wrong, x),
                 "prior": _prior_kl(x, y1, logdet),
+                "prior_wrong": _prior_kl(x, wrong, logdet - wrong_logdet),
                 "pixel": (anon1 - original).abs().mean(),
             }
-            weights = {"prior": config.prior_weight, "pixel": config.pixel_weight}
-            loss = sum(v * weights.get(k, 1.0) for k, v in losses.items())
+            loss = sum(v * _weight(k, config) for k, v in losses.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             opt.step()
@@ -255,6 +266,16 @@ def train_cipher(name: str, out: Path | None = None, config: CipherTrainConfig =
     log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB, fingerprint {state_fingerprint(state).hex()[:12]})")
     log(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
+
+
+def _weight(term: str, config: CipherTrainConfig) -> float:
+    if term == "prior_wrong":
+        return config.wrong_prior_weight
+    if term == "prior":
+        return config.prior_weight
+    if term == "pixel":
+        return config.pixel_weight
+    return config.wrong_weight if term in ("wrong", "far_wrong") else 1.0
 
 
 def _show(losses: dict[str, Tensor]) -> str:
@@ -283,6 +304,8 @@ def evaluate_flow(
         wrong = flow.inverse(y1, k2)
         out["prior_kl"] = float(_prior_kl(x, y1, logdet))
         out["stranger_std"] = float(y1.std())
+        out["wrong_key_std"] = float(wrong.std())
+        out["wrong_key_prior_kl"] = float(_prior_kl(x, wrong, logdet - flow(wrong, k2)[1]))
         out["latent_cos_stranger"] = float(F.cosine_similarity(y1, x).mean())
         if judge is not None:
             cos: dict[str, list[Tensor]] = {k: [] for k in ("stranger", "other_key", "wrong_key", "fresh_sample")}
