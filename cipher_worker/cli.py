@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import carriers, envelope, keys, photofiles
+from .ciphers import CIPHERS, DEFAULT_CIPHER, cipher_name
 from .codecs import CODECS, CodecConfig, codec_config
 from .errors import BadInput, PassphraseRequired, VeilError, WrongKey
 from .exact import recover_exact
@@ -107,21 +108,25 @@ def _each(jobs: list[photofiles.Job], work: Callable[[Path, Path], dict[str, Any
 def cmd_anonymize(args: argparse.Namespace) -> dict[str, Any]:
     from .api import anonymize_photo, get_pipeline
 
+    cipher_name(args.cipher)  # an unknown or unbuilt cipher: one line, before any work
     jobs = _jobs(args, None)
     public = keys.read_public_key_file(args.public_key)
     codec = codec_from_args(args)
-    get_pipeline(codec)  # load the model once, first, so the times reported are the photos'
+    get_pipeline(codec, args.cipher)  # load the model once, first, so the times reported are the photos'
 
     def one(source: Path, target: Path) -> dict[str, Any]:
         fmt = format_for_path(target)
         started = time.perf_counter()
-        result = anonymize_photo(read_file(source), public, fidelity=args.fidelity, fmt=fmt, codec=codec)
+        result = anonymize_photo(
+            read_file(source), public, fidelity=args.fidelity, fmt=fmt, codec=codec, cipher=args.cipher
+        )
         _write(target, carriers.embed(result.image, result.envelope))
         report = {
             "input": str(source),
             "output": str(target),
             "faces": [{"index": f.index, "box": list(f.box), "score": round(f.score, 3)} for f in result.faces],
             "fidelity": args.fidelity,
+            "cipher": args.cipher,
             "seconds": round(time.perf_counter() - started, 3),
         }
         if not result.faces:
@@ -190,6 +195,8 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
         "envelope_version": env.version,
         "codec": env.codec_id,
         "codec_fingerprint": env.codec_fingerprint.hex(),
+        "cipher": env.cipher_id,
+        "cipher_fingerprint": env.cipher_fingerprint.hex(),
         "fidelity": env.fidelity,
         "image_size": list(env.image_size),
         "faces": [{"index": i, "box": list(r.box)} for i, r in enumerate(env.faces)],
@@ -219,7 +226,8 @@ def _human(command: str, report: dict[str, Any]) -> str:
         faces = ", ".join(f"#{f['index']} at {tuple(f['box'])}" for f in report["faces"]) or "none"
         return (
             f"Veil envelope v{report['envelope_version']}: codec {report['codec']} "
-            f"({report['codec_fingerprint'][:12]}), fidelity {report['fidelity']}, "
+            f"({report['codec_fingerprint'][:12]}), cipher {report['cipher']} "
+            f"({report['cipher_fingerprint'][:12]}), fidelity {report['fidelity']}, "
             f"{report['image_size'][0]}×{report['image_size'][1]}, faces: {faces}"
         )
     return report.get("summary", "done")
@@ -264,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=PATHS_HELP)
     p.add_argument("--public-key", type=Path, required=True)
     p.add_argument("--fidelity", choices=("exact", "latent"), default="exact")
+    p.add_argument(
+        "--cipher",
+        metavar="NAME",
+        default=DEFAULT_CIPHER,
+        help=f"the latent cipher: {' or '.join(CIPHERS)} (default {DEFAULT_CIPHER}); recover reads it from the photo",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report")
     many_flags(p, "the input's")
     codec_flags(p)

@@ -1,15 +1,17 @@
 """The recovery envelope of a photo: what a key holder needs to bring its faces back.
 
-Binary format, version 2 (``Envelope.to_bytes``; version 1 is still read); integers are
-little-endian:
+Binary format, version 3 (``Envelope.to_bytes``; versions 1 and 2 are still read); integers
+are little-endian:
 
 ============================  ==========================================================
 field                         encoding
 ============================  ==========================================================
 magic                         4 bytes ``b"VEIL"``
-version                       u8: 2 (1: the format before face-shaped masks)
+version                       u8: 3 (2: before the cipher was named, 1: before face-shaped masks)
 codec_id                      u16 length + UTF-8 text
 codec_fingerprint             16 bytes
+cipher_id                     v3 only: u16 length + UTF-8 text (``torus``, ``ifadit``, …)
+cipher_fingerprint            v3 only: 16 bytes naming the cipher's weights (zeros: none)
 fidelity                      u8: 0 = ``exact``, 1 = ``latent``
 sealed_content_key            u16 length + bytes
 nonce                         16 bytes
@@ -20,7 +22,9 @@ face count                    u16, then for each face:
   mask                        v2: u16 side M, u32 length + zlib of the M×M u8 mask weights
                               (0–255) over the crop; v1: array of f8 (an ellipse)
   attributes                  array of f4
-  identity                    array of u4 (the encrypted identity u')
+  identity                    the encrypted identity as the cipher stores it: array of u4
+                              (torus: u'; the only form before v3) or, v3, of f8 (a learned
+                              cipher's output)
   candidate                   v2 only: u16, which of the face's candidate pads made u'
   skin                        v2 only: array of f4, empty or the original's inner-face Lab
                               mean and spread (6 values; latent recovery matches them)
@@ -29,7 +33,9 @@ mac                           32 bytes: HMAC-SHA256 of every byte before it
 ============================  ==========================================================
 
 An array is a u8 dtype code (1 = f8, 2 = f4, 3 = u4), a u32 element count and the
-elements. Every envelope has exactly one encoding, so parsing and re-encoding gives the
+elements. An envelope before version 3 was made by the torus cipher (which has no
+weights): reading one gives ``cipher_id`` ``torus`` and a zero fingerprint. Every envelope
+has exactly one encoding, so parsing and re-encoding gives the
 same bytes; the MAC key is HKDF-SHA256(content key, info = b"veil/v1/envelope-mac").
 
 How an envelope travels inside a JPEG, PNG or WebP file: :mod:`cipher_worker.carriers`.
@@ -56,8 +62,8 @@ from numpy.typing import ArrayLike, NDArray
 from cipher_worker.binfmt import Reader, Writer
 from cipher_worker.errors import BadInput, EnvelopeError, EnvelopeTampered
 
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAGIC = b"VEIL"
 MAC_BYTES = 32
 FINGERPRINT_BYTES = 16
@@ -69,6 +75,10 @@ _FIDELITY_NAMES: dict[int, Fidelity] = {0: "exact", 1: "latent"}
 _MAC_INFO = b"veil/v1/envelope-mac"
 _TAMPERED = "the photo's recovery data has been altered"
 _MAX_MASK_SIDE = 1024
+# what every envelope before version 3 was made with: the torus cipher, which has no weights
+IMPLIED_CIPHER_ID = "torus"
+IMPLIED_CIPHER_FINGERPRINT = bytes(FINGERPRINT_BYTES)
+_IDENTITY_DTYPES = {np.dtype(np.uint32): "<u4", np.dtype(np.float64): "<f8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,8 +88,9 @@ class FaceRecord:
     ``transform`` (2, 3) f8 maps image coords to canonical crop coords; ``box`` (x0, y0, x1, y1)
     is the image region the composite touches; ``mask`` is the composite's weight raster over
     the crop, (M, M) uint8 with 255 = the stranger only (version 2), or a feathered ellipse's
-    parameters (version 1); ``attributes`` (k,) f4 is the attribute latent; ``identity`` (d,) u4
-    the encrypted identity, made with candidate pad ``candidate``; ``skin`` the original face's
+    parameters (version 1); ``attributes`` (k,) f4 is the attribute latent; ``identity`` (d,) the
+    encrypted identity as the envelope's cipher stores it (u4 for the torus cipher, f8 for a
+    learned one), made with candidate key ``candidate``; ``skin`` the original face's
     Lab mean and spread (6,) f4, or empty; ``pixels`` the AES-GCM ciphertext of the original
     ``box`` pixels (fidelity ``exact``) or None.
     """
@@ -88,7 +99,7 @@ class FaceRecord:
     box: tuple[int, int, int, int]
     mask: NDArray[np.uint8] | tuple[float, ...]
     attributes: NDArray[np.float32]
-    identity: NDArray[np.uint32]
+    identity: NDArray[np.uint32] | NDArray[np.float64]
     pixels: bytes | None = None
     candidate: int = 0
     skin: NDArray[np.float32] = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
@@ -104,7 +115,8 @@ class FaceRecord:
         if len(box) != 4 or not all(-(2**31) <= v < 2**31 for v in box):
             raise EnvelopeError("a face's box must be four 32-bit integers (x0, y0, x1, y1)")
         attributes = _frozen_array(self.attributes, np.float32, "attribute latent")
-        identity = _frozen_array(self.identity, np.uint32, "identity")
+        float_identity = np.asarray(self.identity).dtype.kind == "f"
+        identity = _frozen_array(self.identity, np.float64 if float_identity else np.uint32, "identity")
         skin = _frozen_array(self.skin, np.float32, "skin colour")
         if attributes.ndim != 1 or identity.ndim != 1:
             raise EnvelopeError("a face's attribute latent and identity must be vectors")
@@ -147,7 +159,9 @@ class FaceRecord:
             out.pack("<H", self.mask.shape[0])
             out.blob(self.mask_blob, "<I", "a face's mask")
         out.array(self.attributes, "<f4")
-        out.array(self.identity, "<u4")
+        if version < 3 and self.identity.dtype != np.uint32:
+            raise EnvelopeError("recovery data before version 3 holds only the torus cipher's identities")
+        out.array(self.identity, _IDENTITY_DTYPES[self.identity.dtype])
         if version >= 2:
             out.pack("<H", self.candidate)
             out.array(self.skin, "<f4")
@@ -172,7 +186,7 @@ class FaceRecord:
             blob = src.blob("<I")
             mask = _inflate_mask(side, blob)
         attributes = src.array("<f4", "attribute latent")
-        identity = src.array("<u4", "identity")
+        identity = src.array_of(("<u4", "<f8") if version >= 3 else ("<u4",), "identity")
         candidate, skin = 0, np.zeros(0, np.float32)
         if version >= 2:
             candidate = src.unpack("<H")[0]
@@ -202,12 +216,15 @@ class FaceRecord:
 class Envelope:
     """A photo's recovery data; ``mac`` is empty until :func:`seal_envelope` sets its 32 bytes.
 
-    ``codec_fingerprint`` and ``nonce`` are 16 bytes; ``image_size`` is (width, height) in pixels.
+    ``codec_fingerprint``, ``cipher_fingerprint`` and ``nonce`` are 16 bytes (versions 1 and 2
+    hold no cipher: it is the torus, :data:`IMPLIED_CIPHER_ID`); ``image_size`` is (width, height) in pixels.
     """
 
     version: int = VERSION
     codec_id: str
     codec_fingerprint: bytes
+    cipher_id: str = IMPLIED_CIPHER_ID
+    cipher_fingerprint: bytes = IMPLIED_CIPHER_FINGERPRINT
     fidelity: Fidelity
     sealed_content_key: bytes
     nonce: bytes
@@ -222,11 +239,19 @@ class Envelope:
             raise EnvelopeError(f"the fidelity must be 'exact' or 'latent', not {self.fidelity!r}")
         for value, size, what in (
             (self.codec_fingerprint, FINGERPRINT_BYTES, "codec fingerprint"),
+            (self.cipher_fingerprint, FINGERPRINT_BYTES, "cipher fingerprint"),
             (self.nonce, NONCE_BYTES, "photo nonce"),
             (self.mac or bytes(MAC_BYTES), MAC_BYTES, "MAC"),  # empty: not sealed yet
         ):
             if not isinstance(value, bytes) or len(value) != size:
                 raise EnvelopeError(f"the envelope's {what} must be {size} bytes long")
+        if not isinstance(self.cipher_id, str) or not self.cipher_id:
+            raise EnvelopeError("the envelope's cipher id must be a non-empty text")
+        if self.version < 3 and (self.cipher_id, self.cipher_fingerprint) != (
+            IMPLIED_CIPHER_ID,
+            IMPLIED_CIPHER_FINGERPRINT,
+        ):
+            raise EnvelopeError(f"version {self.version} recovery data holds only the torus cipher")
         image_size = tuple(int(v) for v in self.image_size)
         if len(image_size) != 2 or not all(0 < v < 2**32 for v in image_size):
             raise EnvelopeError("the envelope's image size must be a positive (width, height)")
@@ -243,6 +268,9 @@ class Envelope:
         out.pack("<B", self.version)
         out.blob(self.codec_id.encode("utf-8"), "<H", "the codec id")
         out.raw(self.codec_fingerprint)
+        if self.version >= 3:
+            out.blob(self.cipher_id.encode("utf-8"), "<H", "the cipher id")
+            out.raw(self.cipher_fingerprint)
         out.pack("<B", _FIDELITY_CODES[self.fidelity])
         out.blob(self.sealed_content_key, "<H", "the sealed content key")
         out.raw(self.nonce)
@@ -275,6 +303,13 @@ class Envelope:
         except UnicodeDecodeError as exc:
             raise EnvelopeError("the photo's recovery data is corrupted: its codec id is not text") from exc
         fingerprint = src.take(FINGERPRINT_BYTES)
+        cipher_id, cipher_fingerprint = IMPLIED_CIPHER_ID, IMPLIED_CIPHER_FINGERPRINT
+        if version >= 3:
+            try:
+                cipher_id = src.blob("<H").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EnvelopeError("the photo's recovery data is corrupted: its cipher id is not text") from exc
+            cipher_fingerprint = src.take(FINGERPRINT_BYTES)
         fidelity_code = src.unpack("<B")[0]
         fidelity = _FIDELITY_NAMES.get(fidelity_code)
         if fidelity is None:
@@ -290,6 +325,8 @@ class Envelope:
             version=version,
             codec_id=codec_id,
             codec_fingerprint=fingerprint,
+            cipher_id=cipher_id,
+            cipher_fingerprint=cipher_fingerprint,
             fidelity=fidelity,
             sealed_content_key=sealed_content_key,
             nonce=nonce,

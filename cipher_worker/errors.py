@@ -37,6 +37,10 @@ class CodecMismatch(EnvelopeError):
     pass
 
 
+class CipherMismatch(EnvelopeError):
+    """The envelope was made by another cipher, or other weights of it, than recovery has."""
+
+
 class WrongKey(VeilError):
     """A password, passphrase or key does not open what it was given."""
 

@@ -8,6 +8,7 @@ stored latents, never by re-encoding the anonymized pixels.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,10 +18,11 @@ from . import cipher, envelope, keys, strangers
 from .agegender import AgeGenderJudge
 from .align import Alignment, crop
 from .align import align as align_face
+from .ciphers import CIPHERS, Cipher, FaceSecret, TorusCipher, load_cipher
 from .codecs.base import Codec, Latents
 from .composite import EdgeMembrane, composite_face, lab_stats, match_colours, to_rgb
 from .detect import FaceDetector
-from .errors import CodecMismatch
+from .errors import CipherMismatch, CodecMismatch
 from .exact import RecoveredPhoto, Stopwatch, face_aad, open_recovery, restore_face, touched_pixels
 from .facemask import (
     EllipseMask,
@@ -58,10 +60,16 @@ class AnonymizedPhoto:
 
 
 class Pipeline:
-    """One codec and one detector, loaded once; thread-safe for concurrent photos."""
+    """One codec, one cipher (the torus cipher unless told) and one detector, loaded once;
+    thread-safe for concurrent photos. Recovery uses the cipher each envelope names."""
 
-    def __init__(self, codec: Codec, detector: FaceDetector | None = None) -> None:
+    def __init__(self, codec: Codec, detector: FaceDetector | None = None, cipher: Cipher | None = None) -> None:
         self.codec = codec
+        self.cipher = cipher or TorusCipher(codec.identity_dim)
+        if self.cipher.dim != codec.identity_dim:
+            raise ValueError(f"a {self.cipher.dim}-coordinate cipher for a codec of {codec.identity_dim}")
+        self._ciphers: dict[tuple[str, bytes], Cipher] = {(self.cipher.id, codec.fingerprint): self.cipher}
+        self._ciphers_lock = threading.Lock()
         self.detector = detector or FaceDetector()
         self.mesh = FaceMesh()
         self.judge = AgeGenderJudge()
@@ -106,8 +114,7 @@ class Pipeline:
             with watch("encode"):
                 latents = self.codec.encode(crops, landmarks, expression)
             with watch("cipher"):
-                dim = self.codec.identity_dim
-                face_keys = [cipher.derive_face_keys(content_key, nonce, i, dim) for i in range(len(faces))]
+                region_keys = [cipher.derive_region_key(content_key, nonce, i) for i in range(len(faces))]
             wanted = None
             if self.codec.candidates > 1:  # what the strangers must look like
                 with watch("choose"):
@@ -122,7 +129,7 @@ class Pipeline:
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
             with watch("composite"):
                 stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
-            for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
+            for i, (a, region_key) in enumerate(zip(alignments, region_keys, strict=True)):
                 with watch("composite"):
                     stranger = face_region(rendered[i], stranger_meshes[i].face_oval(), self.skin_weights)
                     mask = face_mask([regions[i], stranger], size, self.feather)
@@ -136,7 +143,7 @@ class Pipeline:
                 if fidelity == "exact":
                     with watch("seal"):
                         touched = touched_pixels(original, box, weights)
-                        pixels = envelope.seal_face_pixels(k.region_key, touched, face_aad(nonce, i, box))
+                        pixels = envelope.seal_face_pixels(region_key, touched, face_aad(nonce, i, box))
                 records.append(
                     envelope.FaceRecord(
                         transform=a.matrix,
@@ -155,6 +162,8 @@ class Pipeline:
                 version=envelope.VERSION,
                 codec_id=self.codec.id,
                 codec_fingerprint=self.codec.fingerprint,
+                cipher_id=self.cipher.id,
+                cipher_fingerprint=self.cipher.fingerprint,
                 fidelity=fidelity,
                 sealed_content_key=keys.seal_content_key(content_key, album_public),
                 nonce=nonce,
@@ -198,6 +207,30 @@ class Pipeline:
         pixels = self._restore(codec, photo, env, content_key, decoy, watch)
         return RecoveredPhoto(pixels, len(env.faces), decoy, watch.seconds)
 
+    def _cipher_for(self, env: envelope.Envelope, codec: Codec) -> Cipher:
+        """The cipher ``env`` was made with, for ``codec`` (loaded once); CipherMismatch when this
+        Veil does not have it or has other weights for it. Only rendering needs it: stored pixels
+        come back whatever the cipher."""
+        with self._ciphers_lock:
+            found = self._ciphers.get((env.cipher_id, codec.fingerprint))
+            if found is None:
+                if env.cipher_id not in CIPHERS:
+                    raise CipherMismatch(
+                        f"this photo was anonymized with the {env.cipher_id} cipher, which this Veil does not have"
+                    )
+                found = load_cipher(env.cipher_id, codec)
+                self._ciphers[(env.cipher_id, codec.fingerprint)] = found
+        if found.fingerprint != env.cipher_fingerprint:
+            raise CipherMismatch(
+                f"this photo was anonymized with other {env.cipher_id} cipher weights "
+                f"({env.cipher_fingerprint.hex()[:12]}) than this Veil has ({found.fingerprint.hex()[:12]}); "
+                "recover it with the weights it was made with"
+            )
+        stored = {r.identity.dtype.str for r in env.faces}
+        if stored - {found.stored_dtype}:
+            raise CipherMismatch(f"this photo's encrypted identities are not what the {found.id} cipher stores")
+        return found
+
     def _restore(
         self,
         codec: Codec,
@@ -212,23 +245,20 @@ class Pipeline:
             return out
         # stored pixels when we have them and the key is real; the codec's rendering otherwise
         render = [decoy or r.pixels is None for r in env.faces]
-        with watch("cipher"):
-            face_keys = [
-                cipher.derive_face_keys(content_key, env.nonce, i, codec.identity_dim, r.candidate)
-                for i, r in enumerate(env.faces)
-            ]
-            identity = cipher.from_torus(
-                np.stack([cipher.decrypt(r.identity, k.pad) for r, k in zip(env.faces, face_keys, strict=True)])
-            )
+        region_keys = [cipher.derive_region_key(content_key, env.nonce, i) for i in range(len(env.faces))]
         rendered = None
         if any(render):
+            with watch("cipher"):
+                face_cipher = self._cipher_for(env, codec)
+                secrets = [FaceSecret(content_key, env.nonce, i, r.candidate) for i, r in enumerate(env.faces)]
+                identity = face_cipher.decrypt_faces(np.stack([r.identity for r in env.faces]), secrets)
             with watch("render"):
                 attributes = np.stack([r.attributes for r in env.faces])
                 rendered = codec.render(Latents(identity, attributes), typical=decoy)
         rng = np.random.default_rng(int.from_bytes(env.nonce[8:], "little"))
         with watch("composite"):
             for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
-                record, k = env.faces[i], face_keys[i]
+                record = env.faces[i]
                 if rendered is not None and render[i]:
                     a = Alignment(record.transform, codec.crop_size)
                     mask = stored_mask(record.mask, codec.crop_size)
@@ -244,7 +274,7 @@ class Pipeline:
                         blended = self._blend(rendered[i], record.skin.astype(np.float64), edge)
                         composite_face(out, blended, a, mask, record.box, rng)
                 else:
-                    restore_face(out, env, i, k.region_key)
+                    restore_face(out, env, i, region_keys[i])
         return out
 
     def _strangers(
@@ -258,21 +288,15 @@ class Pipeline:
         wanted: strangers.Original | None,
         watch: Stopwatch,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each face's stranger among the codec's candidate pads (:mod:`cipher_worker.strangers`;
-        ``wanted`` is needed when there are several): (N,) chosen pad, (N, d) its encrypted
-        identity on the torus, (N, S, S, 3) its render."""
-        n, count, dim = len(crops), self.codec.candidates, self.codec.identity_dim
+        """Each face's stranger among the codec's candidate keys (:mod:`cipher_worker.strangers`;
+        ``wanted`` is needed when there are several): (N,) chosen candidate, (N, d) its encrypted
+        identity as the cipher stores it, (N, S, S, 3) its render."""
+        n, count = len(crops), self.codec.candidates
         with watch("cipher"):
-            u = cipher.to_torus(latents.identity)
-            # every face's candidates, face-major: row i·K + c is face i under candidate pad c
-            u_all = np.stack(
-                [
-                    cipher.encrypt(u[i], cipher.derive_pad(content_key, nonce, i, dim, c))
-                    for i in range(n)
-                    for c in range(count)
-                ]
-            )
-            candidates = Latents(cipher.from_torus(u_all), np.repeat(latents.attributes, count, axis=0))
+            # every face's candidates, face-major: row i·K + c is face i under candidate key c
+            secrets = [FaceSecret(content_key, nonce, i, c) for i in range(n) for c in range(count)]
+            u_all = self.cipher.encrypt_faces(np.repeat(latents.identity, count, axis=0), secrets)
+            candidates = Latents(self.cipher.latent(u_all), np.repeat(latents.attributes, count, axis=0))
         with watch("choose"):
             foreseen = self.codec.foresee(candidates) if count > self.codec.finalists else None
             if foreseen is None:  # every candidate is rendered

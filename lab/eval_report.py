@@ -167,6 +167,15 @@ def _algebra_rows(a: dict[str, Any]) -> list[list[str]]:
         ("combined", "combined key p1+p2"),
     ):
         rows.append([f"{label}: u bit-exact", fmt(a[f"{name}_bit_exact"]), "yes", fmt(a[f"{name}_bit_exact"])])
+        error = a.get(f"{name}_max_error")
+        rows.append(
+            [
+                f"{label}: max latent error",
+                "—" if error is None else f"{error:.3g}",
+                "0",
+                fmt(error == 0 if error is not None else None),
+            ]
+        )
         rows.append(
             [
                 f"{label}: render = codec reconstruction",
@@ -210,7 +219,8 @@ def markdown_report(r: dict[str, Any]) -> str:
     parts = [
         "# Veil evaluation",
         "",
-        f"Produced by `{command_line()}` on {now}. Codec {r['codec']}; dlib {r['dlib']}.",
+        f"Produced by `{command_line()}` on {now}. Codec {r['codec']}; cipher {r.get('cipher', 'torus')}; "
+        f"dlib {r['dlib']}.",
         f"{r['photos']} photos, {r['faces']} faces, each anonymized under {r['keys_per_face']} content keys "
         f"(PNG output): {r['samples']} (face, key) samples.",
         "",

@@ -32,6 +32,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from cipher_worker import cipher, envelope, keys, looks
 from cipher_worker.agegender import AgeGenderJudge
 from cipher_worker.align import Alignment
+from cipher_worker.ciphers import Cipher, FaceSecret
 from cipher_worker.codecs import CodecConfig
 from cipher_worker.codecs.base import Latents
 from cipher_worker.composite import composite_face
@@ -264,52 +265,52 @@ def _render_face(pixels: np.ndarray, template: np.ndarray) -> Face:
     return face_at(template, (0.0, 0.0, side, side))
 
 
-def _open_identities(env: envelope.Envelope, private: bytes, dim: int) -> np.ndarray:
-    """The envelope's faces' plain identities u, (N, d) uint32, opened with the album key."""
+def _open_identities(env: envelope.Envelope, private: bytes, face_cipher: Cipher) -> np.ndarray:
+    """The envelope's faces' plain identities, (N, d) float64, opened with the album key."""
     content_key = keys.open_content_key(env.sealed_content_key, private)
-    return np.stack(
-        [
-            cipher.decrypt(r.identity, cipher.derive_face_keys(content_key, env.nonce, i, dim, r.candidate).pad)
-            for i, r in enumerate(env.faces)
-        ]
-    )
+    faces = [FaceSecret(content_key, env.nonce, i, r.candidate) for i, r in enumerate(env.faces)]
+    return face_cipher.decrypt_faces(np.stack([r.identity for r in env.faces]), faces)
 
 
-def _random_pads(count: int, dim: int) -> list[cipher.FacePad]:
-    """``count`` pads from fresh random content keys, as a stranger anonymizing again would get."""
-    return [
-        cipher.derive_face_keys(cipher.random_content_key(), cipher.random_nonce(), i, dim).pad for i in range(count)
-    ]
+def _random_secrets(count: int) -> list[FaceSecret]:
+    """``count`` face secrets under a fresh random content key, as a stranger anonymizing again would get."""
+    content_key, nonce = cipher.random_content_key(), cipher.random_nonce()
+    return [FaceSecret(content_key, nonce, i) for i in range(count)]
 
 
 def key_algebra(
     pipeline: Pipeline, photo: EvalPhoto, faces: list[Face], version: Version, private: bytes, judges: Judges
 ) -> dict[str, Any]:
-    """Sequential anonymization, any-order and combined decryption on the real identities of
-    ``version``'s faces (decrypted from its envelope); and a wrong key, judged in the photo as a
-    person would see it (the decoy recovery: the stored u′ decrypted with a wrong pad)."""
+    """Sequential anonymization (under keys p1 then p2), any-order and combined decryption on
+    the real identities of ``version``'s faces (decrypted from its envelope), through the
+    pipeline's cipher: exact, off by a measured error, or absent (None) where its key algebra
+    has no combined keys; and a wrong key, judged in the photo as a person would see it (the
+    decoy recovery: the stored identity decrypted with a wrong key)."""
     env = envelope.Envelope.from_bytes(version.result.envelope)
     if not env.faces:
         return {}
-    codec, dim = pipeline.codec, pipeline.codec.identity_dim
-    u = _open_identities(env, private, dim)
+    codec, c = pipeline.codec, pipeline.cipher
+    x = _open_identities(env, private, c)
     attributes = np.stack([r.attributes for r in env.faces])
-    p1, p2 = _random_pads(len(u), dim), _random_pads(len(u), dim)
-    e12 = np.stack([cipher.encrypt(cipher.encrypt(u[i], p1[i]), p2[i]) for i in range(len(u))])
-    decrypted = {
-        "p1_then_p2": np.stack([cipher.decrypt(cipher.decrypt(e12[i], p1[i]), p2[i]) for i in range(len(u))]),
-        "p2_then_p1": np.stack([cipher.decrypt(cipher.decrypt(e12[i], p2[i]), p1[i]) for i in range(len(u))]),
-        "combined": np.stack([cipher.decrypt(e12[i], cipher.combine(p1[i], p2[i])) for i in range(len(u))]),
+    s1, s2 = _random_secrets(len(x)), _random_secrets(len(x))
+    e12 = c.encrypt_faces(c.latent(c.encrypt_faces(x, s1)), s2)
+    decrypted: dict[str, np.ndarray | None] = {
+        "p1_then_p2": c.decrypt_faces(c.store(c.decrypt_faces(e12, s1)), s2),
+        "p2_then_p1": c.decrypt_faces(c.store(c.decrypt_faces(e12, s2)), s1),
+        "combined": None,
     }
+    if c.algebra == "exact-group":
+        decrypted["combined"] = c.decrypt(e12, c.combine(c.passwords(s1), c.passwords(s2)))
 
     def render(identity: np.ndarray, typical: bool) -> np.ndarray:
-        return codec.render(Latents(cipher.from_torus(identity), attributes), typical=typical)
+        return codec.render(Latents(identity, attributes), typical=typical)
 
-    reference = render(u, False)  # the codec's reconstruction of the real face
-    out: dict[str, Any] = {"faces": len(u)}
+    reference = render(x, False)  # the codec's reconstruction of the real face
+    out: dict[str, Any] = {"faces": len(x)}
     for name, d in decrypted.items():
-        out[f"{name}_bit_exact"] = bool(np.array_equal(d, u))
-        out[f"{name}_pixel_identical"] = bool(np.array_equal(render(d, False), reference))
+        out[f"{name}_bit_exact"] = None if d is None else bool(np.array_equal(c.store(d), c.store(x)))
+        out[f"{name}_max_error"] = None if d is None else float(np.abs(d - x).max())
+        out[f"{name}_pixel_identical"] = None if d is None else bool(np.array_equal(render(d, False), reference))
     wrong_key = secrets.token_hex(8)
     wrong = pipeline.recover(version.result.image, version.result.envelope, decoy_password=wrong_key).pixels
     wrong_faces = judges.detector.detect(wrong)
@@ -415,7 +416,10 @@ def summarise_algebra(per_photo: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"faces": sum(a["faces"] for a in runs)}
     for name in ("p1_then_p2", "p2_then_p1", "combined"):
         for what in ("bit_exact", "pixel_identical"):
-            out[f"{name}_{what}"] = all(a[f"{name}_{what}"] for a in runs) if runs else None
+            held = [a[f"{name}_{what}"] for a in runs]
+            out[f"{name}_{what}"] = all(held) if runs and None not in held else None  # None: no such keys
+        errors = [a[f"{name}_max_error"] for a in runs]
+        out[f"{name}_max_error"] = max(errors) if runs and None not in errors else None
     for key in ("wrong_vs_original_cosines", "wrong_vs_anonymized_cosines"):
         values = [c for a in runs for c in a[key]]
         out[key.replace("_cosines", "_max_cosine")] = max(values, default=None)
@@ -443,11 +447,16 @@ def evaluate_photo(
 
 
 def run_evaluation(
-    images_dir: Path | None, out: Path | None, codec: CodecConfig | None = None, keys_per_face: int = KEYS_PER_FACE
+    images_dir: Path | None,
+    out: Path | None,
+    codec: CodecConfig | None = None,
+    keys_per_face: int = KEYS_PER_FACE,
+    cipher_name: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the default pipeline on the astronaut and ``images_dir``'s photos, each face under
-    ``keys_per_face`` content keys (at least 2: one exact, the rest latent); optionally write a
-    Markdown report and the contact sheet beside ``out``. Returns every number plus a ``summary``."""
+    """Evaluate the pipeline (the default codec, and the torus cipher unless ``cipher_name`` says
+    otherwise) on the astronaut and ``images_dir``'s photos, each face under ``keys_per_face``
+    content keys (at least 2: one exact, the rest latent); optionally write a Markdown report and
+    the contact sheet beside ``out``. Returns every number plus a ``summary``."""
     if keys_per_face < 2:
         raise ValueError("the evaluation needs at least 2 keys per face (one exact, one latent)")
     from cipher_worker.api import get_pipeline
@@ -455,7 +464,7 @@ def run_evaluation(
     global _started
     _started = time.perf_counter()
     _log("loading the pipeline and the evaluation models")
-    pipeline = get_pipeline(codec)
+    pipeline = get_pipeline(codec, cipher_name)
     judges = Judges(FaceDetector(), SFaceRecogniser(), DlibRecogniser(), FaceMesh(), AgeGenderJudge())
     if not judges.dlib.available:
         _log(f"dlib second opinion unavailable: {judges.dlib.reason}")
@@ -475,6 +484,7 @@ def run_evaluation(
     result["cross_photo_original_cosine_mean"] = _mean(cross["original"])
     result["per_photo"] = rows
     result["codec"] = f"{pipeline.codec.id} ({pipeline.codec.fingerprint.hex()[:12]})"
+    result["cipher"] = f"{pipeline.cipher.id} ({pipeline.cipher.fingerprint.hex()[:12]})"
     result["dlib"] = "available" if judges.dlib.available else f"unavailable: {judges.dlib.reason}"
     result["passed"] = {k: meets(k, result[k]) for k in TARGETS}
     if out is not None:

@@ -1,5 +1,5 @@
-"""``python -m lab.train encoder|attributes|appearance|ffhq-template`` — rebuild the
-dcgan64 codec's files; measure the stylegan2 codec's face template."""
+"""``python -m lab.train encoder|attributes|appearance|ffhq-template|cipher`` — rebuild the
+dcgan64 codec's files; measure the stylegan2 codec's face template; train a learned cipher."""
 
 from __future__ import annotations
 
@@ -29,15 +29,28 @@ def main(argv: list[str] | None = None) -> int:
     app.add_argument("--seed", type=int, default=0)
     app.add_argument("--samples", type=int, default=32_000)
     sub.add_parser("ffhq-template", help="measure where FFHQ alignment puts YuNet's landmarks (seconds)")
+    cip = sub.add_parser("cipher", help="train a learned cipher on the dcgan64 codec (ifadit: about 12 min)")
+    cip.add_argument("--name", required=True, help="the cipher: ifadit")
+    cip.add_argument("--out", type=Path, help="default: cipher_worker/ciphers/weights/<name>_dcgan64.pt")
+    cip.add_argument("--seed", type=int, default=0)
+    cip.add_argument("--latent-steps", type=int)
+    cip.add_argument("--sface-steps", type=int)
+    # one thread: on a busy 2-core machine two threads wait on each other far longer than they gain
+    cip.add_argument("--threads", type=int, default=1, help="torch threads (fixed: the result depends on it)")
     args = parser.parse_args(argv)
     if args.command == "ffhq-template":
         from .ffhq_template import main as ffhq_template
 
         ffhq_template()
         return 0
-    torch.set_num_threads(2)  # fixed, so a rerun on another machine gives the same weights
+    torch.set_num_threads(getattr(args, "threads", 2))  # fixed, so a rerun elsewhere gives the same weights
 
-    if args.command == "encoder":
+    if args.command == "cipher":
+        from .cipher import CipherTrainConfig, train_cipher
+
+        overrides = {k: v for k in ("latent_steps", "sface_steps") if (v := getattr(args, k)) is not None}
+        train_cipher(args.name, args.out, CipherTrainConfig(seed=args.seed, **overrides))
+    elif args.command == "encoder":
         from .encoder import EncoderTrainConfig, train_encoder
 
         overrides = {

@@ -87,8 +87,9 @@ def make_face(seed: int, with_pixels: bool = True) -> FaceRecord:
     )
 
 
-def make_envelope(content_key: bytes) -> Envelope:
+def make_envelope(content_key: bytes, version: int = VERSION) -> Envelope:
     unsigned = Envelope(
+        version=version,
         codec_id="dcgan64",
         codec_fingerprint=bytes(range(16)),
         fidelity="exact",
@@ -146,15 +147,22 @@ def test_garbage_never_crashes_the_parser(tail: bytes) -> None:
 
 def test_unknown_versions_are_named() -> None:
     blob = bytearray(make_envelope(random_content_key()).to_bytes())
-    assert blob[4] == VERSION == 2
-    blob[4] = 3
-    with pytest.raises(EnvelopeError, match="version 3"):
+    assert blob[4] == VERSION == 3
+    blob[4] = 4
+    with pytest.raises(EnvelopeError, match="version 4"):
         Envelope.from_bytes(bytes(blob))
 
 
 def test_a_version_2_body_is_not_read_as_version_1() -> None:
-    blob = bytearray(make_envelope(random_content_key()).to_bytes())
+    blob = bytearray(make_envelope(random_content_key(), version=2).to_bytes())
     blob[4] = 1
+    with pytest.raises(EnvelopeError):
+        Envelope.from_bytes(bytes(blob))
+
+
+def test_a_version_3_body_is_not_read_as_version_2() -> None:
+    blob = bytearray(make_envelope(random_content_key()).to_bytes())
+    blob[4] = 2
     with pytest.raises(EnvelopeError):
         Envelope.from_bytes(bytes(blob))
 
@@ -194,7 +202,10 @@ def test_envelopes_refuse_impossible_fields() -> None:
         {"nonce": b"short"},
         {"codec_fingerprint": bytes(17)},
         {"image_size": (0, 10)},
-        {"version": 3},
+        {"version": 4},
+        {"cipher_id": ""},
+        {"cipher_fingerprint": bytes(15)},
+        {"version": 2, "cipher_id": "ifadit"},
     ):
         with pytest.raises(EnvelopeError):
             dataclasses.replace(env, **change)
