@@ -19,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from webapp.accounts.scopes import account_of  # noqa: E402
 from webapp.limits import UPLOAD_PATHS, RequestBodyLimit  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
 
@@ -30,6 +31,7 @@ application = ProtocolTypeRouter(
             settings.VEIL_MAX_UPLOAD_MB,
             in_flight_bytes=settings.VEIL_MAX_IN_FLIGHT_MB * 1024 * 1024,
             upload_paths=UPLOAD_PATHS,
+            account=account_of,
         ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

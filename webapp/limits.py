@@ -35,6 +35,7 @@ BUSY = "Veil is taking in many photos at once; this one is sent again in a momen
 BUSY_RETRY_AFTER = 2
 NOT_HERE = "This request is too large."
 STALLED = "The upload stalled; please send it again."
+LOGGED_OUT = "Your session has ended; please log in again."
 BODY_IDLE_SECONDS = 30.0  # a body that sends nothing for this long is let go …
 MIN_BODY_RATE = 64 * 1024  # … and so is one slower than this, in bytes a second, past its first half minute
 # The two places photos are posted: the album page and the API.
@@ -57,6 +58,7 @@ class RequestBodyLimit:
         drain_bytes: int = DRAIN_BYTES,
         in_flight_bytes: int | None = None,
         upload_paths: re.Pattern[str] | None = None,
+        account: Callable[[Scope], Awaitable[str | None]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -69,8 +71,11 @@ class RequestBodyLimit:
         self.in_flight_bytes = in_flight_bytes
         self.in_flight = 0
         self.in_flight_by_client: dict[str, int] = {}
-        # Only these paths take bodies over SMALL_BODY (None: every path does).
+        # Only these paths take bodies over SMALL_BODY (None: every path does) …
         self.upload_paths = upload_paths
+        # … and only from a logged-in account (its id, from the session or API token; None: any
+        # client), whose bodies together count against half the budget.
+        self.account = account
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,6 +92,13 @@ class RequestBodyLimit:
         size = self.max_bytes if declared is None else declared  # chunked: it may grow to the limit
         reserved = size if upload and size >= SMALL_BODY and self.in_flight_bytes else 0
         client = scope_address(scope)
+        if reserved and self.account is not None:
+            account = await self.account(scope)
+            if account is None:  # nobody may hold upload memory without an account, not even briefly
+                await _drain(receive, SMALL_BODY)
+                await _answer(scope, send, 403, LOGGED_OUT, [(b"connection", b"close")])
+                return
+            client = "account:" + account
         mine = self.in_flight_by_client.get(client, 0)
         if reserved and self.in_flight and self._over_budget(reserved, mine):
             await _drain(receive)
@@ -108,22 +120,26 @@ class RequestBodyLimit:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int, upload: bool) -> None:
         received = 0
-        overflow = stalled = started = False
+        overflow = stalled = started = body_done = False
         began = time.monotonic()
 
         async def limited_receive() -> Message:
-            nonlocal received, overflow, stalled
+            nonlocal received, overflow, stalled, body_done
             if overflow or stalled:
                 return {"type": "http.disconnect"}
+            if body_done:  # Django waiting for a disconnect while its view runs: no clock on that
+                return await receive()
             # a body too slow to finish is let go, so it cannot hold its share of the budget for ever
             patience = BODY_IDLE_SECONDS + received / MIN_BODY_RATE - (time.monotonic() - began)
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, min(BODY_IDLE_SECONDS, patience)))
+                async with asyncio.timeout(max(0.0, min(BODY_IDLE_SECONDS, patience))):
+                    message = await receive()
             except TimeoutError:
                 stalled = True
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     overflow = True
                     return {"type": "http.disconnect"}
@@ -167,7 +183,8 @@ async def _drain(receive: Receive, budget: int = DRAIN_BYTES) -> None:
     """Read and drop the rest of a request body (at most ``budget`` bytes)."""
     while budget > 0:
         try:
-            message = await asyncio.wait_for(receive(), BODY_IDLE_SECONDS)
+            async with asyncio.timeout(BODY_IDLE_SECONDS):
+                message = await receive()
         except TimeoutError:  # a client that stopped sending gets its answer all the same
             return
         if message["type"] != "http.request":

@@ -108,7 +108,7 @@ DEBUG = env_bool("DEBUG", False)
 
 DEVELOPMENT_SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+if not DEBUG and SECRET_KEY.strip() in ("", DEVELOPMENT_SECRET_KEY):
     raise ImproperlyConfigured(
         f"SECRET_KEY is {'not set' if not SECRET_KEY else 'the development key, which is public'}. In production "
         'set it to a long random string (python -c "import secrets; print(secrets.token_urlsafe(50))"); '

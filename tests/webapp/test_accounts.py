@@ -48,3 +48,28 @@ def test_log_in_and_log_out(client: Client) -> None:
 def test_pages_need_a_login(client: Client) -> None:
     response = client.get(reverse("albums:list"))
     assert response.status_code == 302 and response.url.startswith(reverse("accounts:login"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_asgi_request_is_known_by_its_session_or_its_token_and_nothing_else() -> None:
+    from asgiref.sync import async_to_sync
+    from django.conf import settings
+    from rest_framework.authtoken.models import Token
+
+    from webapp.accounts.scopes import account_of
+
+    user = UserFactory()
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    token = Token.objects.create(user=user)
+
+    def who(*headers: tuple[bytes, bytes]) -> str | None:
+        return async_to_sync(account_of)({"type": "http", "headers": list(headers)})
+
+    cookie = f"csrftoken=abc; {settings.SESSION_COOKIE_NAME}={session}".encode()
+    assert who((b"cookie", cookie)) == str(user.pk)
+    assert who((b"authorization", f"Token {token.key}".encode())) == str(user.pk)
+    assert who() is None
+    assert who((b"cookie", f"{settings.SESSION_COOKIE_NAME}=made-up".encode())) is None
+    assert who((b"authorization", b"Token made-up")) is None

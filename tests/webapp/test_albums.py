@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 from typing import Any
@@ -544,3 +545,46 @@ def test_the_album_page_says_when_photos_wait_because_no_worker_runs(owner_clien
     workers.beat()
     assert texts.NO_WORKER_YET not in owner_client.get(album.get_absolute_url()).content.decode()
     workers.stopped()
+
+
+def test_only_an_account_may_send_a_photo_body_and_its_bodies_share_half_the_budget() -> None:
+    from webapp.limits import LOGGED_OUT, SMALL_BODY
+
+    async def account(scope: Any) -> str | None:
+        return dict(scope["headers"]).get(b"x-test-account", b"").decode() or None
+
+    guard = RequestBodyLimit(
+        _answer_django, max_bytes=4 * SMALL_BODY, max_upload_mb=4, in_flight_bytes=10 * SMALL_BODY, account=account
+    )
+    length = (b"content-length", str(2 * SMALL_BODY).encode())
+    body = [{"type": "http.request", "body": b"x" * 2 * SMALL_BODY}]
+
+    async def send_one(*headers: tuple[bytes, bytes]) -> list[dict[str, Any]]:
+        call, sent = _asgi_call(guard, "/albums/a/photos/", [length, *headers], list(body), "198.51.100.9")
+        await call
+        return sent
+
+    anonymous = asyncio.run(send_one())
+    assert anonymous[0]["status"] == 403 and anonymous[1]["body"].decode() == LOGGED_OUT
+    assert asyncio.run(send_one((b"x-test-account", b"7")))[0]["status"] == 201
+    assert guard.in_flight == 0 and not guard.in_flight_by_client
+
+
+def test_a_view_that_runs_long_after_its_body_is_not_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Django waits on receive() for a disconnect while its view runs: that wait has no clock."""
+    from webapp import limits
+
+    monkeypatch.setattr(limits, "BODY_IDLE_SECONDS", 0.1)
+
+    async def slow_view(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the whole body
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                assert (await receive())["type"] != "http.disconnect", "no client went away"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    guard = RequestBodyLimit(slow_view, max_bytes=100, max_upload_mb=40)
+    call, sent = _asgi_call(guard, "/albums/a/settings/", [], [{"type": "http.request", "body": b"x"}], "198.51.100.3")
+    asyncio.run(call)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"done"
