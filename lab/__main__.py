@@ -12,7 +12,7 @@ from cipher_worker.cli import codec_flags, codec_from_args, run
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import run_evaluation
 
-    return run_evaluation(args.images, args.out, codec_from_args(args), args.keys)
+    return run_evaluation(args.images, args.out, codec_from_args(args), args.keys, args.seed)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="folder of photos (default: the bundled test photos)")
     p.add_argument("--out", type=Path, help="write a Markdown report here (and the contact sheet beside it)")
     p.add_argument("--keys", type=int, default=5, help="content keys per face (at least 2; default 5)")
+    p.add_argument(
+        "--seed", type=int, help="derive the content keys from this number (compare variants on the same keys)"
+    )
     p.add_argument("--json", action="store_true")
     codec_flags(p)
 
