@@ -94,12 +94,17 @@ class Pipeline:
         out = original.copy()
         records: list[envelope.FaceRecord] = []
         if faces:
-            with watch("align+crop"):
-                alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
-                crops = np.stack([crop(original, a) for a in alignments])
-                landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
             with watch("measure"):
                 meshes = self.mesh.fit_all([original] * len(faces), np.stack([f.landmarks for f in faces]))
+                # where the mesh found the face only in a turned ROI, YuNet's points were wrong and its are right
+                points = np.stack(
+                    [m.landmarks5() if m.turned else f.landmarks for f, m in zip(faces, meshes, strict=True)]
+                )
+            with watch("align+crop"):
+                alignments = [align_face(p, self.codec.template, self.codec.crop_size) for p in points]
+                crops = np.stack([crop(original, a) for a in alignments])
+                landmarks = np.stack([_to_crop(p, a) for p, a in zip(points, alignments, strict=True)])
+            with watch("measure"):
                 outlines = [_to_crop(m.face_oval(), a) for m, a in zip(meshes, alignments, strict=True)]
                 expression = np.stack([m.expression() for m in meshes])
                 regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
@@ -112,7 +117,7 @@ class Pipeline:
             if self.codec.candidates > 1:  # what the strangers must look like
                 with watch("choose"):
                     wanted = strangers.describe(
-                        self.judge, original, np.stack([f.landmarks for f in faces]), crops, landmarks, expression,
+                        self.judge, original, points, crops, landmarks, expression,
                         self.skin_weights, self.face_weights,
                     )  # fmt: skip
             chosen, u_enc, rendered = self._strangers(
