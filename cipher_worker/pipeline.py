@@ -33,7 +33,7 @@ from .facemask import (
     template_skin,
 )
 from .imageio import DecodedImage, decode_image, encode_image, output_format
-from .mesh import FaceMesh
+from .mesh import FaceMesh, MeshResult
 
 Progress = Callable[[str, float], None]
 FEATHER_PER_EYE_GAP = 14  # the feather: this fraction of the eye distance, inside the outline
@@ -119,14 +119,16 @@ class Pipeline:
                     wanted = strangers.describe(
                         self.judge, original, points, crops, landmarks, expression,
                         self.skin_weights, self.face_weights,
+                        np.stack([_to_crop(m.landmarks5(), a) for m, a in zip(meshes, alignments, strict=True)]),
                     )  # fmt: skip
-            chosen, u_enc, rendered = self._strangers(
+            chosen, u_enc, rendered, stranger_meshes = self._strangers(
                 content_key, nonce, latents, crops, landmarks, regions, wanted, watch
             )
             size = self.codec.crop_size
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
-            with watch("composite"):
-                stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
+            if stranger_meshes is None:  # the chooser did not measure them
+                with watch("composite"):
+                    stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
             for i, (a, k) in enumerate(zip(alignments, face_keys, strict=True)):
                 with watch("composite"):
                     stranger = face_region(rendered[i], stranger_meshes[i].face_oval(), self.skin_weights)
@@ -262,10 +264,10 @@ class Pipeline:
         regions: list[np.ndarray],
         wanted: strangers.Original | None,
         watch: Stopwatch,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[MeshResult] | None]:
         """Each face's stranger among the codec's candidate pads (:mod:`cipher_worker.strangers`;
         ``wanted`` is needed when there are several): (N,) chosen pad, (N, d) its encrypted
-        identity on the torus, (N, S, S, 3) its render."""
+        identity on the torus, (N, S, S, 3) its render, and its mesh if the choice measured it."""
         n, count, dim = len(crops), self.codec.candidates, self.codec.identity_dim
         with watch("cipher"):
             u = cipher.to_torus(latents.identity)
@@ -290,13 +292,14 @@ class Pipeline:
             rows = (np.arange(n)[:, None] * count + shortlist).reshape(-1)
         with watch("render"):
             rendered = self.codec.render(Latents(candidates.identity[rows], candidates.attributes[rows]), typical=True)
-        picked = np.zeros(n, int)
+        picked, meshes = np.zeros(n, int), None
         if shortlist.shape[1] > 1:
             assert wanted is not None
             with watch("choose"):
-                picked = self._choose(crops, regions, rendered, wanted, landmarks, foreseen)
+                picked, meshes = self._choose(crops, regions, rendered, wanted, landmarks, foreseen)
         chosen = shortlist[np.arange(n), picked]
-        return chosen, u_all[np.arange(n) * count + chosen], rendered[np.arange(n) * shortlist.shape[1] + picked]
+        stranger = rendered[np.arange(n) * shortlist.shape[1] + picked]
+        return chosen, u_all[np.arange(n) * count + chosen], stranger, meshes
 
     def _choose(
         self,
@@ -306,9 +309,9 @@ class Pipeline:
         wanted: strangers.Original,
         landmarks: np.ndarray,
         foreseen: np.ndarray | None,
-    ) -> np.ndarray:
-        """Each face's candidate whose stranger reads most like it, (N,) int; ``rendered`` holds
-        the N·K candidates face-major, ``regions`` each original face's region raster."""
+    ) -> tuple[np.ndarray, list[MeshResult]]:
+        """Each face's candidate whose stranger reads most like it, (N,) int, and its render's mesh;
+        ``rendered`` holds the N·K candidates face-major, ``regions`` each original face's region raster."""
         n, size = len(crops), self.codec.crop_size
         count = len(rendered) // n
         # each original face alone under its mask: where its skin is measured and every
@@ -326,7 +329,7 @@ class Pipeline:
         )
         shape = (n, count, *rendered.shape[1:])
         return strangers.choose(
-            self.judge, wanted, rendered.reshape(shape), previews.reshape(shape), landmarks,
+            self.judge, self.mesh, wanted, rendered.reshape(shape), previews.reshape(shape), landmarks,
             self.skin_weights, self.face_weights, foreseen,
         )  # fmt: skip
 

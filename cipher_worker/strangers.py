@@ -13,8 +13,12 @@ what the candidates look like, never on the identity itself.
 Judging is staged by cost. A codec that can foresee its strangers' looks from the latent
 (:mod:`cipher_worker.codecs.appearance`) has all candidates screened that way first
 (:func:`shortlist`); only the ``codec.finalists`` likeliest are rendered. Their pixel measures
-and the gender network rank them, and the (slower) age network decides among the best
-:data:`_AGE_POOL`.
+and the gender network rank them, and the best :data:`_FINAL_POOL` are measured as the
+evaluation measures the anonymized photo: the dense mesh on each render (eye and mouth
+openness, smile, pose and the five landmarks, in place of what was foreseen) and the age
+network. The compositor needs the chosen render's mesh anyway (:func:`choose` returns it), so
+measuring the finalists costs two mesh runs and one age run a face more than judging foreseen
+looks did.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from .agegender import AgeGender, AgeGenderJudge
 from .codecs.appearance import LOOKS
 from .composite import lab_stats
 from .looks import EYE_CLOSED, MOUTH_OPEN
-from .mesh import EXPRESSION
+from .mesh import EXPRESSION, FaceMesh, MeshResult
 
-_AGE_POOL = 2
+_FINAL_POOL = 3  # the finalists measured by the mesh and the age network
 _SURE = 0.8  # a gender judgement this sure (either way) must be kept
 _GENDER_WEIGHT = 8.0  # the cost of a sure stranger of the other gender (half that for an unsure original)
-_AGE_SCALE = 8.0  # years of age gap that cost 1
+_AGE_SCALE = 6.0  # years of age gap that cost 1
+_LANDMARK_SCALE = 0.08  # mean gap of the five landmarks, × the eye distance, that costs 1
 _LAYOUT_SCALE = 6.0  # mean lightness gap (of 255) over an 8 × 8 layout that costs 1
 _SKIN_SCALE = 30.0  # skin tone ΔE (Lab, OpenCV's 8-bit scale) that costs 1
 _GRID = 8
@@ -72,6 +77,7 @@ class Original:
     layout: np.ndarray
     probes: np.ndarray
     expression: np.ndarray  # (N, 5) the mesh's expression (MeshResult.expression)
+    points: np.ndarray | None = None  # (N, 5, 2) the mesh's five landmarks in crop pixels
 
 
 def _box_means(
@@ -121,23 +127,25 @@ def coarse_layout(crops: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def describe(judge: AgeGenderJudge, image: np.ndarray, landmarks: np.ndarray, crops: np.ndarray,
              crop_landmarks: np.ndarray, expression: np.ndarray, skin_weights: np.ndarray,
-             face_weights: np.ndarray) -> Original:  # fmt: skip
+             face_weights: np.ndarray, mesh_points: np.ndarray | None = None) -> Original:  # fmt: skip
     """The original faces: (N, 5, 2) landmarks in ``image`` px, their (N, S, S, 3) aligned crops,
-    the landmarks in those and the (N, 5) expression the mesh measured."""
+    the landmarks in those, the (N, 5) expression the mesh measured and (N, 5, 2) the mesh's own
+    five landmarks in crop pixels (:meth:`~cipher_worker.mesh.MeshResult.landmarks5`)."""
     return Original(
         judge.judge([image] * len(landmarks), landmarks),
         np.stack([lab_stats(c, skin_weights) for c in crops]),
         coarse_layout(crops, face_weights),
         accessory_probes(crops, crop_landmarks),
         np.asarray(expression, np.float64),
+        None if mesh_points is None else np.asarray(mesh_points, np.float64),
     )
 
 
-def _expression_cost(original: Original, foreseen: np.ndarray) -> np.ndarray:
-    """(N, M, len(LOOKS)) foreseen looks → (N, M): how far each stranger's eyes, mouth, smile
-    and pose will be from its original's, and whether its eyes or mouth will read as closed
-    where the original's are open (or the other way round)."""
-    expression = foreseen[..., _FORESEEN_EXPRESSION]
+def _expression_cost(original: Original, expression: np.ndarray) -> np.ndarray:
+    """(N, M, 5) strangers' expression (foreseen or measured, in :data:`EXPRESSION`'s order) →
+    (N, M): how far each stranger's eyes, mouth, smile and pose are from its original's, and
+    whether its eyes or mouth read as closed where the original's are open (or the other way
+    round)."""
     cost = np.abs((expression - original.expression[:, None]) / _EXPRESSION_SCALE).sum(-1)
     eyes, mouth = EXPRESSION.index("eye openness"), EXPRESSION.index("mouth openness")
     closed = (expression[..., eyes] < EYE_CLOSED) != (original.expression[:, None, eyes] < EYE_CLOSED)
@@ -155,7 +163,7 @@ def _probe_cost(original: Original, probes: np.ndarray) -> np.ndarray:
 def shortlist(original: Original, foreseen: np.ndarray, keep: int) -> np.ndarray:
     """(N, M, len(LOOKS)) foreseen looks of M candidates per face → (N, keep) the candidates
     worth rendering, best first."""
-    cost = _expression_cost(original, foreseen)
+    cost = _expression_cost(original, foreseen[..., _FORESEEN_EXPRESSION])
     cost = cost + np.linalg.norm(foreseen[..., _FORESEEN_SKIN] - original.skin[:, None, :3], axis=-1) / _SKIN_SCALE
     cost = cost + _FORESEEN_GENDER * _gender_cost(original.judged, foreseen[..., LOOKS.index("male")])
     cost = cost + _probe_cost(original, foreseen[..., _FORESEEN_PROBES])
@@ -172,6 +180,7 @@ def _gender_cost(original: AgeGender, male: np.ndarray) -> np.ndarray:
 
 def choose(
     judge: AgeGenderJudge,
+    mesh: FaceMesh,
     original: Original,
     rendered: np.ndarray,
     previews: np.ndarray,
@@ -179,14 +188,14 @@ def choose(
     skin_weights: np.ndarray,
     face_weights: np.ndarray,
     foreseen: np.ndarray | None = None,
-) -> np.ndarray:
-    """The best candidate of each face, (N,) int.
+) -> tuple[np.ndarray, list[MeshResult]]:
+    """The best candidate of each face, (N,) int, and the mesh of its render (fitted at
+    ``landmarks``, as the compositor fits it).
 
     rendered: (N, K, S, S, 3) uint8 candidate renders; previews: the same blended into the
     original crops as the compositor will (what gender, age and layout are judged on);
-    landmarks: (N, 5, 2) in crop pixels; foreseen: (N, K, len(LOOKS)) their foreseen looks,
-    if the codec foresees (their expression is not measured on the renders: the mesh would
-    cost more than all else here)."""
+    landmarks: (N, 5, 2) in crop pixels; foreseen: (N, K, len(LOOKS)) their foreseen looks, if
+    the codec foresees: they rank the candidates until the finalists' own expression is measured."""
     n, k = rendered.shape[:2]
     shape = rendered.shape[2:]
     skin = np.stack([lab_stats(c, skin_weights)[:3] for c in rendered.reshape(n * k, *shape)]).reshape(n, k, 3)
@@ -198,10 +207,21 @@ def choose(
     cost = cost + _probe_cost(original, probes)
     male = judge.male(list(previews.reshape(n * k, *shape)), np.repeat(landmarks, k, 0)).reshape(n, k)
     cost = cost + _gender_cost(original.judged, male)
+    ranking = cost
     if foreseen is not None:
-        cost = cost + _expression_cost(original, foreseen)
+        ranking = cost + _expression_cost(original, foreseen[..., _FORESEEN_EXPRESSION])
     rows = np.arange(n)[:, None]
-    finalists = np.argsort(cost, axis=1, kind="stable")[:, :_AGE_POOL]
-    ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, finalists.shape[1], 0))
-    cost_final = cost[rows, finalists] + np.abs(ages.reshape(n, -1) - original.judged.age[:, None]) / _AGE_SCALE
-    return finalists[np.arange(n), np.argmin(cost_final, axis=1)]
+    finalists = np.argsort(ranking, axis=1, kind="stable")[:, :_FINAL_POOL]
+    pool = finalists.shape[1]
+    fitted = mesh.fit_all(list(rendered[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, pool, 0))
+    measured = np.stack([m.expression() for m in fitted]).reshape(n, pool, -1)
+    cost_final = cost[rows, finalists] + _expression_cost(original, measured)
+    if original.points is not None:
+        points = np.stack([m.landmarks5() for m in fitted]).reshape(n, pool, 5, 2)
+        eye_gap = np.linalg.norm(original.points[:, 1] - original.points[:, 0], axis=-1)
+        gap = np.linalg.norm(points - original.points[:, None], axis=-1).mean(-1) / np.maximum(eye_gap, 1e-6)[:, None]
+        cost_final = cost_final + gap / _LANDMARK_SCALE
+    ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, pool, 0))
+    cost_final = cost_final + np.abs(ages.reshape(n, -1) - original.judged.age[:, None]) / _AGE_SCALE
+    best = np.argmin(cost_final, axis=1)
+    return finalists[np.arange(n), best], [fitted[i * pool + int(b)] for i, b in enumerate(best)]
