@@ -119,7 +119,6 @@ class Pipeline:
                     wanted = strangers.describe(
                         self.judge, original, points, crops, landmarks, expression,
                         self.skin_weights, self.face_weights,
-                        np.stack([_to_crop(m.landmarks5(), a) for m, a in zip(meshes, alignments, strict=True)]),
                     )  # fmt: skip
             chosen, u_enc, rendered, stranger_meshes = self._strangers(
                 content_key, nonce, latents, crops, landmarks, regions, wanted, watch

@@ -15,10 +15,9 @@ Judging is staged by cost. A codec that can foresee its strangers' looks from th
 (:func:`shortlist`); only the ``codec.finalists`` likeliest are rendered. Their pixel measures
 and the gender network rank them, and the best :data:`_FINAL_POOL` are measured as the
 evaluation measures the anonymized photo: the dense mesh on each render (eye and mouth
-openness, smile, pose and the five landmarks, in place of what was foreseen) and the age
-network. The compositor needs the chosen render's mesh anyway (:func:`choose` returns it), so
-measuring the finalists costs two mesh runs and one age run a face more than judging foreseen
-looks did.
+openness, smile and pose, in place of what was foreseen) and the age network. The
+compositor needs the chosen render's mesh anyway (:func:`choose` returns it), so measuring the
+finalists costs two mesh runs and one age run a face more than judging foreseen looks did.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ _FINAL_POOL = 3  # the finalists measured by the mesh and the age network
 _SURE = 0.8  # a gender judgement this sure (either way) must be kept
 _GENDER_WEIGHT = 8.0  # the cost of a sure stranger of the other gender (half that for an unsure original)
 _AGE_SCALE = 6.0  # years of age gap that cost 1
-_LANDMARK_SCALE = 0.08  # mean gap of the five landmarks, × the eye distance, that costs 1
 _LAYOUT_SCALE = 6.0  # mean lightness gap (of 255) over an 8 × 8 layout that costs 1
 _SKIN_SCALE = 30.0  # skin tone ΔE (Lab, OpenCV's 8-bit scale) that costs 1
 _GRID = 8
@@ -47,6 +45,7 @@ _EXPRESSION_SCALE = np.array([0.05, 0.04, 0.05, 8.0, 8.0])
 _FORESEEN_EXPRESSION = slice(LOOKS.index("eye openness"), LOOKS.index("pitch") + 1)  # as in EXPRESSION
 _FORESEEN_SKIN = slice(LOOKS.index("L"), LOOKS.index("b") + 1)
 _STATE_FLIP = 2.0  # eyes or mouth foreseen closed where the original's are open, or open where closed
+_MEASURED_FLIP = 3.0  # the same measured on a finalist's render, which the photo will show
 _FORESEEN_GENDER = 0.5  # foreseen gender counts half: the network judges the previews better
 
 
@@ -77,7 +76,6 @@ class Original:
     layout: np.ndarray
     probes: np.ndarray
     expression: np.ndarray  # (N, 5) the mesh's expression (MeshResult.expression)
-    points: np.ndarray | None = None  # (N, 5, 2) the mesh's five landmarks in crop pixels
 
 
 def _box_means(
@@ -127,21 +125,19 @@ def coarse_layout(crops: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def describe(judge: AgeGenderJudge, image: np.ndarray, landmarks: np.ndarray, crops: np.ndarray,
              crop_landmarks: np.ndarray, expression: np.ndarray, skin_weights: np.ndarray,
-             face_weights: np.ndarray, mesh_points: np.ndarray | None = None) -> Original:  # fmt: skip
+             face_weights: np.ndarray) -> Original:  # fmt: skip
     """The original faces: (N, 5, 2) landmarks in ``image`` px, their (N, S, S, 3) aligned crops,
-    the landmarks in those, the (N, 5) expression the mesh measured and (N, 5, 2) the mesh's own
-    five landmarks in crop pixels (:meth:`~cipher_worker.mesh.MeshResult.landmarks5`)."""
+    the landmarks in those and the (N, 5) expression the mesh measured."""
     return Original(
         judge.judge([image] * len(landmarks), landmarks),
         np.stack([lab_stats(c, skin_weights) for c in crops]),
         coarse_layout(crops, face_weights),
         accessory_probes(crops, crop_landmarks),
         np.asarray(expression, np.float64),
-        None if mesh_points is None else np.asarray(mesh_points, np.float64),
     )
 
 
-def _expression_cost(original: Original, expression: np.ndarray) -> np.ndarray:
+def _expression_cost(original: Original, expression: np.ndarray, flip: float = _STATE_FLIP) -> np.ndarray:
     """(N, M, 5) strangers' expression (foreseen or measured, in :data:`EXPRESSION`'s order) →
     (N, M): how far each stranger's eyes, mouth, smile and pose are from its original's, and
     whether its eyes or mouth read as closed where the original's are open (or the other way
@@ -150,7 +146,7 @@ def _expression_cost(original: Original, expression: np.ndarray) -> np.ndarray:
     eyes, mouth = EXPRESSION.index("eye openness"), EXPRESSION.index("mouth openness")
     closed = (expression[..., eyes] < EYE_CLOSED) != (original.expression[:, None, eyes] < EYE_CLOSED)
     opened = (expression[..., mouth] > MOUTH_OPEN) != (original.expression[:, None, mouth] > MOUTH_OPEN)
-    return cost + _STATE_FLIP * (closed.astype(float) + opened)
+    return cost + flip * (closed.astype(float) + opened)
 
 
 def _probe_cost(original: Original, probes: np.ndarray) -> np.ndarray:
@@ -215,12 +211,7 @@ def choose(
     pool = finalists.shape[1]
     fitted = mesh.fit_all(list(rendered[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, pool, 0))
     measured = np.stack([m.expression() for m in fitted]).reshape(n, pool, -1)
-    cost_final = cost[rows, finalists] + _expression_cost(original, measured)
-    if original.points is not None:
-        points = np.stack([m.landmarks5() for m in fitted]).reshape(n, pool, 5, 2)
-        eye_gap = np.linalg.norm(original.points[:, 1] - original.points[:, 0], axis=-1)
-        gap = np.linalg.norm(points - original.points[:, None], axis=-1).mean(-1) / np.maximum(eye_gap, 1e-6)[:, None]
-        cost_final = cost_final + gap / _LANDMARK_SCALE
+    cost_final = cost[rows, finalists] + _expression_cost(original, measured, _MEASURED_FLIP)
     ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, pool, 0))
     cost_final = cost_final + np.abs(ages.reshape(n, -1) - original.judged.age[:, None]) / _AGE_SCALE
     best = np.argmin(cost_final, axis=1)

@@ -52,6 +52,7 @@ from lab.facemetrics import (
     face_at,
     landmark_displacement,
     match_faces,
+    placed,
 )
 from lab.report import save_report
 
@@ -163,8 +164,9 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
     detected: list[bool] = []
     displacement: list[float] = []
     embeddings: list[list[np.ndarray]] = [[] for _ in faces]
-    originals = [judges.sface.embed(photo.pixels, f) for f in faces]
     meshes = [judges.mesh.fit(photo.pixels, f.landmarks) for f in faces]
+    faces = [placed(f, m) for f, m in zip(faces, meshes, strict=True)]  # the landmarks the pipeline aligns on
+    originals = [judges.sface.embed(photo.pixels, f) for f in faces]
     looks_samples: dict[str, list[float]] = {k: [] for k in ("gender_kept", "age_gap", "eyes", "mouth", "skin")}
     off_face = [0, 0]
     samples: list[dict[str, Any]] = []
@@ -174,8 +176,10 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
         off_face[1] += changed
         for i, (face, match) in enumerate(zip(faces, match_faces(faces, version.faces, MATCH_IOU), strict=True)):
             anon = _anonymized_face(face, version, match)
+            anon_mesh = judges.mesh.fit(version.pixels, anon.landmarks)
+            anon = placed(anon, anon_mesh)
             sample: dict[str, Any] = {"face": i, "key": key, "box": [round(v) for v in face.box]}
-            sample.update(_looks(photo.pixels, face, meshes[i], version.pixels, anon, judges, looks_samples))
+            sample.update(_looks(photo.pixels, face, meshes[i], version.pixels, anon, anon_mesh, judges, looks_samples))
             feature = judges.sface.embed(version.pixels, anon)
             embeddings[i].append(feature)
             sface_cos.append(float(originals[i] @ feature))
@@ -214,6 +218,7 @@ def _looks(
     mesh: Any,
     anonymized: np.ndarray,
     anon: Face,
+    anon_mesh: Any,
     judges: Judges,
     out: dict[str, list[float]],
 ) -> dict[str, Any]:
@@ -225,7 +230,6 @@ def _looks(
     if max(male[0], 1 - male[0]) >= looks.GENDER_SURE:
         out["gender_kept"].append(float((male[1] >= 0.5) == (male[0] >= 0.5)))
     out["age_gap"].append(float(abs(judged.age[1] - judged.age[0])))
-    anon_mesh = judges.mesh.fit(anonymized, anon.landmarks)
     before, after = looks.face_state(mesh), looks.face_state(anon_mesh)
     out["eyes"].append(float(before.eyes_closed != after.eyes_closed))
     out["mouth"].append(float(before.mouth_open != after.mouth_open))
