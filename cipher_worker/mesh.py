@@ -8,6 +8,13 @@ centred midway between the eye and mouth midpoints, side 3.8 × max(eye distance
 A single pass there lands within 0.015 inter-ocular distances (mean) of the converged mesh.
 The input is RGB in [0, 1], as the graph's ImageToTensorCalculator gives it.
 
+YuNet's landmarks can be wrong where its face is not: on a photo turned on its side it finds the
+faces but puts their eyes where no eyes are, and a profile can get its eye line drawn down the
+nose. The mesh then finds no face in the ROI (presence near 0, where real faces read over 0.8).
+Such a face is tried again in the ROI turned by a quarter, a half and three quarters, and the
+turn the model is sure it finds a face in is kept (:attr:`MeshResult.turned`): its points, and so its
+:meth:`MeshResult.landmarks5`, are then right where YuNet's were not.
+
 Naming follows :mod:`.detect`: "right" is the subject's right, the image-left one in a frontal
 photo (mesh points 33/133 and YuNet landmark 0).
 """
@@ -27,6 +34,8 @@ from .errors import VeilError
 MESH_FILE = "modules/face_landmark/face_landmark.tflite"
 INPUT_SIZE = 192
 _ROI_SIDE = 3.8  # × max(eye distance, eye-mid to mouth-mid), see the module docstring
+RETRY_PRESENCE = 0.5  # a fit less sure than this that a face is there is tried again, turned …
+TURNED_PRESENCE = 0.95  # … and a turn kept only this sure (a hand can read 0.8 upside down)
 
 # MediaPipe's FACEMESH_FACE_OVAL walked from the top of the forehead, image-right side first
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
@@ -60,6 +69,7 @@ class MeshResult:
 
     points: np.ndarray
     presence: float
+    turned: int = 0  # quarter turns of the ROI it was found in (0: upright on YuNet's eye line)
 
     def expression(self) -> np.ndarray:
         """(5,) what a stranger must keep of this face besides its landmarks, in the order of
@@ -145,6 +155,14 @@ def roi_matrix(landmarks5: np.ndarray) -> np.ndarray:
     return np.column_stack([linear, INPUT_SIZE / 2 - linear @ centre])
 
 
+def _turned(matrix: np.ndarray, quarters: int) -> np.ndarray:
+    """An image → input affine followed by ``quarters`` quarter turns about the input's centre."""
+    cos, sin = np.cos(quarters * np.pi / 2), np.sin(quarters * np.pi / 2)
+    turn = np.array([[cos, -sin], [sin, cos]])
+    centre = np.full(2, INPUT_SIZE / 2)
+    return np.column_stack([turn @ matrix[:, :2], turn @ (matrix[:, 2] - centre) + centre])
+
+
 class FaceMesh:
     """Thread-safe: one OpenCV network, used under a lock."""
 
@@ -158,21 +176,40 @@ class FaceMesh:
         return self.fit_all([image_rgb], np.asarray(landmarks5)[None])[0]
 
     def fit_all(self, images_rgb: list[np.ndarray], landmarks5: np.ndarray) -> list[MeshResult]:
-        """One face per image, (N, 5, 2) landmarks, in one batch (a third cheaper per face than one by one)."""
-        if len(images_rgb) == 0:
-            return []
-        crops, matrices = [], []
-        for image, points in zip(images_rgb, landmarks5, strict=True):
+        """One face per image, (N, 5, 2) landmarks, in one batch (a third cheaper per face than one by
+        one); a face the model does not find is tried again in turned ROIs (module docstring)."""
+        for image in images_rgb:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-            matrix = roi_matrix(np.asarray(points).reshape(5, 2))
+        matrices = [roi_matrix(np.asarray(points).reshape(5, 2)) for points in landmarks5]
+        results = self._fit(images_rgb, matrices)
+        lost = [i for i, r in enumerate(results) if r.presence < RETRY_PRESENCE]
+        if lost:  # one batch for every turn of every lost face
+            turns = [(i, q) for i in lost for q in (1, 2, 3)]
+            tries = self._fit([images_rgb[i] for i, _ in turns], [_turned(matrices[i], q) for i, q in turns])
+            for (i, q), found in zip(turns, tries, strict=True):
+                if found.presence >= TURNED_PRESENCE and found.presence > results[i].presence:
+                    results[i] = MeshResult(found.points, found.presence, q)
+            # YuNet's wrong points made a wrong ROI too: once more in the one the found mesh makes
+            turned = [i for i in lost if results[i].turned]
+            again = self._fit([images_rgb[i] for i in turned], [roi_matrix(results[i].landmarks5()) for i in turned])
+            for i, found in zip(turned, again, strict=True):
+                if found.presence >= TURNED_PRESENCE:
+                    results[i] = MeshResult(found.points, found.presence, results[i].turned)
+        return results
+
+    def _fit(self, images_rgb: list[np.ndarray], matrices: list[np.ndarray]) -> list[MeshResult]:
+        """The model on each image's ROI (a (2, 3) image → input affine), in one batch."""
+        if len(images_rgb) == 0:
+            return []
+        crops = []
+        for image, matrix in zip(images_rgb, matrices, strict=True):
             # BORDER_REPLICATE is what MediaPipe's ImageToTensorCalculator does past the edges
             crops.append(
                 cv2.warpAffine(
                     image, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
                 )
             )
-            matrices.append(matrix)
         # the graph feeds this model [0, 1] floats (ImageToTensorCalculator float range)
         blob = cv2.dnn.blobFromImages(crops, 1 / 255)
         with self._lock:

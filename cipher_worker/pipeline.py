@@ -35,7 +35,7 @@ from .facemask import (
     template_skin,
 )
 from .imageio import DecodedImage, decode_image, encode_image, output_format
-from .mesh import FaceMesh
+from .mesh import FaceMesh, MeshResult
 
 Progress = Callable[[str, float], None]
 FEATHER_PER_EYE_GAP = 14  # the feather: this fraction of the eye distance, inside the outline
@@ -102,12 +102,17 @@ class Pipeline:
         out = original.copy()
         records: list[envelope.FaceRecord] = []
         if faces:
-            with watch("align+crop"):
-                alignments = [align_face(f.landmarks, self.codec.template, self.codec.crop_size) for f in faces]
-                crops = np.stack([crop(original, a) for a in alignments])
-                landmarks = np.stack([_to_crop(f.landmarks, a) for f, a in zip(faces, alignments, strict=True)])
             with watch("measure"):
                 meshes = self.mesh.fit_all([original] * len(faces), np.stack([f.landmarks for f in faces]))
+                # where the mesh found the face only in a turned ROI, YuNet's points were wrong and its are right
+                points = np.stack(
+                    [m.landmarks5() if m.turned else f.landmarks for f, m in zip(faces, meshes, strict=True)]
+                )
+            with watch("align+crop"):
+                alignments = [align_face(p, self.codec.template, self.codec.crop_size) for p in points]
+                crops = np.stack([crop(original, a) for a in alignments])
+                landmarks = np.stack([_to_crop(p, a) for p, a in zip(points, alignments, strict=True)])
+            with watch("measure"):
                 outlines = [_to_crop(m.face_oval(), a) for m, a in zip(meshes, alignments, strict=True)]
                 expression = np.stack([m.expression() for m in meshes])
                 regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
@@ -119,16 +124,17 @@ class Pipeline:
             if self.codec.candidates > 1:  # what the strangers must look like
                 with watch("choose"):
                     wanted = strangers.describe(
-                        self.judge, original, np.stack([f.landmarks for f in faces]), crops, landmarks, expression,
+                        self.judge, original, points, crops, landmarks, expression,
                         self.skin_weights, self.face_weights,
                     )  # fmt: skip
-            chosen, u_enc, rendered = self._strangers(
+            chosen, u_enc, rendered, stranger_meshes = self._strangers(
                 content_key, nonce, latents, crops, landmarks, regions, wanted, watch
             )
             size = self.codec.crop_size
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
-            with watch("composite"):
-                stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
+            if stranger_meshes is None:  # the chooser did not measure them
+                with watch("composite"):
+                    stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
             for i, (a, region_key) in enumerate(zip(alignments, region_keys, strict=True)):
                 with watch("composite"):
                     stranger = face_region(rendered[i], stranger_meshes[i].face_oval(), self.skin_weights)
@@ -287,10 +293,11 @@ class Pipeline:
         regions: list[np.ndarray],
         wanted: strangers.Original | None,
         watch: Stopwatch,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[MeshResult] | None]:
         """Each face's stranger among the codec's candidate keys (:mod:`cipher_worker.strangers`;
         ``wanted`` is needed when there are several): (N,) chosen candidate, (N, d) its encrypted
-        identity as the cipher stores it, (N, S, S, 3) its render."""
+        identity as the cipher stores it, (N, S, S, 3) its render, and its mesh if the choice
+        measured it."""
         n, count = len(crops), self.codec.candidates
         with watch("cipher"):
             # every face's candidates, face-major: row i·K + c is face i under candidate key c
@@ -309,13 +316,14 @@ class Pipeline:
             rows = (np.arange(n)[:, None] * count + shortlist).reshape(-1)
         with watch("render"):
             rendered = self.codec.render(Latents(candidates.identity[rows], candidates.attributes[rows]), typical=True)
-        picked = np.zeros(n, int)
+        picked, meshes = np.zeros(n, int), None
         if shortlist.shape[1] > 1:
             assert wanted is not None
             with watch("choose"):
-                picked = self._choose(crops, regions, rendered, wanted, landmarks, foreseen)
+                picked, meshes = self._choose(crops, regions, rendered, wanted, landmarks, foreseen)
         chosen = shortlist[np.arange(n), picked]
-        return chosen, u_all[np.arange(n) * count + chosen], rendered[np.arange(n) * shortlist.shape[1] + picked]
+        stranger = rendered[np.arange(n) * shortlist.shape[1] + picked]
+        return chosen, u_all[np.arange(n) * count + chosen], stranger, meshes
 
     def _choose(
         self,
@@ -325,9 +333,9 @@ class Pipeline:
         wanted: strangers.Original,
         landmarks: np.ndarray,
         foreseen: np.ndarray | None,
-    ) -> np.ndarray:
-        """Each face's candidate whose stranger reads most like it, (N,) int; ``rendered`` holds
-        the N·K candidates face-major, ``regions`` each original face's region raster."""
+    ) -> tuple[np.ndarray, list[MeshResult]]:
+        """Each face's candidate whose stranger reads most like it, (N,) int, and its render's mesh;
+        ``rendered`` holds the N·K candidates face-major, ``regions`` each original face's region raster."""
         n, size = len(crops), self.codec.crop_size
         count = len(rendered) // n
         # each original face alone under its mask: where its skin is measured and every
@@ -345,7 +353,7 @@ class Pipeline:
         )
         shape = (n, count, *rendered.shape[1:])
         return strangers.choose(
-            self.judge, wanted, rendered.reshape(shape), previews.reshape(shape), landmarks,
+            self.judge, self.mesh, wanted, rendered.reshape(shape), previews.reshape(shape), landmarks,
             self.skin_weights, self.face_weights, foreseen,
         )  # fmt: skip
 

@@ -13,8 +13,13 @@ what the candidates look like, never on the identity itself.
 Judging is staged by cost. A codec that can foresee its strangers' looks from the latent
 (:mod:`cipher_worker.codecs.appearance`) has all candidates screened that way first
 (:func:`shortlist`); only the ``codec.finalists`` likeliest are rendered. Their pixel measures
-and the gender network rank them, and the (slower) age network decides among the best
-:data:`_AGE_POOL`.
+and the gender network rank them, and the best :data:`_FINAL_POOL` are measured as the
+evaluation measures the anonymized photo: the dense mesh on each render (eye and mouth
+openness, smile and pose, in place of what was foreseen) and the age network. The
+compositor needs the chosen render's mesh anyway (:func:`choose` returns it), so measuring the
+finalists costs one mesh run a face more than judging foreseen looks did (the age network
+judged two before too). A third finalist cost about 12 ms a face more: a little less age gap and
+fewer mouth flips, but more landmark shift and over the time budget.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from .agegender import AgeGender, AgeGenderJudge
 from .codecs.appearance import LOOKS
 from .composite import lab_stats
 from .looks import EYE_CLOSED, MOUTH_OPEN
-from .mesh import EXPRESSION
+from .mesh import EXPRESSION, FaceMesh, MeshResult
 
-_AGE_POOL = 2
+_FINAL_POOL = 2  # the finalists measured by the mesh and the age network
 _SURE = 0.8  # a gender judgement this sure (either way) must be kept
 _GENDER_WEIGHT = 8.0  # the cost of a sure stranger of the other gender (half that for an unsure original)
-_AGE_SCALE = 8.0  # years of age gap that cost 1
+_AGE_SCALE = 6.0  # years of age gap that cost 1
 _LAYOUT_SCALE = 6.0  # mean lightness gap (of 255) over an 8 × 8 layout that costs 1
 _SKIN_SCALE = 30.0  # skin tone ΔE (Lab, OpenCV's 8-bit scale) that costs 1
 _GRID = 8
@@ -42,6 +47,7 @@ _EXPRESSION_SCALE = np.array([0.05, 0.04, 0.05, 8.0, 8.0])
 _FORESEEN_EXPRESSION = slice(LOOKS.index("eye openness"), LOOKS.index("pitch") + 1)  # as in EXPRESSION
 _FORESEEN_SKIN = slice(LOOKS.index("L"), LOOKS.index("b") + 1)
 _STATE_FLIP = 2.0  # eyes or mouth foreseen closed where the original's are open, or open where closed
+_MEASURED_FLIP = 3.0  # the same measured on a finalist's render, which the photo will show
 _FORESEEN_GENDER = 0.5  # foreseen gender counts half: the network judges the previews better
 
 
@@ -133,16 +139,16 @@ def describe(judge: AgeGenderJudge, image: np.ndarray, landmarks: np.ndarray, cr
     )
 
 
-def _expression_cost(original: Original, foreseen: np.ndarray) -> np.ndarray:
-    """(N, M, len(LOOKS)) foreseen looks → (N, M): how far each stranger's eyes, mouth, smile
-    and pose will be from its original's, and whether its eyes or mouth will read as closed
-    where the original's are open (or the other way round)."""
-    expression = foreseen[..., _FORESEEN_EXPRESSION]
+def _expression_cost(original: Original, expression: np.ndarray, flip: float = _STATE_FLIP) -> np.ndarray:
+    """(N, M, 5) strangers' expression (foreseen or measured, in :data:`EXPRESSION`'s order) →
+    (N, M): how far each stranger's eyes, mouth, smile and pose are from its original's, and
+    whether its eyes or mouth read as closed where the original's are open (or the other way
+    round)."""
     cost = np.abs((expression - original.expression[:, None]) / _EXPRESSION_SCALE).sum(-1)
     eyes, mouth = EXPRESSION.index("eye openness"), EXPRESSION.index("mouth openness")
     closed = (expression[..., eyes] < EYE_CLOSED) != (original.expression[:, None, eyes] < EYE_CLOSED)
     opened = (expression[..., mouth] > MOUTH_OPEN) != (original.expression[:, None, mouth] > MOUTH_OPEN)
-    return cost + _STATE_FLIP * (closed.astype(float) + opened)
+    return cost + flip * (closed.astype(float) + opened)
 
 
 def _probe_cost(original: Original, probes: np.ndarray) -> np.ndarray:
@@ -155,7 +161,7 @@ def _probe_cost(original: Original, probes: np.ndarray) -> np.ndarray:
 def shortlist(original: Original, foreseen: np.ndarray, keep: int) -> np.ndarray:
     """(N, M, len(LOOKS)) foreseen looks of M candidates per face → (N, keep) the candidates
     worth rendering, best first."""
-    cost = _expression_cost(original, foreseen)
+    cost = _expression_cost(original, foreseen[..., _FORESEEN_EXPRESSION])
     cost = cost + np.linalg.norm(foreseen[..., _FORESEEN_SKIN] - original.skin[:, None, :3], axis=-1) / _SKIN_SCALE
     cost = cost + _FORESEEN_GENDER * _gender_cost(original.judged, foreseen[..., LOOKS.index("male")])
     cost = cost + _probe_cost(original, foreseen[..., _FORESEEN_PROBES])
@@ -172,6 +178,7 @@ def _gender_cost(original: AgeGender, male: np.ndarray) -> np.ndarray:
 
 def choose(
     judge: AgeGenderJudge,
+    mesh: FaceMesh,
     original: Original,
     rendered: np.ndarray,
     previews: np.ndarray,
@@ -179,14 +186,14 @@ def choose(
     skin_weights: np.ndarray,
     face_weights: np.ndarray,
     foreseen: np.ndarray | None = None,
-) -> np.ndarray:
-    """The best candidate of each face, (N,) int.
+) -> tuple[np.ndarray, list[MeshResult]]:
+    """The best candidate of each face, (N,) int, and the mesh of its render (fitted at
+    ``landmarks``, as the compositor fits it).
 
     rendered: (N, K, S, S, 3) uint8 candidate renders; previews: the same blended into the
     original crops as the compositor will (what gender, age and layout are judged on);
-    landmarks: (N, 5, 2) in crop pixels; foreseen: (N, K, len(LOOKS)) their foreseen looks,
-    if the codec foresees (their expression is not measured on the renders: the mesh would
-    cost more than all else here)."""
+    landmarks: (N, 5, 2) in crop pixels; foreseen: (N, K, len(LOOKS)) their foreseen looks, if
+    the codec foresees: they rank the candidates until the finalists' own expression is measured."""
     n, k = rendered.shape[:2]
     shape = rendered.shape[2:]
     skin = np.stack([lab_stats(c, skin_weights)[:3] for c in rendered.reshape(n * k, *shape)]).reshape(n, k, 3)
@@ -198,10 +205,16 @@ def choose(
     cost = cost + _probe_cost(original, probes)
     male = judge.male(list(previews.reshape(n * k, *shape)), np.repeat(landmarks, k, 0)).reshape(n, k)
     cost = cost + _gender_cost(original.judged, male)
+    ranking = cost
     if foreseen is not None:
-        cost = cost + _expression_cost(original, foreseen)
+        ranking = cost + _expression_cost(original, foreseen[..., _FORESEEN_EXPRESSION])
     rows = np.arange(n)[:, None]
-    finalists = np.argsort(cost, axis=1, kind="stable")[:, :_AGE_POOL]
-    ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, finalists.shape[1], 0))
-    cost_final = cost[rows, finalists] + np.abs(ages.reshape(n, -1) - original.judged.age[:, None]) / _AGE_SCALE
-    return finalists[np.arange(n), np.argmin(cost_final, axis=1)]
+    finalists = np.argsort(ranking, axis=1, kind="stable")[:, :_FINAL_POOL]
+    pool = finalists.shape[1]
+    fitted = mesh.fit_all(list(rendered[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, pool, 0))
+    measured = np.stack([m.expression() for m in fitted]).reshape(n, pool, -1)
+    cost_final = cost[rows, finalists] + _expression_cost(original, measured, _MEASURED_FLIP)
+    ages = judge.ages(list(previews[rows, finalists].reshape(-1, *shape)), np.repeat(landmarks, pool, 0))
+    cost_final = cost_final + np.abs(ages.reshape(n, -1) - original.judged.age[:, None]) / _AGE_SCALE
+    best = np.argmin(cost_final, axis=1)
+    return finalists[np.arange(n), best], [fitted[i * pool + int(b)] for i, b in enumerate(best)]

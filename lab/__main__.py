@@ -12,7 +12,7 @@ from cipher_worker.cli import codec_flags, codec_from_args, run
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import run_evaluation
 
-    return run_evaluation(args.images, args.out, codec_from_args(args), args.keys, args.cipher)
+    return run_evaluation(args.images, args.out, codec_from_args(args), args.keys, args.cipher, args.seed)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", type=int, default=5, help="content keys per face (at least 2; default 5)")
     p.add_argument(
         "--cipher", metavar="NAME", help="the latent cipher to evaluate (default torus; see anonymize --help)"
+    )
+    p.add_argument(
+        "--seed", type=int, help="derive the content keys from this number (compare variants on the same keys)"
     )
     p.add_argument("--json", action="store_true")
     codec_flags(p)

@@ -17,11 +17,13 @@ hair, background or lighting).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from lab.facemetrics import (
     face_at,
     landmark_displacement,
     match_faces,
+    placed,
 )
 from lab.report import save_report
 
@@ -113,14 +116,37 @@ def load_photos(images_dir: Path | None) -> list[EvalPhoto]:
     return photos
 
 
+@contextlib.contextmanager
+def seeded_keys(seed: int | None, *label: object) -> Iterator[None]:
+    """With a ``seed``, the content key and nonce of the anonymization run inside are derived from
+    (seed, label) instead of drawn at random, so two variants of the pipeline can be compared on
+    the same strangers' pads; without one, nothing changes."""
+    if seed is None:
+        yield
+        return
+
+    def derived(what: str, size: int) -> bytes:
+        return hashlib.sha256(repr((seed, *label, what)).encode()).digest()[:size]
+
+    saved = cipher.random_content_key, cipher.random_nonce
+    cipher.random_content_key = lambda: derived("content key", cipher.CONTENT_KEY_BYTES)
+    cipher.random_nonce = lambda: derived("nonce", cipher.NONCE_BYTES)
+    try:
+        yield
+    finally:
+        cipher.random_content_key, cipher.random_nonce = saved
+
+
 def anonymize_versions(
-    pipeline: Pipeline, photo: EvalPhoto, public: bytes, judges: Judges, keys_per_face: int
+    pipeline: Pipeline, photo: EvalPhoto, public: bytes, judges: Judges, keys_per_face: int, seed: int | None = None
 ) -> list[Version]:
-    """``keys_per_face`` anonymizations (each a fresh content key): the first ``exact``, the rest ``latent``."""
+    """``keys_per_face`` anonymizations (each a fresh content key, or one derived from ``seed``,
+    the photo's name and the key's number): the first ``exact``, the rest ``latent``."""
     versions = []
     for k in range(keys_per_face):
         fidelity: envelope.Fidelity = "exact" if k == 0 else "latent"
-        result = pipeline.anonymize(photo.data, public, fidelity=fidelity, fmt="PNG")
+        with seeded_keys(seed, photo.name, k):
+            result = pipeline.anonymize(photo.data, public, fidelity=fidelity, fmt="PNG")
         pixels = decode_image(result.image).pixels
         versions.append(Version(result, fidelity, pixels, judges.detector.detect(pixels)))
     return versions
@@ -139,17 +165,22 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
     detected: list[bool] = []
     displacement: list[float] = []
     embeddings: list[list[np.ndarray]] = [[] for _ in faces]
-    originals = [judges.sface.embed(photo.pixels, f) for f in faces]
     meshes = [judges.mesh.fit(photo.pixels, f.landmarks) for f in faces]
+    faces = [placed(f, m) for f, m in zip(faces, meshes, strict=True)]  # the landmarks the pipeline aligns on
+    originals = [judges.sface.embed(photo.pixels, f) for f in faces]
     looks_samples: dict[str, list[float]] = {k: [] for k in ("gender_kept", "age_gap", "eyes", "mouth", "skin")}
     off_face = [0, 0]
-    for version in versions:
+    samples: list[dict[str, Any]] = []
+    for key, version in enumerate(versions):
         off, changed = looks.off_face_share(photo.pixels, version.pixels, [looks.face_outline(m) for m in meshes])
         off_face[0] += off
         off_face[1] += changed
         for i, (face, match) in enumerate(zip(faces, match_faces(faces, version.faces, MATCH_IOU), strict=True)):
             anon = _anonymized_face(face, version, match)
-            _looks(photo.pixels, face, meshes[i], version.pixels, anon, judges, looks_samples)
+            anon_mesh = judges.mesh.fit(version.pixels, anon.landmarks)
+            anon = placed(anon, anon_mesh)
+            sample: dict[str, Any] = {"face": i, "key": key, "box": [round(v) for v in face.box]}
+            sample.update(_looks(photo.pixels, face, meshes[i], version.pixels, anon, anon_mesh, judges, looks_samples))
             feature = judges.sface.embed(version.pixels, anon)
             embeddings[i].append(feature)
             sface_cos.append(float(originals[i] @ feature))
@@ -159,6 +190,13 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
             detected.append(match is not None)
             if match is not None:
                 displacement.append(landmark_displacement(face.landmarks, anon.landmarks))
+            sample.update(
+                sface=sface_cos[-1],
+                dlib=None if distance is None else float(distance),
+                detected=match is not None,
+                displacement=displacement[-1] if match is not None else None,
+            )
+            samples.append(sample)
     diversity = [float(a @ b) for e in embeddings for a, b in itertools.combinations(e, 2)]
     main = max(range(len(faces)), key=lambda i: faces[i].box[2] * faces[i].box[3], default=None)
     return {
@@ -170,6 +208,7 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
         "displacements": displacement,
         "diversity_cosines": diversity,
         "off_face": off_face,
+        "samples": samples,
         **{f"looks_{k}": v for k, v in looks_samples.items()},
     }
 
@@ -180,22 +219,27 @@ def _looks(
     mesh: Any,
     anonymized: np.ndarray,
     anon: Face,
+    anon_mesh: Any,
     judges: Judges,
     out: dict[str, list[float]],
-) -> None:
+) -> dict[str, Any]:
     """One (face, version) sample of what a viewer sees: gender kept (when the judge is sure of the
-    original), age gap, eyes and mouth state flipped, skin tone ΔE."""
+    original), age gap, eyes and mouth state flipped, skin tone ΔE; appended to ``out`` and returned."""
     judged = judges.agegender.judge([original, anonymized], np.stack([face.landmarks, anon.landmarks]))
     male = judged.male
+    sample: dict[str, Any] = {"male": [float(m) for m in male], "age": [float(a) for a in judged.age]}
     if max(male[0], 1 - male[0]) >= looks.GENDER_SURE:
         out["gender_kept"].append(float((male[1] >= 0.5) == (male[0] >= 0.5)))
     out["age_gap"].append(float(abs(judged.age[1] - judged.age[0])))
-    anon_mesh = judges.mesh.fit(anonymized, anon.landmarks)
     before, after = looks.face_state(mesh), looks.face_state(anon_mesh)
     out["eyes"].append(float(before.eyes_closed != after.eyes_closed))
     out["mouth"].append(float(before.mouth_open != after.mouth_open))
     # the same region of both photos: where the original face was
     out["skin"].append(looks.delta_e(looks.skin_lab(original, mesh), looks.skin_lab(anonymized, mesh)))
+    sample.update(
+        eyes_flipped=bool(out["eyes"][-1]), mouth_flipped=bool(out["mouth"][-1]), skin_delta_e=out["skin"][-1]
+    )
+    return sample
 
 
 def blanked_cosines(
@@ -430,13 +474,18 @@ def summarise_algebra(per_photo: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_photo(
-    pipeline: Pipeline, photo: EvalPhoto, album: tuple[bytes, bytes], judges: Judges, keys_per_face: int
+    pipeline: Pipeline,
+    photo: EvalPhoto,
+    album: tuple[bytes, bytes],
+    judges: Judges,
+    keys_per_face: int,
+    seed: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """One photo → (its summary row, its raw samples incl. its contact-sheet rows, its key-algebra results)."""
     private, public = album
     faces = judges.detector.detect(photo.pixels)
     _log(f"{photo.name}: {len(faces)} face(s); anonymizing under {keys_per_face} keys")
-    versions = anonymize_versions(pipeline, photo, public, judges, keys_per_face)
+    versions = anonymize_versions(pipeline, photo, public, judges, keys_per_face, seed)
     pu = privacy_and_utility(photo, faces, versions, judges)
     pu["blanked_cosines"] = blanked_cosines(pipeline, photo, faces, versions[0], judges)
     rec = recovery(pipeline, photo, faces, versions, private, judges)
@@ -452,11 +501,14 @@ def run_evaluation(
     codec: CodecConfig | None = None,
     keys_per_face: int = KEYS_PER_FACE,
     cipher_name: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the pipeline (the default codec, and the torus cipher unless ``cipher_name`` says
     otherwise) on the astronaut and ``images_dir``'s photos, each face under ``keys_per_face``
-    content keys (at least 2: one exact, the rest latent); optionally write a Markdown report and
-    the contact sheet beside ``out``. Returns every number plus a ``summary``."""
+    content keys (at least 2: one exact, the rest latent; derived from ``seed`` when given, so
+    variants can be compared on the same keys); optionally write a Markdown report and the
+    contact sheet beside ``out``. Returns every number plus a ``summary`` and every (photo, face,
+    key) sample in ``sample_records``."""
     if keys_per_face < 2:
         raise ValueError("the evaluation needs at least 2 keys per face (one exact, one latent)")
     from cipher_worker.api import get_pipeline
@@ -471,12 +523,16 @@ def run_evaluation(
     album = keys.generate_album_keypair()
     rows, samples, algebra = [], [], []
     for photo in load_photos(images_dir):
-        row, pu, alg = evaluate_photo(pipeline, photo, album, judges, keys_per_face)
+        row, pu, alg = evaluate_photo(pipeline, photo, album, judges, keys_per_face, seed)
         rows.append(row)
         samples.append(pu)
         algebra.append(alg)
     result = summarise(rows, samples, algebra, judges.dlib.available)
     result["keys_per_face"] = keys_per_face
+    result["seed"] = seed
+    result["sample_records"] = [
+        {"photo": r["photo"], **x} for r, pu in zip(rows, samples, strict=True) for x in pu["samples"]
+    ]
     cross = cross_photo([r["photo"] for r in rows], samples)
     result["cross_photo_samples"] = len(cross["anonymized"])
     result["cross_photo_reidentification_rate_sface"] = _rate([c >= SFACE_SAME_PERSON for c in cross["anonymized"]])

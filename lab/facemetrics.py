@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from cipher_worker.detect import Face, model_path
+from cipher_worker.mesh import MeshResult
 
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SAME_PERSON = 0.363  # cosine at or above: same person (OpenCV's published threshold)
@@ -46,6 +47,38 @@ def face_at(landmarks: np.ndarray, box: tuple[float, float, float, float] | None
         cx, cy = (lo + hi) / 2
         box = (float(cx - side / 2), float(cy - side / 2), side, side)
     return Face(box, np.asarray(landmarks, np.float64), 1.0)
+
+
+def placed(face: Face, mesh: MeshResult) -> Face:
+    """``face`` with the mesh's five landmarks where the mesh found it only in a turned ROI: there
+    YuNet's points are wrong (:mod:`cipher_worker.mesh`) and the pipeline aligns on the mesh's, so
+    the judges do too."""
+    return Face(face.box, mesh.landmarks5(), face.score) if mesh.turned else face
+
+
+def upright(rgb: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
+    """The image turned by the quarter turns that bring the face's eye line nearest level, and the
+    face in it: dlib's shape predictor only reads upright faces."""
+
+    def turn(points: np.ndarray, k: int) -> np.ndarray:  # np.rot90(rgb, k)'s coordinates
+        h, w = rgb.shape[:2]
+        for _ in range(k):
+            points = np.stack([points[:, 1], w - 1 - points[:, 0]], -1)
+            h, w = w, h
+        return points
+
+    def tilt(k: int) -> float:
+        eyes = turn(face.landmarks, k)
+        return abs(float(np.degrees(np.arctan2(*(eyes[1] - eyes[0])[::-1]))))
+
+    k = min(range(4), key=tilt)
+    if k == 0:
+        return rgb, face
+    x, y, w, h = face.box
+    corners = turn(np.array([[x, y], [x + w, y + h]], np.float64), k)
+    lo, hi = corners.min(0), corners.max(0)
+    box = (float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+    return np.ascontiguousarray(np.rot90(rgb, k)), Face(box, turn(face.landmarks, k), face.score)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -122,8 +155,9 @@ class DlibRecogniser:
             return np.asarray(self._resnet.compute_face_descriptor(image, shape), np.float64)
 
     def distance(self, rgb_a: np.ndarray, face_a: Face, rgb_b: np.ndarray, face_b: Face) -> float | None:
-        """dlib L2 distance between two faces (< :data:`DLIB_SAME_PERSON`: same person), or None."""
-        a, b = self.descriptor(rgb_a, face_a), self.descriptor(rgb_b, face_b)
+        """dlib L2 distance between two faces (< :data:`DLIB_SAME_PERSON`: same person), or None;
+        a face on its side is turned upright first (:func:`upright`)."""
+        a, b = self.descriptor(*upright(rgb_a, face_a)), self.descriptor(*upright(rgb_b, face_b))
         if a is None or b is None:
             return None
         return float(np.linalg.norm(a - b))

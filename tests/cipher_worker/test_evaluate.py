@@ -18,6 +18,7 @@ from lab.facemetrics import (
     SFaceRecogniser,
     largest_face,
     match_faces,
+    upright,
 )
 from tests.helpers import DATA
 
@@ -112,3 +113,24 @@ def test_run_evaluation_reports_every_metric_and_writes_markdown(tmp_path: Path)
     assert "| metric | value | target | pass |" in text
     assert "person_b_1.jpg" in text
     assert "gender kept" in text and "looks.png" in text
+
+
+def test_dlib_reads_a_face_on_its_side_as_the_same_face(detector: FaceDetector) -> None:
+    dlib = DlibRecogniser()
+    if not dlib.available:
+        pytest.skip(dlib.reason)
+    pixels = decode_image((DATA / "person_a_2.jpg").read_bytes()).pixels
+    face = detector.detect(pixels)[0]
+    turned, points = pixels, face.landmarks
+    corners = np.array([face.box[:2], np.add(face.box[:2], face.box[2:])])
+    for _ in range(3):  # a quarter turn at a time, as np.rot90 turns
+        width = turned.shape[1]
+        points = np.stack([points[:, 1], width - 1 - points[:, 0]], -1)
+        corners = np.stack([corners[:, 1], width - 1 - corners[:, 0]], -1)
+        turned = np.ascontiguousarray(np.rot90(turned))
+        lo, hi = corners.min(0), corners.max(0)
+        on_side = Face((*lo, *(hi - lo)), points, face.score)
+        _, level = upright(turned, on_side)
+        assert abs(level.landmarks[1, 1] - level.landmarks[0, 1]) < abs(level.landmarks[1, 0] - level.landmarks[0, 0])
+        distance = dlib.distance(pixels, face, turned, on_side)
+        assert distance is not None and distance < 0.1

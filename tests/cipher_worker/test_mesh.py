@@ -165,3 +165,26 @@ def test_missing_model_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(VeilError, match=r"pip install --no-deps mediapipe==0\.10\.21"):
         mesh_model_path()
+
+
+def _quarter(points: np.ndarray, width: int) -> np.ndarray:
+    """(K, 2) points of an image of ``width`` → where they land in ``np.rot90`` of it."""
+    return np.stack([points[:, 1], width - 1 - points[:, 0]], -1)
+
+
+def test_a_face_given_points_a_quarter_off_is_found_turned(detector: FaceDetector, mesh: FaceMesh) -> None:
+    """On a photo turned on its side YuNet can put a face's eyes and mouth a quarter turn off (as
+    on facetorch's test4): the mesh finds no face there, then finds it in a turned ROI, and its own
+    five points are the face's."""
+    for name in ("person_a_2", "astronaut"):
+        upright = _pixels(name)
+        truth = detector.detect(upright)[0].landmarks
+        turned = np.ascontiguousarray(np.rot90(upright))
+        points = _quarter(truth, upright.shape[1])  # the face's own points in the turned photo
+        centre = points.mean(0)
+        wrong = (points - centre) @ np.array([[0.0, 1.0], [-1.0, 0.0]]) + centre  # a quarter off
+        assert mesh.fit(turned, points).turned == 0
+        found = mesh.fit(turned, wrong)
+        assert found.turned != 0 and found.presence > 0.95
+        eye_gap = np.linalg.norm(points[1] - points[0])
+        assert np.linalg.norm(found.landmarks5() - points, axis=1).mean() < 0.15 * eye_gap
