@@ -64,10 +64,10 @@ class RequestBodyLimit:
         self.max_bytes = max_bytes
         self.max_upload_mb = max_upload_mb
         self.drain_bytes = drain_bytes
-        # Every body of SMALL_BODY or more (a chunked one: as large as allowed) counts against
+        # What has arrived of every upload body of SMALL_BODY or more (or chunked) counts against
         # this until its request is answered (Django holds it in memory that long), and one
-        # client's bodies against half of it; one over budget is answered 429 with Retry-After,
-        # which the album page waits out by itself. One body always gets through.
+        # account's bodies against half of it; a body that would pass it is answered 429 with
+        # Retry-After, which the album page waits out by itself. A body alone always gets through.
         self.in_flight_bytes = in_flight_bytes
         self.in_flight = 0
         self.in_flight_by_client: dict[str, int] = {}
@@ -89,43 +89,42 @@ class RequestBodyLimit:
                 await _drain(receive)
             await self._refuse(scope, send, upload)
             return
-        size = self.max_bytes if declared is None else declared  # chunked: it may grow to the limit
-        reserved = size if upload and size >= SMALL_BODY and self.in_flight_bytes else 0
+        counted = upload and bool(self.in_flight_bytes) and (declared is None or declared >= SMALL_BODY)
         client = scope_address(scope)
-        if reserved and self.account is not None:
+        if counted and self.account is not None:
             account = await self.account(scope)
             if account is None:  # nobody may hold upload memory without an account, not even briefly
                 await _drain(receive, SMALL_BODY)
                 await _answer(scope, send, 403, LOGGED_OUT, [(b"connection", b"close")])
                 return
             client = "account:" + account
-        mine = self.in_flight_by_client.get(client, 0)
-        if reserved and self.in_flight and self._over_budget(reserved, mine):
-            await _drain(receive)
-            await _answer(scope, send, 429, BUSY, [(b"retry-after", str(BUSY_RETRY_AFTER).encode())])
-            return
-        self.in_flight += reserved
-        self.in_flight_by_client[client] = mine + reserved
-        try:
-            await self._guarded(scope, receive, send, limit, upload)
-        finally:
-            self.in_flight -= reserved
-            left = self.in_flight_by_client.pop(client, 0) - reserved
-            if left > 0:
-                self.in_flight_by_client[client] = left
+        await self._guarded(scope, receive, send, limit, upload, client if counted else None)
 
-    def _over_budget(self, reserved: int, mine: int) -> bool:
+    def _over_budget(self, more: int, mine: int) -> bool:
         budget = self.in_flight_bytes or 0
-        return self.in_flight + reserved > budget or (mine > 0 and mine + reserved > budget // 2)
+        return self.in_flight + more > budget or mine + more > budget // 2
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int, upload: bool) -> None:
-        received = 0
-        overflow = stalled = started = body_done = False
+    def _hold(self, client: str, amount: int) -> None:
+        self.in_flight += amount
+        left = self.in_flight_by_client.get(client, 0) + amount
+        if left > 0:
+            self.in_flight_by_client[client] = left
+        else:
+            self.in_flight_by_client.pop(client, None)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, upload: bool, client: str | None
+    ) -> None:
+        """Django's app, with the body counted against the budget as it arrives (the bytes held,
+        not the size a client declares: a body that sends nothing holds nothing), cut off past
+        ``limit``, let go when it stalls, and answered 429 when the budget is full."""
+        received = held = 0
+        overflow = stalled = busy = started = body_done = False
         began = time.monotonic()
 
         async def limited_receive() -> Message:
-            nonlocal received, overflow, stalled, body_done
-            if overflow or stalled:
+            nonlocal received, held, overflow, stalled, busy, body_done
+            if overflow or stalled or busy:
                 return {"type": "http.disconnect"}
             if body_done:  # Django waiting for a disconnect while its view runs: no clock on that
                 return await receive()
@@ -138,11 +137,20 @@ class RequestBodyLimit:
                 stalled = True
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received += chunk
                 body_done = not message.get("more_body", False)
                 if received > limit:
                     overflow = True
                     return {"type": "http.disconnect"}
+                if client is not None and chunk:
+                    # others hold some: then this one waits (429) past the budget or half of it
+                    mine = self.in_flight_by_client.get(client, 0)
+                    if self.in_flight > held and self._over_budget(chunk, mine):
+                        busy = True
+                        return {"type": "http.disconnect"}
+                    self._hold(client, chunk)
+                    held += chunk
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -151,13 +159,20 @@ class RequestBodyLimit:
                 started = True
             await send(message)
 
-        await self.app(scope, limited_receive, tracking_send)
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        finally:
+            if client is not None and held:
+                self._hold(client, -held)
         if started:
             return
         if overflow:
             if received <= self.drain_bytes:
                 await _drain(receive, self.drain_bytes - received)
             await self._refuse(scope, send, upload)
+        elif busy:
+            headers = [(b"retry-after", str(BUSY_RETRY_AFTER).encode()), (b"connection", b"close")]
+            await _answer(scope, send, 429, BUSY, headers)
         elif stalled:
             await _answer(scope, send, 408, STALLED, [(b"connection", b"close")])
 
