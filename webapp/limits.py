@@ -1,7 +1,7 @@
 """Guards against one client exhausting the service: an ASGI guard that refuses request bodies
 over the upload limit before Django buffers them (and any body over 1 MB except a photo
-upload's), holds the bodies one web process takes in at once to a budget, of which one client
-address gets at most half, and lets go of a body that stalls; and a message rate for websockets."""
+upload's), holds the bodies one web process takes in at once to a budget shared fairly between
+accounts, and lets go of a body that stalls or trickles; and a message rate for websockets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from webapp.addresses import scope_address
@@ -20,6 +21,16 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Body:
+    """One upload body counted against the in-flight budget."""
+
+    client: str  # "account:<id>", or the client address where no account is asked for
+    held: int = 0  # bytes of it counted now
+    evicted: bool = False  # let go to make room (or past its client's share): it hears 429
+    waiting: asyncio.Timeout | None = None  # its wait for the next chunk, while it waits
 
 
 def too_large_message(max_upload_mb: int) -> str:
@@ -37,7 +48,9 @@ NOT_HERE = "This request is too large."
 STALLED = "The upload stalled; please send it again."
 LOGGED_OUT = "Your session has ended; please log in again."
 BODY_IDLE_SECONDS = 30.0  # a body that sends nothing for this long is let go …
-MIN_BODY_RATE = 64 * 1024  # … and so is one slower than this, in bytes a second, past its first half minute
+# … and so is one slower than this, in bytes a second: each byte buys 1/MIN_BODY_RATE s more time,
+# but at most BODY_IDLE_SECONDS are banked, so a fast start does not pay for a long trickle
+MIN_BODY_RATE = 64 * 1024
 # The two places photos are posted: the album page and the API.
 UPLOAD_PATHS = re.compile(r"^/(api/)?albums/[^/]+/photos/$")
 
@@ -66,11 +79,16 @@ class RequestBodyLimit:
         self.drain_bytes = drain_bytes
         # What has arrived of every upload body of SMALL_BODY or more (or chunked) counts against
         # this until its request is answered (Django holds it in memory that long), and one
-        # account's bodies against half of it; a body that would pass it is answered 429 with
-        # Retry-After, which the album page waits out by itself. A body alone always gets through.
+        # account's bodies against half of it. A body that would pass the budget takes the place
+        # of a body still arriving from the account that holds the most, if that account would
+        # still hold more than this one's: so whoever holds least always gets in, and accounts
+        # that fill the budget cannot lock out an owner sending a photo. A body that finds no
+        # room is answered 429 with Retry-After, which the album page waits out by itself. A body
+        # alone always gets through.
         self.in_flight_bytes = in_flight_bytes
         self.in_flight = 0
         self.in_flight_by_client: dict[str, int] = {}
+        self._arriving: list[_Body] = []  # the counted bodies not yet complete: the ones room can be made from
         # Only these paths take bodies over SMALL_BODY (None: every path does) …
         self.upload_paths = upload_paths
         # … and only from a logged-in account (its id, from the session or API token; None: any
@@ -98,59 +116,91 @@ class RequestBodyLimit:
                 await _answer(scope, send, 403, LOGGED_OUT, [(b"connection", b"close")])
                 return
             client = "account:" + account
-        await self._guarded(scope, receive, send, limit, upload, client if counted else None)
+        await self._guarded(scope, receive, send, limit, upload, _Body(client) if counted else None)
 
-    def _over_budget(self, more: int, mine: int) -> bool:
-        budget = self.in_flight_bytes or 0
-        return self.in_flight + more > budget or mine + more > budget // 2
-
-    def _hold(self, client: str, amount: int) -> None:
+    def _hold(self, body: _Body, amount: int) -> None:
+        body.held += amount
         self.in_flight += amount
-        left = self.in_flight_by_client.get(client, 0) + amount
+        left = self.in_flight_by_client.get(body.client, 0) + amount
         if left > 0:
-            self.in_flight_by_client[client] = left
+            self.in_flight_by_client[body.client] = left
         else:
-            self.in_flight_by_client.pop(client, None)
+            self.in_flight_by_client.pop(body.client, None)
+
+    def _admit(self, body: _Body, more: int) -> bool:
+        """Whether ``more`` bytes of ``body`` fit, making room from bigger holders if need be."""
+        budget = self.in_flight_bytes or 0
+        if self.in_flight == body.held:  # a body alone always gets through
+            return True
+        mine = self.in_flight_by_client.get(body.client, 0) + more
+        if mine > budget // 2:
+            return False
+        while self.in_flight + more > budget:
+            holding = self.in_flight_by_client
+            bigger = [b for b in self._arriving if b.held and b.client != body.client and holding[b.client] > mine]
+            if not bigger:
+                return False
+            self._let_go(max(bigger, key=lambda b: (holding[b.client], b.held)))
+        return True
+
+    def _let_go(self, body: _Body) -> None:
+        """Free a body still arriving at once: it hears 429 and its client sends it again later."""
+        body.evicted = True
+        self._hold(body, -body.held)
+        self._arriving.remove(body)
+        if body.waiting is not None:  # cut its wait for the next chunk short
+            body.waiting.reschedule(asyncio.get_running_loop().time())
 
     async def _guarded(
-        self, scope: Scope, receive: Receive, send: Send, limit: int, upload: bool, client: str | None
+        self, scope: Scope, receive: Receive, send: Send, limit: int, upload: bool, body: _Body | None
     ) -> None:
         """Django's app, with the body counted against the budget as it arrives (the bytes held,
         not the size a client declares: a body that sends nothing holds nothing), cut off past
         ``limit``, let go when it stalls, and answered 429 when the budget is full."""
-        received = held = 0
-        overflow = stalled = busy = started = body_done = False
-        began = time.monotonic()
+        received = 0
+        overflow = stalled = started = body_done = False
+        deadline = time.monotonic() + BODY_IDLE_SECONDS
+        if body is not None:
+            self._arriving.append(body)
+
+        def busy() -> bool:
+            return body is not None and body.evicted
 
         async def limited_receive() -> Message:
-            nonlocal received, held, overflow, stalled, busy, body_done
-            if overflow or stalled or busy:
+            nonlocal received, overflow, stalled, body_done, deadline
+            if overflow or stalled or busy():
                 return {"type": "http.disconnect"}
             if body_done:  # Django waiting for a disconnect while its view runs: no clock on that
                 return await receive()
-            # a body too slow to finish is let go, so it cannot hold its share of the budget for ever
-            patience = BODY_IDLE_SECONDS + received / MIN_BODY_RATE - (time.monotonic() - began)
             try:
-                async with asyncio.timeout(max(0.0, min(BODY_IDLE_SECONDS, patience))):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as waiting:
+                    if body is not None:
+                        body.waiting = waiting
                     message = await receive()
             except TimeoutError:
-                stalled = True
+                stalled = not busy()
+                return {"type": "http.disconnect"}
+            finally:
+                if body is not None:
+                    body.waiting = None
+            if busy():
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 chunk = len(message.get("body", b""))
                 received += chunk
                 body_done = not message.get("more_body", False)
+                now = time.monotonic()
+                deadline = min(deadline + chunk / MIN_BODY_RATE, now + BODY_IDLE_SECONDS)
                 if received > limit:
                     overflow = True
                     return {"type": "http.disconnect"}
-                if client is not None and chunk:
-                    # others hold some: then this one waits (429) past the budget or half of it
-                    mine = self.in_flight_by_client.get(client, 0)
-                    if self.in_flight > held and self._over_budget(chunk, mine):
-                        busy = True
+                if body is not None:
+                    if chunk and not self._admit(body, chunk):
+                        self._let_go(body)
                         return {"type": "http.disconnect"}
-                    self._hold(client, chunk)
-                    held += chunk
+                    self._hold(body, chunk)
+                    if body_done:
+                        self._arriving.remove(body)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -162,15 +212,17 @@ class RequestBodyLimit:
         try:
             await self.app(scope, limited_receive, tracking_send)
         finally:
-            if client is not None and held:
-                self._hold(client, -held)
+            if body is not None:
+                self._hold(body, -body.held)
+                if body in self._arriving:
+                    self._arriving.remove(body)
         if started:
             return
         if overflow:
             if received <= self.drain_bytes:
                 await _drain(receive, self.drain_bytes - received)
             await self._refuse(scope, send, upload)
-        elif busy:
+        elif busy():
             headers = [(b"retry-after", str(BUSY_RETRY_AFTER).encode()), (b"connection", b"close")]
             await _answer(scope, send, 429, BUSY, headers)
         elif stalled:
