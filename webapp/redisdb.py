@@ -21,12 +21,15 @@ def client() -> redis.Redis:
 
 # EXPIRE's GT option needs Redis 7; make run's bundled redis-server is 6.2.
 _KEEP_AT_LEAST = """
-local left = redis.call('TTL', KEYS[1])
-if left >= 0 and left < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+for _, key in ipairs(KEYS) do
+  local left = redis.call('TTL', key)
+  if left >= 0 and left < tonumber(ARGV[1]) then redis.call('EXPIRE', key, ARGV[1]) end
+end
 return 0
 """
 
 
-def keep_at_least(key: str, ttl: int) -> None:
-    """Let ``key`` live at least ``ttl`` more seconds; a longer TTL (or none) is left alone."""
-    client().eval(_KEEP_AT_LEAST, 1, key, ttl)
+def keep_at_least(ttl: int, *keys: str, using: redis.Redis | redis.client.Pipeline | None = None) -> None:
+    """Let each of ``keys`` live at least ``ttl`` more seconds; a longer TTL (or none) is left
+    alone, and a missing key stays missing. ``using``: a pipeline to run it in."""
+    (using or client()).eval(_KEEP_AT_LEAST, len(keys), *keys, ttl)

@@ -58,7 +58,7 @@ def test_a_viewing_runs_on_the_bundled_redis(bundled_redis: redis.Redis) -> None
     assert 110 < bundled_redis.ttl(transit.unlock_key(transit_id)) <= 120
     transit.keep_unlock(transit_id, 5)
     assert bundled_redis.ttl(transit.unlock_key(transit_id)) > 110
-    redisdb.keep_at_least("veil:missing", 10)  # a missing key stays missing
+    redisdb.keep_at_least(10, "veil:missing")  # a missing key stays missing
     assert not bundled_redis.exists("veil:missing")
 
     sessions.close_session(session, client)

@@ -38,9 +38,9 @@ def fail_lost(photos: QuerySet[Photo]) -> int:
     """Mark the lost ones among ``photos`` failed; how many were. Redis being away decides nothing.
     A failed photo whose upload has expired can no longer be tried again, only uploaded again."""
     expired = timezone.now() - timedelta(seconds=settings.VEIL_TRANSIT_TTL)
-    photos.filter(status=Photo.Status.FAILED, retryable=True, created_at__lt=expired).update(
-        retryable=False, failure_reason=UPLOAD_EXPIRED, image_bytes=None
-    )
+    expiring = photos.filter(status=Photo.Status.FAILED, retryable=True, created_at__lt=expired)
+    if expiring.exists():  # a page view reads; it takes SQLite's write lock only when there is work
+        expiring.update(retryable=False, failure_reason=UPLOAD_EXPIRED, image_bytes=None)
     stale = photos.filter(status__in=Photo.IN_PROGRESS, created_at__lt=timezone.now() - timedelta(seconds=GRACE))
     candidates = list(stale.values_list("pk", flat=True)[:500])
     if not candidates:

@@ -24,6 +24,7 @@ import time
 from django.conf import settings
 
 from webapp.albums import transit
+from webapp.redisdb import keep_at_least
 
 SESSION = "veil:unlock-session:"
 CREDIT = "veil:unlock-credit:"
@@ -66,23 +67,12 @@ def open_session(session_id: str, client: str, ttl: int) -> bool:
     return bool(opened)
 
 
-# KEYS: the session's key, its credits, the address's set; ARGV: ttl, session id, now. Each TTL
-# is raised, never shortened (EXPIRE's GT option would need Redis 7; make run's is 6.2).
-_EXTEND = """
-local ttl = tonumber(ARGV[1])
-for i = 1, 3 do
-  local left = redis.call('TTL', KEYS[i])
-  if left >= 0 and left < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
-end
-redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[3] + ttl, ARGV[2])
-return 0
-"""
-
-
 def extend(session_id: str, client: str, ttl: int) -> None:
     """Keep an open session open at least ``ttl`` seconds from now (never shortened)."""
-    keys = (SESSION + session_id, CREDIT + session_id, OPEN + client)
-    transit.client().eval(_EXTEND, 3, *keys, ttl, session_id, time.time())
+    pipe = transit.client().pipeline()  # one MULTI: the session's keys and its place in the address's set
+    keep_at_least(ttl, SESSION + session_id, CREDIT + session_id, OPEN + client, using=pipe)
+    pipe.zadd(OPEN + client, {session_id: time.time() + ttl}, xx=True, gt=True)
+    pipe.execute()
 
 
 def close_session(session_id: str, client: str) -> None:

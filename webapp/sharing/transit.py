@@ -50,7 +50,7 @@ def take_unlock(transit_id: str, photo_id: uuid.UUID | str) -> bytes | None:
 
 def keep_unlock(transit_id: str, ttl: int) -> None:
     """Let a request not yet queued wait ``ttl`` more seconds (its viewing is still receiving)."""
-    keep_at_least(unlock_key(transit_id), ttl)
+    keep_at_least(ttl, unlock_key(transit_id))
 
 
 def discard_unlocks(transit_ids: list[str]) -> None:
