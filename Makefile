@@ -55,6 +55,7 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m lab eval --out docs/eval.md
+	$(PY) -m lab ciphers --out docs/ciphers.md
 
 # a learned cipher's weights for the dcgan64 codec, data-free (NAME=ifadit: about 12 min on one core of a busy machine)
 NAME ?= ifadit

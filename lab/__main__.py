@@ -1,4 +1,4 @@
-"""``python -m lab eval|bench``: measure the cipher on photos, time it on a 12 MP photo."""
+"""``python -m lab eval|ciphers|bench``: measure the cipher on photos, compare the ciphers, time it on a 12 MP photo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import run_evaluation
 
     return run_evaluation(args.images, args.out, codec_from_args(args), args.keys, args.cipher, args.seed)
+
+
+def cmd_ciphers(args: argparse.Namespace) -> dict[str, Any]:
+    from .cipher_table import run_table
+
+    return run_table(args.images, args.out, codec_from_args(args), args.keys, args.seed)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     codec_flags(p)
 
+    p = sub.add_parser("ciphers", help="every built cipher on the same photos and keys, in one table")
+    p.add_argument("--images", type=Path, help="folder of photos (default: the bundled test photos)")
+    p.add_argument("--out", type=Path, help="write the Markdown table here")
+    p.add_argument("--keys", type=int, default=3, help="content keys per face (at least 2; default 3)")
+    p.add_argument("--seed", type=int, default=0, help="derive the content keys from this number (default 0)")
+    p.add_argument("--json", action="store_true")
+    codec_flags(p)
+
     p = sub.add_parser("bench", help="time the pipeline on a 12 MP photo with 6 faces")
     p.add_argument("--out", type=Path, help="write a Markdown table here")
     p.add_argument("--json", action="store_true")
@@ -55,7 +69,7 @@ def _human(command: str, report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), {"eval": cmd_eval, "bench": cmd_bench}, _human, argv)
+    return run(build_parser(), {"eval": cmd_eval, "ciphers": cmd_ciphers, "bench": cmd_bench}, _human, argv)
 
 
 if __name__ == "__main__":

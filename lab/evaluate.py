@@ -351,6 +351,15 @@ def key_algebra(
 
     reference = render(x, False)  # the codec's reconstruction of the real face
     out: dict[str, Any] = {"faces": len(x)}
+    # the right key alone, against the codec's own reconstruction: exact, or how far it is off
+    right = c.decrypt_faces(c.encrypt_faces(x, s1), s1)
+    out["right_key_bit_exact"] = bool(np.array_equal(c.store(right), c.store(x)))
+    out["right_key_max_error"] = float(np.abs(right - x).max())
+    shown = render(right, False)
+    out["right_key_render_cosines"] = [
+        judges.sface.similarity(a, _render_face(a, codec.template), b, _render_face(b, codec.template))
+        for a, b in zip(shown, reference, strict=True)
+    ]
     for name, d in decrypted.items():
         out[f"{name}_bit_exact"] = None if d is None else bool(np.array_equal(c.store(d), c.store(x)))
         out[f"{name}_max_error"] = None if d is None else float(np.abs(d - x).max())
@@ -464,6 +473,9 @@ def summarise_algebra(per_photo: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{name}_{what}"] = all(held) if runs and None not in held else None  # None: no such keys
         errors = [a[f"{name}_max_error"] for a in runs]
         out[f"{name}_max_error"] = max(errors) if runs and None not in errors else None
+    out["right_key_bit_exact"] = all(a["right_key_bit_exact"] for a in runs) if runs else None
+    out["right_key_max_error"] = max((a["right_key_max_error"] for a in runs), default=None)
+    out["right_key_render_min_cosine"] = min((c for a in runs for c in a["right_key_render_cosines"]), default=None)
     for key in ("wrong_vs_original_cosines", "wrong_vs_anonymized_cosines"):
         values = [c for a in runs for c in a[key]]
         out[key.replace("_cosines", "_max_cosine")] = max(values, default=None)

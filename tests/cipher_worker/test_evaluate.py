@@ -134,3 +134,29 @@ def test_dlib_reads_a_face_on_its_side_as_the_same_face(detector: FaceDetector) 
         assert abs(level.landmarks[1, 1] - level.landmarks[0, 1]) < abs(level.landmarks[1, 0] - level.landmarks[0, 0])
         distance = dlib.distance(pixels, face, turned, on_side)
         assert distance is not None and distance < 0.1
+
+
+@pytest.mark.slow
+def test_the_cipher_table_measures_every_cipher_on_the_same_photos(tmp_path: Path) -> None:
+    from lab.cipher_table import ROWS, run_table
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    shutil.copy(DATA / "person_b_1.jpg", images)
+    out = tmp_path / "ciphers.md"
+
+    table = run_table(images, out, keys_per_face=2, seed=3, ciphers=("torus", "ifadit"))
+
+    torus, ifadit = table["columns"]["torus"], table["columns"]["ifadit"]
+    assert torus["faces"] == ifadit["faces"] >= 2 and torus["algebra"] == "exact-group"
+    assert torus["key_algebra"]["combined_bit_exact"] and ifadit["key_algebra"]["combined_bit_exact"] is None
+    assert torus["weights_bytes"] == 0 < ifadit["weights_bytes"]
+    assert torus["seconds_per_face"] > 0 and ifadit["seconds_per_face"] > 0 < ifadit["cipher_seconds_per_face"]
+    for column in (torus, ifadit):  # the right key brings back the codec's own face
+        assert column["key_algebra"]["right_key_max_error"] < 1e-9
+        assert column["key_algebra"]["right_key_render_min_cosine"] > 0.99
+    assert torus["key_algebra"]["right_key_bit_exact"]
+    # a learned cipher draws other strangers from the same keys than the torus cipher
+    assert torus["sface_cosine_mean"] != ifadit["sface_cosine_mean"]
+    text = out.read_text()
+    assert all(label in text for label, _ in ROWS) and "| torus | ifadit |" in text
