@@ -63,13 +63,19 @@ def test_faces_are_matched_by_overlap_not_by_order(detector: FaceDetector) -> No
     assert match_faces([face], [far]) == [None]
 
 
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A folder with one bundled photo (the evaluation adds the astronaut itself)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DATA / "person_b_1.jpg", folder)
+    return folder
+
+
 @pytest.mark.slow
-def test_run_evaluation_reports_every_metric_and_writes_markdown(tmp_path: Path) -> None:
+def test_run_evaluation_reports_every_metric_and_writes_markdown(images: Path, tmp_path: Path) -> None:
     from lab.evaluate import run_evaluation
 
-    images = tmp_path / "photos"
-    images.mkdir()
-    shutil.copy(DATA / "person_b_1.jpg", images)
     report = tmp_path / "eval.md"
 
     result = run_evaluation(images, report)
@@ -137,12 +143,9 @@ def test_dlib_reads_a_face_on_its_side_as_the_same_face(detector: FaceDetector) 
 
 
 @pytest.mark.slow
-def test_the_cipher_table_measures_every_cipher_on_the_same_photos(tmp_path: Path) -> None:
+def test_the_cipher_table_measures_every_cipher_on_the_same_photos(images: Path, tmp_path: Path) -> None:
     from lab.cipher_table import ROWS, run_table
 
-    images = tmp_path / "photos"
-    images.mkdir()
-    shutil.copy(DATA / "person_b_1.jpg", images)
     out = tmp_path / "ciphers.md"
 
     table = run_table(images, out, keys_per_face=2, seed=3, ciphers=("torus", "ifadit"))
