@@ -223,6 +223,8 @@ class RequestBodyLimit:
                 await _drain(receive, self.drain_bytes - received)
             await self._refuse(scope, send, upload)
         elif busy():
+            if not body_done:  # read the rest and drop it, so the client gets to read its 429
+                await _drain(receive, self.max_bytes - received)
             headers = [(b"retry-after", str(BUSY_RETRY_AFTER).encode()), (b"connection", b"close")]
             await _answer(scope, send, 429, BUSY, headers)
         elif stalled:

@@ -36,6 +36,8 @@ VEIL_MAX_WAITING_PHOTOS     photos one account may have waiting for a worker (50
 VEIL_MAX_WAITING_MB         MB of uploads one account may have waiting (200)
 VEIL_MAX_WAITING_MB_ALL     MB of uploads all accounts together may have waiting (600); keep
                             it well below Redis' maxmemory
+VEIL_NEW_ACCOUNT_HOURS      accounts younger than this (24) together may have at most half of
+                            VEIL_MAX_WAITING_MB_ALL waiting
 VEIL_TRANSIT_PRIVATE_KEY    base64 X25519 private key the workers open uploads with; with
                             DEBUG on and nothing set, one is made once in var/transit.key
 VEIL_TRANSIT_PUBLIC_KEY     base64 public half: all a web process that runs no task needs
@@ -270,6 +272,7 @@ VEIL_STORAGE_QUOTA_MB = int(os.environ.get("VEIL_STORAGE_QUOTA_MB", "20480"))
 VEIL_MAX_WAITING_PHOTOS = int(os.environ.get("VEIL_MAX_WAITING_PHOTOS", "50"))
 VEIL_MAX_WAITING_MB = int(os.environ.get("VEIL_MAX_WAITING_MB", "200"))
 VEIL_MAX_WAITING_MB_ALL = int(os.environ.get("VEIL_MAX_WAITING_MB_ALL", "600"))
+VEIL_NEW_ACCOUNT_HOURS = int(os.environ.get("VEIL_NEW_ACCOUNT_HOURS", "24"))
 # A request body may exceed one photo by its multipart framing; webapp.asgi refuses larger
 # bodies before reading them, so Django's ASGI body buffer never rolls over to disk.
 VEIL_MAX_REQUEST_BYTES = VEIL_MAX_UPLOAD_BYTES + 256 * 1024

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from factory.django import DjangoModelFactory, Password
 
 from webapp.albums.models import Album, Photo
@@ -19,6 +21,8 @@ class UserFactory(DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"user{n}")
     password = Password(PASSWORD)
+    # an account of some standing; tests of what new accounts may do say date_joined=now
+    date_joined = factory.LazyFunction(lambda: timezone.now() - timedelta(days=30))
 
 
 class AlbumFactory(DjangoModelFactory):

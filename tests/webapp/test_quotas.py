@@ -180,3 +180,23 @@ def test_a_photos_recovery_envelope_counts_against_the_storage_quota(user: Any) 
     album = AlbumFactory(owner=user)
     PhotoFactory(album=album, status=Photo.Status.DONE, image_bytes=1000, thumbnail_bytes=100, envelope=b"e" * 5000)
     assert quotas.usage(user.pk).stored_bytes == 6100
+
+
+def test_new_accounts_together_fill_at_most_half_the_cap_and_cannot_shut_out_the_rest(
+    owner_client: Client, user: Any, settings: Any
+) -> None:
+    """Round 6 of the review: five throwaway accounts filled everyone's cap, so every account waited."""
+    settings.VEIL_MAX_WAITING_MB_ALL = 1
+    throwaway = [UserFactory(date_joined=timezone.now()) for _ in range(5)]
+    for account in throwaway[:4]:  # each well within its share, together half the cap
+        PhotoFactory(album=AlbumFactory(owner=account), image_bytes=130_000)
+
+    fifth = Client()
+    fifth.force_login(throwaway[4])
+    busy = upload(fifth, AlbumFactory(owner=throwaway[4]), jpeg(400))  # new accounts' half is full
+
+    assert busy.status_code == 429 and busy.json()["error"] == quotas.BUSY
+    # an account of some standing is not held back by them
+    assert upload(owner_client, AlbumFactory(owner=user), jpeg(400)).status_code == 201
+    settings.VEIL_NEW_ACCOUNT_HOURS = 0  # a day later they are ordinary accounts within their share
+    assert upload(fifth, AlbumFactory(owner=throwaway[4]), jpeg(400)).status_code == 201

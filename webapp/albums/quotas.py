@@ -10,7 +10,9 @@ Waiting: uploads sit sealed in Redis until a worker takes them, and Redis is cap
 eviction, so the photos one account has queued are limited (VEIL_MAX_WAITING_PHOTOS, and
 VEIL_MAX_WAITING_MB of uploads), and so are everyone's together (VEIL_MAX_WAITING_MB_ALL, kept
 below Redis' memory cap); when that is full, accounts over their share of it wait, and past a
-quarter more everyone does. Over these an upload is asked to wait (429) rather than refused for
+quarter more everyone does. Accounts made in the last VEIL_NEW_ACCOUNT_HOURS (24) together have
+at most half of it: throwaway accounts signed up for an attack cannot fill it and shut out the
+families already here. Over these an upload is asked to wait (429) rather than refused for
 good. A failed photo that can be tried again counts as waiting too, since its upload still sits
 in Redis: failures cannot pile uploads up there. Only photos queued within the transit TTL count:
 an older one's upload has expired.
@@ -32,6 +34,8 @@ from .models import Photo
 
 MB = 1024 * 1024
 _OVERDRAFT = 1.25  # how far past VEIL_MAX_WAITING_MB_ALL accounts within their share may go
+_NEWCOMERS = 0.5  # the part of it that accounts younger than VEIL_NEW_ACCOUNT_HOURS share
+BUSY = "Veil is busy with many photos right now; this one follows in a moment."
 
 
 @dataclass(frozen=True)
@@ -90,15 +94,20 @@ def backlog_refusal(owner_id: int, more_photos: int, more_bytes: int) -> str | N
         return (
             f"{mine['photos']} of your photos are still waiting to be anonymized; this one follows once some are done."
         )
-    everyone = waiting.aggregate(bytes=Coalesce(Sum("image_bytes"), 0), accounts=Count("album__owner", distinct=True))
     cap = settings.VEIL_MAX_WAITING_MB_ALL * MB
+    joined = timezone.now() - timedelta(hours=settings.VEIL_NEW_ACCOUNT_HOURS)
+    if get_user_model().objects.filter(pk=owner_id, date_joined__gt=joined).exists():
+        newcomers = waiting.filter(album__owner__date_joined__gt=joined)
+        if newcomers.aggregate(bytes=Coalesce(Sum("image_bytes"), 0))["bytes"] + more_bytes > cap * _NEWCOMERS:
+            return BUSY
+    everyone = waiting.aggregate(bytes=Coalesce(Sum("image_bytes"), 0), accounts=Count("album__owner", distinct=True))
     total = everyone["bytes"] + more_bytes
     if total > cap:
         # Past the cap only accounts within their share go on, so a few busy ones never stop the
         # rest, and only up to a quarter more: the cap stays a ceiling, well below Redis' memory.
         share = cap / (everyone["accounts"] + (0 if mine["photos"] else 1))
         if mine["bytes"] + more_bytes > share or total > cap * _OVERDRAFT:
-            return "Veil is busy with many photos right now; this one follows in a moment."
+            return BUSY
     return None
 
 
