@@ -30,6 +30,8 @@ from .learned import LearnedCipher
 FACERSA_ID = "facersa"
 # max |x − decrypt(encrypt(x))| per coordinate, in prior units (~N(0, 1)), on real photos' identities
 ROUND_TRIP_TOLERANCE = 0.5
+# max error per coordinate of two layers peeled off in either order, or by the combined password
+SEQUENCE_TOLERANCE = 1.0
 _PASSWORD_INFO = b"veil/v3/facersa-password"
 
 

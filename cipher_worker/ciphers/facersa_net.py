@@ -19,6 +19,7 @@ W+ layers flattened; passwords (N, bits).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ class PasswordMapper(nn.Module):
             nn.Linear(spec.bits, spec.password_dim), nn.LeakyReLU(0.2), nn.Linear(spec.password_dim, spec.password_dim)
         )
         sizes = [spec.dim] + [spec.hidden] * spec.layers
-        self.modulation = nn.ModuleList(Modulated(a, b, spec.password_dim) for a, b in zip(sizes, sizes[1:]))
+        self.modulation = nn.ModuleList(Modulated(a, b, spec.password_dim) for a, b in itertools.pairwise(sizes))
         self.delta = nn.Linear(spec.hidden, spec.dim)
         nn.init.zeros_(self.delta.weight)
         nn.init.zeros_(self.delta.bias)

@@ -99,7 +99,7 @@ def train_cipher(
         losses = objective.latent_losses(torch.randn(config.latent_batch, dim, generator=gen), gen)
         step(losses, opt)
         sched.step()
-        if i % 500 == 0 or i == config.latent_steps - 1:
+        if i % 250 == 0 or i == config.latent_steps - 1:
             log(f"latent {i}/{config.latent_steps} " + _show(losses) + f" ({time.perf_counter() - started:.0f}s)")
     if config.latent_steps:
         metrics.update({f"latent_{k}": float(v.detach()) for k, v in losses.items()})

@@ -19,6 +19,8 @@ the "must differ" terms are latent cosines and distances in phase A, SFace cosin
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -48,8 +50,21 @@ def _prior(c: dict[str, Tensor]) -> Tensor:
 
 class FaceRSAObjective(Objective):
     name = "facersa"
-    weights = {"recon": 20.0, "seq": 10.0, "anyorder": 10.0, "asso": 10.0, "pixel": 1.0, "reg": 0.01, "prior": 1.0}
-    defaults = {"latent_steps": 2000, "latent_batch": 128, "sface_steps": 200, "sface_batch": 6}
+    weights: ClassVar[dict[str, float]] = {
+        "recon": 20.0,
+        "seq": 10.0,
+        "anyorder": 10.0,
+        "asso": 10.0,
+        "pixel": 1.0,
+        "reg": 0.01,
+        "prior": 1.0,
+    }
+    defaults: ClassVar[dict[str, int | float]] = {
+        "latent_steps": 1500,
+        "latent_batch": 128,
+        "sface_steps": 100,
+        "sface_batch": 6,
+    }
     net: PasswordMapper
 
     def __init__(self, dim: int, seed: int) -> None:

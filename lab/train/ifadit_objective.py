@@ -20,6 +20,8 @@ reconstruct) is the codec itself, already trained:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -43,8 +45,14 @@ class IFADITObjective(Objective):
     # the wrong-key terms at 1: a wrong key must never bring the face back; the prior on wrong-key
     # recoveries 0 (see docs/cipher.md: at 6, with the wrong terms at 2, decoys stay inside the
     # prior but a wrong key's face drifts towards the original)
-    weights = {"prior": 6.0, "prior_wrong": 0.0, "pixel": 0.01, "wrong": 1.0, "far_wrong": 1.0}
-    defaults = {"latent_steps": 2500, "sface_steps": 120}
+    weights: ClassVar[dict[str, float]] = {
+        "prior": 6.0,
+        "prior_wrong": 0.0,
+        "pixel": 0.01,
+        "wrong": 1.0,
+        "far_wrong": 1.0,
+    }
+    defaults: ClassVar[dict[str, int | float]] = {"latent_steps": 2500, "sface_steps": 120}
     net: SecureIdentityFlow
 
     def __init__(self, dim: int, seed: int) -> None:

@@ -17,6 +17,7 @@ same encryptor (two forward passes per step, as in the paper):
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -43,8 +44,19 @@ def _latent_reg(x: Tensor, codes: list[Tensor]) -> Tensor:
 
 class RiDDLEObjective(Objective):
     name = "riddle"
-    weights = {"rec_latent": 20.0, "rec_id": 1.0, "pixel": 0.05, "latent": 0.01, "prior": 1.0}
-    defaults = {"latent_steps": 1500, "latent_batch": 128, "sface_steps": 200, "sface_batch": 6}
+    weights: ClassVar[dict[str, float]] = {
+        "rec_latent": 20.0,
+        "rec_id": 1.0,
+        "pixel": 0.05,
+        "latent": 0.01,
+        "prior": 1.0,
+    }
+    defaults: ClassVar[dict[str, int | float]] = {
+        "latent_steps": 1200,
+        "latent_batch": 64,
+        "sface_steps": 100,
+        "sface_batch": 6,
+    }
     net: LatentEncryptor
 
     def __init__(self, dim: int, seed: int) -> None:
