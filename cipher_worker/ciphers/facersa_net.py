@@ -8,8 +8,11 @@ latent, ``w′ = w + Δw(w, p)``, through ``layers`` modulated layers::
     h ← LeakyReLU(γ(p) · (Wh − μ) / σ + β(p))
 
 (``μ``, ``σ`` over a layer's features; ``γ``, ``β`` small fully connected nets of ``p``; ``γ``
-starts at 1) and a last linear layer to ``Δw`` (zero-initialised: an untrained mapper edits
-nothing). Encryption and decryption are the same map under different passwords; that the
+starts at 1) and a last linear layer (zero-initialised: an untrained mapper edits nothing).
+The edit is made odd in the password, ``Δw(w, e) = ½(f(w, e) − f(w, −e))``: with the paper's
+plain mapper the "same face back" terms held every edit next to zero (a decryption password's
+edit starts unrelated to its encryption password's), so the strangers never left the
+original. Encryption and decryption are the same map under different passwords; that the
 decryption password's edit undoes the encryption password's, in sequence, in any order and
 for sums, is taught by training, so it holds approximately.
 
@@ -71,10 +74,16 @@ class PasswordMapper(nn.Module):
         nn.init.zeros_(self.delta.weight)
         nn.init.zeros_(self.delta.bias)
 
-    def forward(self, w: Tensor, password: Tensor) -> Tensor:
-        """(N, dim) latents, (N, bits) passwords → (N, dim) edited latents."""
+    def edit(self, w: Tensor, password: Tensor) -> Tensor:
+        """The converter and the modulation module: (N, dim), (N, bits) → (N, dim) raw edits."""
         p = self.converter(password)
         h = w
         for layer in self.modulation:
             h = layer(h, p)
-        return w + self.delta(h)
+        return self.delta(h)
+
+    def forward(self, w: Tensor, password: Tensor) -> Tensor:
+        """(N, dim) latents, (N, bits) passwords → (N, dim) edited latents."""
+        # odd in the password: at one latent the decryption password −e edits exactly back, so
+        # training only has to teach how little the edit may change between a face and its stranger
+        return w + 0.5 * (self.edit(w, password) - self.edit(w, -password))

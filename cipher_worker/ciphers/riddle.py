@@ -7,11 +7,11 @@ cipher --name riddle``.
   password``) read as uint32 and mapped through the inverse normal CDF,
   ``Φ⁻¹((u + ½)/2³²)`` (the torus cipher's own map), so each password is an exact N(0, I)
   draw of :attr:`EncryptorSpec.password_dim` coordinates. The same password decrypts.
-* **Approximate recovery.** The encryptor is its own decryptor, taught to be an involution
-  for every password: decrypting with the right password returns the encoded identity up to
-  a learned error (:data:`ROUND_TRIP_TOLERANCE`, measured on real photos), so a latent
-  recovery is close to, not equal to, the codec's reconstruction. Exact fidelity restores
-  the stored pixels bit for bit, as for any cipher.
+* **Approximate recovery.** A decryptor network trained with the encryptor (the paper reuses
+  the encryptor; see :mod:`~cipher_worker.ciphers.riddle_net`): decrypting with the right
+  password returns the encoded identity up to a learned error (:data:`ROUND_TRIP_TOLERANCE`,
+  measured on real photos), so a latent recovery is close to, not equal to, the codec's
+  reconstruction. Exact fidelity restores the stored pixels bit for bit, as for any cipher.
 * **Key algebra: none.** The paper has no sequential or combined passwords; a wrong password
   decrypts to another face.
 """
@@ -61,4 +61,4 @@ class RiDDLECipher(LearnedCipher):
         return self._run(self.net, identity, passwords, "the identity latents")
 
     def decrypt(self, stored: NDArray[Any], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(self.net, stored, passwords, "the encrypted identities")  # the same network
+        return self._run(self.net.inverse, stored, passwords, "the encrypted identities")

@@ -2,9 +2,11 @@
 
 The paper slices a W+ code into coarse, medium and fine parts, lets each slice attend to the
 matching slice of a random-latent password in a transformer block, concatenates the blocks'
-outputs and maps them back to a code with one fully connected layer. The *same* network
-decrypts: fed the encrypted code and the same password it returns the original (an
-involution per password, learned, so approximate). Here:
+outputs and maps them back to a code with one fully connected layer. The paper decrypts with
+the same network (an involution per password); at this scale a learned involution stayed
+next to the identity map (training could not move the strangers away and still come back),
+so a second transformer of the same shape decrypts, trained with the first (both take the
+same password; recovery is learned, so approximate). Each :class:`PasswordTransformer`:
 
 * the identity vector (any ``dim``: dcgan64's 88 coordinates, or a stylegan2 codec's whitened
   W+ layers flattened) is cut into ``tokens`` equal slices (zero-padded at the end), the
@@ -76,14 +78,11 @@ class EncryptorBlock(nn.Module):
         return h + self.ff(self.norm3(h))
 
 
-class LatentEncryptor(nn.Module):
-    """``forward(code, password)`` encrypts, and with the same password decrypts."""
+class PasswordTransformer(nn.Module):
+    """(N, dim) codes, (N, password_dim) passwords → (N, dim) codes, through cross-attention."""
 
     def __init__(self, spec: EncryptorSpec) -> None:
         super().__init__()
-        if spec.dim < 1 or spec.password_dim < 1:
-            raise ValueError("an encryptor needs at least one identity and one password coordinate")
-        self.spec = spec
         self.code_tokens = Tokens(spec.dim, spec.tokens, spec.width)
         self.password_tokens = Tokens(spec.password_dim, spec.password_tokens, spec.width)
         self.blocks = nn.ModuleList(EncryptorBlock(spec.width, spec.heads) for _ in range(spec.blocks))
@@ -93,8 +92,27 @@ class LatentEncryptor(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, code: Tensor, password: Tensor) -> Tensor:
-        """(N, dim) codes, (N, password_dim) passwords → (N, dim) codes."""
         h, pw = self.code_tokens(code), self.password_tokens(password)
         for block in self.blocks:
             h = block(h, pw)
         return code + self.head(self.norm(h).flatten(1))
+
+
+class LatentEncryptor(nn.Module):
+    """:meth:`forward` encrypts, :meth:`inverse` decrypts with the same password (approximately)."""
+
+    def __init__(self, spec: EncryptorSpec) -> None:
+        super().__init__()
+        if spec.dim < 1 or spec.password_dim < 1:
+            raise ValueError("an encryptor needs at least one identity and one password coordinate")
+        self.spec = spec
+        self.encryptor = PasswordTransformer(spec)
+        self.decryptor = PasswordTransformer(spec)
+
+    def forward(self, code: Tensor, password: Tensor) -> Tensor:
+        """(N, dim) identities, (N, password_dim) passwords → (N, dim) encrypted."""
+        return self.encryptor(code, password)
+
+    def inverse(self, code: Tensor, password: Tensor) -> Tensor:
+        """(N, dim) encrypted, (N, password_dim) passwords → (N, dim) identities."""
+        return self.decryptor(code, password)

@@ -53,6 +53,7 @@ class CipherTrainConfig:
     lr: float = 3e-3
     finetune_lr: float = 2e-4
     eval_samples: int = 192
+    ramp: float = 0.3  # of phase A, over which the objective's ramped terms rise to their weight
     weights: dict[str, float] = field(default_factory=dict)  # loss term → weight, over the objective's
 
 
@@ -87,8 +88,8 @@ def train_cipher(
     started = time.perf_counter()
     metrics: dict[str, float] = {}
 
-    def step(losses: Losses, opt: torch.optim.Optimizer) -> None:
-        loss = sum(v * config.weights.get(k, 1.0) for k, v in losses.items())
+    def step(losses: Losses, opt: torch.optim.Optimizer, rise: float = 1.0) -> None:
+        loss = sum(v * config.weights.get(k, 1.0) * (rise if k in objective.ramped else 1.0) for k, v in losses.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         opt.step()
@@ -97,7 +98,7 @@ def train_cipher(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.latent_steps, pct_start=0.1)
     for i in range(config.latent_steps):
         losses = objective.latent_losses(torch.randn(config.latent_batch, dim, generator=gen), gen)
-        step(losses, opt)
+        step(losses, opt, min(1.0, i / max(1.0, config.ramp * config.latent_steps)))
         sched.step()
         if i % 250 == 0 or i == config.latent_steps - 1:
             log(f"latent {i}/{config.latent_steps} " + _show(losses) + f" ({time.perf_counter() - started:.0f}s)")

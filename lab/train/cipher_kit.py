@@ -131,11 +131,15 @@ class JudgedFaces:
 class Objective(ABC):
     """One cipher's training: its network, its random passwords, its losses per phase.
 
-    ``weights`` scale the loss terms by name (missing: 1); ``defaults`` are the cipher's own
+    ``weights`` scale the loss terms by name (missing: 1), ``ramped`` ones rising at first;
+    ``defaults`` are the cipher's own
     :class:`~lab.train.cipher.CipherTrainConfig` values (steps, batches)."""
 
     name: ClassVar[str]
     weights: ClassVar[dict[str, float]] = {}
+    # terms whose weight rises from 0 over the first ``ramp`` of phase A: a cipher that must come
+    # back learns to move away first (from the identity map every recovery term pulls it back)
+    ramped: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, int | float]] = {}
     net: nn.Module
 

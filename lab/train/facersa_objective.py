@@ -59,6 +59,7 @@ class FaceRSAObjective(Objective):
         "reg": 0.01,
         "prior": 1.0,
     }
+    ramped = ("recon", "seq", "anyorder", "asso")
     defaults: ClassVar[dict[str, int | float]] = {
         "latent_steps": 1500,
         "latent_batch": 128,

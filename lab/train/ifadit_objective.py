@@ -68,18 +68,19 @@ class IFADITObjective(Objective):
     def decrypt(self, y: Tensor, password: Tensor) -> Tensor:
         return self.net.inverse(y, password)
 
-    def _keyed(self, x: Tensor, key: Tensor, k2: Tensor) -> tuple[Tensor, Tensor, Tensor, Losses]:
-        """Strangers under ``key`` and ``k2``, the wrong-key recovery, and their prior KLs."""
+    def _keyed(self, x: Tensor, key: Tensor, k2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Strangers under ``key`` and ``k2``, the wrong-key recovery, and the log-dets of its prior
+        (each loss is computed where it stands in its dict: the backward pass's order, and so the
+        weights' last bits, follow the order terms were built in)."""
         y1, logdet = self.net(x, key)
         y2, _ = self.net(x, k2)
         wrong = self.net.inverse(y1, k2)
         _, wrong_logdet = self.net(wrong, k2)  # the composed map's log-det: forward k1 minus forward k2 there
-        priors = {"prior": _prior_kl(x, y1, logdet), "prior_wrong": _prior_kl(x, wrong, logdet - wrong_logdet)}
-        return y1, y2, wrong, priors
+        return y1, y2, wrong, logdet, logdet - wrong_logdet
 
     def latent_losses(self, x: Tensor, gen: torch.Generator) -> Losses:
         k1 = _keys(len(x), gen)
-        y1, y2, wrong, priors = self._keyed(x, k1, _keys(len(x), gen))
+        y1, y2, wrong, logdet, wrong_logdet = self._keyed(x, k1, _keys(len(x), gen))
         return {
             "anon": hinge_cos(y1, x),
             "div_key": hinge_cos(y1, y2),
@@ -87,13 +88,14 @@ class IFADITObjective(Objective):
             "wrong": hinge_cos(wrong, x),
             "far_key": hinge_near(y1, y2),
             "far_wrong": hinge_near(wrong, x),
-            **priors,
+            "prior": _prior_kl(x, y1, logdet),
+            "prior_wrong": _prior_kl(x, wrong, wrong_logdet),
         }
 
     def sface_losses(self, faces: JudgedFaces, gen: torch.Generator) -> Losses:
         x = faces.x
         key = _keys(1, gen).expand(len(x), KEY_BYTES)  # one key for the batch: inter-face diversity
-        y1, y2, wrong, priors = self._keyed(x, key, _keys(len(x), gen))
+        y1, y2, wrong, logdet, wrong_logdet = self._keyed(x, key, _keys(len(x), gen))
         anon1 = faces.show(y1)
         e1 = faces.features(anon1)
         e2 = faces.features(faces.show(y2))
@@ -105,7 +107,8 @@ class IFADITObjective(Objective):
             "wrong": hinge_cos(e_wrong, faces.e),
             "far_key": hinge_near(y1, y2),
             "far_wrong": hinge_near(wrong, x),
-            **priors,
+            "prior": _prior_kl(x, y1, logdet),
+            "prior_wrong": _prior_kl(x, wrong, wrong_logdet),
             "pixel": (anon1 - faces.original).abs().mean(),
         }
 

@@ -1,6 +1,6 @@
 """RiDDLE's losses (CVPR 2023, §3.2), scaled down: per face ``m = 2`` passwords encrypt, each
-encrypted code is decrypted by its own password and by ``n = 1`` wrong one, all through the
-same encryptor (two forward passes per step, as in the paper):
+encrypted code is decrypted by its own password and by ``n = 1`` wrong one (the decryptor is
+a second network here, :mod:`cipher_worker.ciphers.riddle_net` says why):
 
 * **identity diversity** ``L_div``: max(0, cos) between every pair of de-identified faces (the
   strangers and the wrong-password recoveries);
@@ -51,6 +51,7 @@ class RiDDLEObjective(Objective):
         "latent": 0.01,
         "prior": 1.0,
     }
+    ramped = ("rec_latent",)
     defaults: ClassVar[dict[str, int | float]] = {
         "latent_steps": 1200,
         "latent_batch": 64,
@@ -70,14 +71,14 @@ class RiDDLEObjective(Objective):
         return self.net(x, password)
 
     def decrypt(self, y: Tensor, password: Tensor) -> Tensor:
-        return self.net(y, password)  # the same encryptor
+        return self.net.inverse(y, password)
 
     def _codes(self, x: Tensor, gen: torch.Generator) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """(strangers, their right-password recoveries, their wrong-password recoveries)."""
         passwords = [self.passwords(len(x), gen)[0] for _ in range(2)]
         strangers = [self.net(x, p) for p in passwords]
-        right = [self.net(y, p) for y, p in zip(strangers, passwords, strict=True)]
-        wrong = [self.net(y, self.passwords(len(x), gen)[0]) for y in strangers]
+        right = [self.net.inverse(y, p) for y, p in zip(strangers, passwords, strict=True)]
+        wrong = [self.net.inverse(y, self.passwords(len(x), gen)[0]) for y in strangers]
         return strangers, right, wrong
 
     def _latent_terms(self, x: Tensor, strangers: list[Tensor], right: list[Tensor], wrong: list[Tensor]) -> Losses:
