@@ -43,17 +43,11 @@ class FaceRSACipher(LearnedCipher):
     algebra: KeyAlgebra = "learned-approximate"
 
     def passwords(self, secrets: Sequence[FaceSecret], *, role: Role = "encrypt") -> NDArray[np.float64]:
-        bits = self.net.spec.bits
+        bits = self.spec.bits
         raw = b"".join(s.derive(_PASSWORD_INFO, -(-bits // 8)) for s in secrets)
         unpacked = np.unpackbits(np.frombuffer(raw, np.uint8)).reshape(len(secrets), -1)[:, :bits]
         signs = unpacked.astype(np.float64) * 2 - 1
         return -signs if role == "decrypt" else signs
-
-    def encrypt(self, identity: NDArray[np.float64], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(self.net, identity, passwords, "the identity latents")
-
-    def decrypt(self, stored: NDArray[Any], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(self.net, stored, passwords, "the encrypted identities")
 
     def combine(self, first: NDArray[Any], second: NDArray[Any]) -> NDArray[np.float64]:
         return np.asarray(first, np.float64) + np.asarray(second, np.float64)  # the associated password

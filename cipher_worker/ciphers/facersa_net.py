@@ -87,3 +87,7 @@ class PasswordMapper(nn.Module):
         # odd in the password: at one latent the decryption password −e edits exactly back, so
         # training only has to teach how little the edit may change between a face and its stranger
         return w + 0.5 * (self.edit(w, password) - self.edit(w, -password))
+
+    def inverse(self, w: Tensor, password: Tensor) -> Tensor:
+        """Decryption is the same map, under the decryption password."""
+        return self(w, password)

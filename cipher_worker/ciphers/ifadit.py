@@ -16,9 +16,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from .base import FaceSecret, KeyAlgebra, Role
@@ -41,8 +41,5 @@ class IFADITCipher(LearnedCipher):
         raw = b"".join(s.derive(_KEY_INFO, KEY_BYTES) for s in secrets)  # the same key both ways
         return np.frombuffer(raw, np.uint8).reshape(len(secrets), KEY_BYTES).astype(np.float64) / 127.5 - 1.0
 
-    def encrypt(self, identity: NDArray[np.float64], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(lambda x, k: self.net(x, k)[0], identity, passwords, "the identity latents")
-
-    def decrypt(self, stored: NDArray[Any], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(self.net.inverse, stored, passwords, "the encrypted identities")
+    def _forward(self, x: torch.Tensor, passwords: torch.Tensor) -> torch.Tensor:
+        return self.net(x, passwords)[0]  # the flow also gives its log-det

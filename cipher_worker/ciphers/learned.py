@@ -3,8 +3,9 @@ weights file (``lab.train cipher`` writes it), its fingerprint, and a float64 st
 that *is* the stranger's identity (the envelope keeps the network's output as f8).
 
 A subclass names its network (:attr:`LearnedCipher.net_type`, built from a frozen spec
-dataclass :attr:`LearnedCipher.spec_type` with a ``dim`` field) and implements
-:meth:`~cipher_worker.ciphers.base.Cipher.passwords`, ``encrypt`` and ``decrypt``.
+dataclass :attr:`LearnedCipher.spec_type` with a ``dim`` field; ``net(x, password)`` encrypts,
+``net.inverse(y, password)`` decrypts) and implements
+:meth:`~cipher_worker.ciphers.base.Cipher.passwords`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class LearnedCipher(Cipher):
 
     def __init__(self, net: nn.Module) -> None:
         self.fingerprint = state_fingerprint(net.state_dict())  # of the weights as stored
-        self.dim = net.spec.dim  # type: ignore[union-attr]
+        self.spec: Any = getattr(net, "spec")  # noqa: B009 (nn.Module's typing hides attributes)
+        self.dim = self.spec.dim
         self.net = net.double().eval().requires_grad_(False)  # float64: the stored form is f8
 
     @classmethod
@@ -54,6 +56,15 @@ class LearnedCipher(Cipher):
                 f"coordinates, not {codec_id}'s {dim}"
             )
         return cls(net)
+
+    def encrypt(self, identity: NDArray[np.float64], passwords: NDArray[Any]) -> NDArray[np.float64]:
+        return self._run(self._forward, identity, passwords, "the identity latents")
+
+    def decrypt(self, stored: NDArray[Any], passwords: NDArray[Any]) -> NDArray[np.float64]:
+        return self._run(self.net.inverse, stored, passwords, "the encrypted identities")
+
+    def _forward(self, x: torch.Tensor, passwords: torch.Tensor) -> torch.Tensor:
+        return self.net(x, passwords)
 
     def latent(self, stored: NDArray[Any]) -> NDArray[np.float64]:
         return self._finite(stored, "the encrypted identities")

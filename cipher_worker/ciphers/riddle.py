@@ -19,7 +19,6 @@ cipher --name riddle``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,12 +52,6 @@ class RiDDLECipher(LearnedCipher):
     algebra: KeyAlgebra = "none"
 
     def passwords(self, secrets: Sequence[FaceSecret], *, role: Role = "encrypt") -> NDArray[np.float64]:
-        size = self.net.spec.password_dim
+        size = self.spec.password_dim
         rows = [gaussian_password(s, _PASSWORD_INFO, size) for s in secrets]  # the same password both ways
         return np.stack(rows) if rows else np.zeros((0, size))
-
-    def encrypt(self, identity: NDArray[np.float64], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(self.net, identity, passwords, "the identity latents")
-
-    def decrypt(self, stored: NDArray[Any], passwords: NDArray[Any]) -> NDArray[np.float64]:
-        return self._run(self.net.inverse, stored, passwords, "the encrypted identities")

@@ -129,7 +129,7 @@ def train_cipher(
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
-        "spec": net.spec.to_dict(),  # type: ignore[operator]
+        "spec": getattr(net, "spec").to_dict(),  # noqa: B009 (nn.Module's typing hides attributes)
         "codec": "dcgan64",
         "state": state,
         "identity_loss": identity_loss,

@@ -144,14 +144,18 @@ class Objective(ABC):
     net: nn.Module
 
     @abstractmethod
+    def __init__(self, dim: int, seed: int) -> None:
+        """A fresh network for ``dim`` identity coordinates (``seed``: its fixed parts, if any)."""
+
+    @abstractmethod
     def passwords(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` random passwords in the cipher's form: (encryption, decryption), each (n, p)."""
 
-    @abstractmethod
-    def encrypt(self, x: Tensor, password: Tensor) -> Tensor: ...
+    def encrypt(self, x: Tensor, password: Tensor) -> Tensor:
+        return self.net(x, password)
 
-    @abstractmethod
-    def decrypt(self, y: Tensor, password: Tensor) -> Tensor: ...
+    def decrypt(self, y: Tensor, password: Tensor) -> Tensor:
+        return self.net.inverse(y, password)  # type: ignore[operator]
 
     @abstractmethod
     def latent_losses(self, x: Tensor, gen: torch.Generator) -> Losses:

@@ -65,9 +65,6 @@ class IFADITObjective(Objective):
     def encrypt(self, x: Tensor, password: Tensor) -> Tensor:
         return self.net(x, password)[0]
 
-    def decrypt(self, y: Tensor, password: Tensor) -> Tensor:
-        return self.net.inverse(y, password)
-
     def _keyed(self, x: Tensor, key: Tensor, k2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Strangers under ``key`` and ``k2``, the wrong-key recovery, and the log-dets of its prior
         (each loss is computed where it stands in its dict: the backward pass's order, and so the

@@ -67,12 +67,6 @@ class RiDDLEObjective(Objective):
         p = torch.randn(n, self.net.spec.password_dim, generator=gen)  # the cipher's: an N(0, I) latent
         return p, p
 
-    def encrypt(self, x: Tensor, password: Tensor) -> Tensor:
-        return self.net(x, password)
-
-    def decrypt(self, y: Tensor, password: Tensor) -> Tensor:
-        return self.net.inverse(y, password)
-
     def _codes(self, x: Tensor, gen: torch.Generator) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """(strangers, their right-password recoveries, their wrong-password recoveries)."""
         passwords = [self.passwords(len(x), gen)[0] for _ in range(2)]
