@@ -56,7 +56,7 @@ bench: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m lab eval --out docs/eval.md
 
-# a learned cipher's weights for the dcgan64 codec, data-free (NAME=ifadit|riddle|facersa: 12–20 min on one core of a busy machine)
+# a learned cipher's weights for the dcgan64 codec, data-free (ifadit 12 min, riddle 16, facersa 17: one core of a busy machine)
 NAME ?= ifadit
 train-cipher: $(STAMP)
 	nice -n 10 $(PY) -m lab.train cipher --name $(NAME)

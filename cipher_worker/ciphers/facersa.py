@@ -28,10 +28,12 @@ from .facersa_net import MapperSpec, PasswordMapper
 from .learned import LearnedCipher
 
 FACERSA_ID = "facersa"
-# max |x − decrypt(encrypt(x))| per coordinate, in prior units (~N(0, 1)), on real photos' identities
-ROUND_TRIP_TOLERANCE = 0.5
-# max error per coordinate of two layers peeled off in either order, or by the combined password
-SEQUENCE_TOLERANCE = 1.0
+# max |x − decrypt(encrypt(x))| per coordinate, in prior units (~N(0, 1)): measured at most 0.011 on
+# the bundled photos' identities, 0.031 on the worst of 192 held-out generator faces
+ROUND_TRIP_TOLERANCE = 0.05
+# max error per coordinate of two layers peeled off in either order, or by the combined decryption
+# password, and of the combined encryption password against two layers: measured at most 0.096
+SEQUENCE_TOLERANCE = 0.2
 _PASSWORD_INFO = b"veil/v3/facersa-password"
 
 

@@ -29,8 +29,9 @@ from .learned import LearnedCipher
 from .riddle_net import EncryptorSpec, LatentEncryptor
 
 RIDDLE_ID = "riddle"
-# max |x − decrypt(encrypt(x))| per coordinate, in prior units (~N(0, 1)), on real photos' identities
-ROUND_TRIP_TOLERANCE = 0.5
+# max |x − decrypt(encrypt(x))| per coordinate, in prior units (~N(0, 1)): measured at most 0.42 on
+# the bundled photos' identities (RMS about 0.1); the worst of 192 held-out generator faces, 1.8
+ROUND_TRIP_TOLERANCE = 1.0
 _PASSWORD_INFO = b"veil/v3/riddle-password"
 _BLOCK = 1024  # uint32s per HKDF call (HKDF-SHA256 gives at most 8,160 bytes at once)
 

@@ -57,7 +57,7 @@ class FaceRSAObjective(Objective):
         "asso": 10.0,
         "pixel": 1.0,
         "reg": 0.01,
-        "prior": 0.1,  # an edit that keeps the prior has to rotate, which the odd mapper cannot
+        "prior": 0.1,  # keeping the prior needs a rotation, which an edit odd in the password cannot be
     }
     ramped = ("recon", "seq", "anyorder", "asso")
     defaults: ClassVar[dict[str, int | float]] = {
