@@ -57,7 +57,7 @@ eval: $(STAMP)
 	$(PY) -m lab eval --out docs/eval.md
 	$(PY) -m lab ciphers --out docs/ciphers.md
 
-# a learned cipher's weights for the dcgan64 codec, data-free (NAME=ifadit: about 12 min on one core of a busy machine)
+# a learned cipher's weights for the dcgan64 codec, data-free (ifadit 12 min, riddle 16, facersa 17: one core of a busy machine)
 NAME ?= ifadit
 train-cipher: $(STAMP)
 	nice -n 10 $(PY) -m lab.train cipher --name $(NAME)

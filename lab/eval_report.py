@@ -156,11 +156,29 @@ def _metric_rows(r: dict[str, Any]) -> list[list[str]]:
             "—",
         ],
         ["latent recovery: SFace cos to the original face", fmt(r["latent_sface_cosine"]), "—", "—"],
+        [
+            "ms per face: cipher stage (all candidates) / whole anonymization",
+            f"{fmt(r.get('cipher_ms_per_face'), '.1f')} / {fmt(r.get('anonymize_ms_per_face'), '.0f')}",
+            "—",
+            "—",
+        ],
     ]
 
 
 def _algebra_rows(a: dict[str, Any]) -> list[list[str]]:
     rows = []
+    if a.get("right_key_max_error") is not None:
+        error = a["right_key_max_error"]
+        rows.append(
+            [
+                "right key: latent error to the codec's encoding (max, rms)",
+                f"{error:.3g}, {a['right_key_rms_error']:.3g}",
+                "0",
+                fmt(error == 0),
+            ]
+        )
+        cosines = f"min {fmt(a['right_key_sface_cosine_min'])}, mean {fmt(a['right_key_sface_cosine_mean'])}"
+        rows.append(["right key: SFace cos of the render to the reconstruction", cosines, "1", "—"])
     for name, label in (
         ("p1_then_p2", "decrypt p1 then p2"),
         ("p2_then_p1", "decrypt p2 then p1"),
@@ -176,6 +194,8 @@ def _algebra_rows(a: dict[str, Any]) -> list[list[str]]:
                 fmt(error == 0 if error is not None else None),
             ]
         )
+        cosine = a.get(f"{name}_sface_cosine_min")
+        rows.append([f"{label}: SFace cos of the render to the reconstruction (min)", fmt(cosine), "1", "—"])
         rows.append(
             [
                 f"{label}: render = codec reconstruction",

@@ -33,7 +33,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cipher_worker import cipher, envelope, keys, looks
 from cipher_worker.agegender import AgeGenderJudge
-from cipher_worker.align import Alignment
+from cipher_worker.align import Alignment, crop
 from cipher_worker.ciphers import Cipher, FaceSecret
 from cipher_worker.codecs import CodecConfig
 from cipher_worker.codecs.base import Latents
@@ -198,6 +198,10 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
             )
             samples.append(sample)
     diversity = [float(a @ b) for e in embeddings for a, b in itertools.combinations(e, 2)]
+    # the worker's time per face: its cipher stage (every candidate stranger's encryption) and in all
+    per_face = [(v.result.timings, len(faces)) for v in versions if faces]
+    cipher_ms = [1000 * t.get("cipher", 0.0) / n for t, n in per_face]
+    total_ms = [1000 * sum(t.values()) / n for t, n in per_face]
     main = max(range(len(faces)), key=lambda i: faces[i].box[2] * faces[i].box[3], default=None)
     return {
         # the largest face's SFace features: original (128,) and one (128,) per version
@@ -207,6 +211,8 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
         "detected": detected,
         "displacements": displacement,
         "diversity_cosines": diversity,
+        "cipher_ms_per_face": cipher_ms,
+        "anonymize_ms_per_face": total_ms,
         "off_face": off_face,
         "samples": samples,
         **{f"looks_{k}": v for k, v in looks_samples.items()},
@@ -325,11 +331,12 @@ def _random_secrets(count: int) -> list[FaceSecret]:
 def key_algebra(
     pipeline: Pipeline, photo: EvalPhoto, faces: list[Face], version: Version, private: bytes, judges: Judges
 ) -> dict[str, Any]:
-    """Sequential anonymization (under keys p1 then p2), any-order and combined decryption on
-    the real identities of ``version``'s faces (decrypted from its envelope), through the
-    pipeline's cipher: exact, off by a measured error, or absent (None) where its key algebra
-    has no combined keys; and a wrong key, judged in the photo as a person would see it (the
-    decoy recovery: the stored identity decrypted with a wrong key)."""
+    """Right-key recovery, sequential anonymization (under keys p1 then p2), any-order and combined
+    decryption on the real identities of ``version``'s faces (decrypted from its envelope),
+    through the pipeline's cipher: exact, off by a measured error (latent, and SFace cosine of
+    the renders), or absent (None) where its key algebra has no combined keys; and a wrong key,
+    judged in the photo as a person would see it (the decoy recovery: the stored identity
+    decrypted with a wrong key)."""
     env = envelope.Envelope.from_bytes(version.result.envelope)
     if not env.faces:
         return {}
@@ -343,27 +350,31 @@ def key_algebra(
         "p2_then_p1": c.decrypt_faces(c.store(c.decrypt_faces(e12, s2)), s1),
         "combined": None,
     }
-    if c.algebra == "exact-group":
-        decrypted["combined"] = c.decrypt(e12, c.combine(c.passwords(s1), c.passwords(s2)))
+    if c.algebra != "none":  # combined decryption passwords undo both layers at once
+        undo = c.combine(c.passwords(s1, role="decrypt"), c.passwords(s2, role="decrypt"))
+        decrypted["combined"] = c.decrypt(e12, undo)
 
-    def render(identity: np.ndarray, typical: bool) -> np.ndarray:
-        return codec.render(Latents(identity, attributes), typical=typical)
+    def render(identity: np.ndarray) -> np.ndarray:
+        return codec.render(Latents(identity, attributes), typical=False)
 
-    reference = render(x, False)  # the codec's reconstruction of the real face
+    def render_cosines(a: np.ndarray, b: np.ndarray) -> list[float]:
+        face = _render_face(a[0], codec.template)  # every render shares the crop's template
+        return [judges.sface.similarity(ra, face, rb, face) for ra, rb in zip(a, b, strict=True)]
+
+    reference = render(x)  # the codec's reconstruction of the real face
     out: dict[str, Any] = {"faces": len(x)}
-    # the right key alone, against the codec's own reconstruction: exact, or how far it is off
-    right = c.decrypt_faces(c.encrypt_faces(x, s1), s1)
-    out["right_key_bit_exact"] = bool(np.array_equal(c.store(right), c.store(x)))
-    out["right_key_max_error"] = float(np.abs(right - x).max())
-    shown = render(right, False)
-    out["right_key_render_cosines"] = [
-        judges.sface.similarity(a, _render_face(a, codec.template), b, _render_face(b, codec.template))
-        for a, b in zip(shown, reference, strict=True)
-    ]
+    # right-key recovery: the envelope's identity decrypted, against the codec's own encoding of the crop
+    crops = np.stack([crop(photo.pixels, Alignment(r.transform, codec.crop_size)) for r in env.faces])
+    direct = codec.encode(crops, np.zeros((len(crops), 5, 2))).identity
+    out["right_key_max_error"] = float(np.abs(x - direct).max())
+    out["right_key_rms_error"] = float(np.sqrt(((x - direct) ** 2).mean()))
+    out["right_key_sface_cosines"] = render_cosines(reference, render(direct))
     for name, d in decrypted.items():
         out[f"{name}_bit_exact"] = None if d is None else bool(np.array_equal(c.store(d), c.store(x)))
         out[f"{name}_max_error"] = None if d is None else float(np.abs(d - x).max())
-        out[f"{name}_pixel_identical"] = None if d is None else bool(np.array_equal(render(d, False), reference))
+        shown = None if d is None else render(d)
+        out[f"{name}_pixel_identical"] = None if shown is None else bool(np.array_equal(shown, reference))
+        out[f"{name}_sface_cosines"] = None if shown is None else render_cosines(shown, reference)
     wrong_key = secrets.token_hex(8)
     wrong = pipeline.recover(version.result.image, version.result.envelope, decoy_password=wrong_key).pixels
     wrong_faces = judges.detector.detect(wrong)
@@ -453,6 +464,8 @@ def summarise(
         "landmark_displacement": _mean(_pooled(all_pu, "displacements")),
         "diversity": _mean(_pooled(all_pu, "diversity_cosines")),
         "diversity_max": max(_pooled(all_pu, "diversity_cosines"), default=None),
+        "cipher_ms_per_face": _mean(_pooled(all_pu, "cipher_ms_per_face")),
+        "anonymize_ms_per_face": _mean(_pooled(all_pu, "anonymize_ms_per_face")),
         **_looks_summary(all_pu),
         "exact_recovery": all(p["exact"] for p in photos),
         "exact_max_abs_diff": max(p["exact_max_abs_diff"] for p in photos),
@@ -473,9 +486,13 @@ def summarise_algebra(per_photo: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{name}_{what}"] = all(held) if runs and None not in held else None  # None: no such keys
         errors = [a[f"{name}_max_error"] for a in runs]
         out[f"{name}_max_error"] = max(errors) if runs and None not in errors else None
-    out["right_key_bit_exact"] = all(a["right_key_bit_exact"] for a in runs) if runs else None
+        cosines = [a[f"{name}_sface_cosines"] for a in runs]
+        out[f"{name}_sface_cosine_min"] = min(v for c in cosines for v in c) if runs and None not in cosines else None
     out["right_key_max_error"] = max((a["right_key_max_error"] for a in runs), default=None)
-    out["right_key_render_min_cosine"] = min((c for a in runs for c in a["right_key_render_cosines"]), default=None)
+    errors = [a["right_key_rms_error"] for a in runs]
+    out["right_key_rms_error"] = _mean(errors)
+    right = [v for a in runs for v in a["right_key_sface_cosines"]]
+    out["right_key_sface_cosine_min"], out["right_key_sface_cosine_mean"] = min(right, default=None), _mean(right)
     for key in ("wrong_vs_original_cosines", "wrong_vs_anonymized_cosines"):
         values = [c for a in runs for c in a[key]]
         out[key.replace("_cosines", "_max_cosine")] = max(values, default=None)

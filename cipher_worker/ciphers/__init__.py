@@ -5,9 +5,10 @@ has weights trained for them (``ciphers/weights/<cipher>_<codec>.pt``). The enve
 the cipher's id and weights fingerprint; recovery loads the cipher it names and refuses
 other weights (:class:`~cipher_worker.errors.CipherMismatch`).
 
-Built: ``torus`` (exact, a group; :mod:`cipher_worker.cipher`) and ``ifadit`` (a
-key-conditioned coupling flow). ``riddle``, ``facersa`` and ``fit`` are issue 12's later
-slices: naming one is a clear error until then.
+Built: ``torus`` (exact, a group; :mod:`cipher_worker.cipher`), ``ifadit`` (a
+key-conditioned coupling flow), ``riddle`` (a transformer encryptor, its own decryptor) and
+``facersa`` (a password mapper with separate decryption passwords and learned key algebra).
+``fit`` is issue 12's last slice: naming it is a clear error until then.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from .torus import TORUS_ID, TorusCipher
 
 if TYPE_CHECKING:
     from ..codecs.base import Codec
+    from .learned import LearnedCipher
 
 DEFAULT_CIPHER = TORUS_ID
-CIPHERS = ("torus", "ifadit")
-PLANNED = ("riddle", "facersa", "fit")  # the papers' ciphers still to come
+CIPHERS = ("torus", "ifadit", "riddle", "facersa")
+PLANNED = ("fit",)  # the papers' ciphers still to come
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -48,9 +50,22 @@ def load_cipher(name: str | None, codec: Codec) -> Cipher:
     name = cipher_name(name)
     if name == TORUS_ID:
         return TorusCipher(codec.identity_dim)
-    from .ifadit import IFADITCipher
+    return _learned(name).from_file(weights_path(name, codec.id), codec.id, codec.identity_dim)
 
-    return IFADITCipher.from_file(weights_path(name, codec.id), codec.id, codec.identity_dim)
+
+def _learned(name: str) -> type[LearnedCipher]:
+    # imported on demand: the torus cipher needs no torch network
+    if name == "ifadit":
+        from .ifadit import IFADITCipher
+
+        return IFADITCipher
+    if name == "riddle":
+        from .riddle import RiDDLECipher
+
+        return RiDDLECipher
+    from .facersa import FaceRSACipher
+
+    return FaceRSACipher
 
 
 __all__ = [

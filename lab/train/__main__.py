@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     app.add_argument("--seed", type=int, default=0)
     app.add_argument("--samples", type=int, default=32_000)
     sub.add_parser("ffhq-template", help="measure where FFHQ alignment puts YuNet's landmarks (seconds)")
-    cip = sub.add_parser("cipher", help="train a learned cipher on the dcgan64 codec (ifadit: about 12 min)")
-    cip.add_argument("--name", required=True, help="the cipher: ifadit")
+    cip = sub.add_parser(
+        "cipher", help="train a learned cipher on the dcgan64 codec (ifadit 12 min, riddle 16, facersa 17)"
+    )
+    cip.add_argument("--name", required=True, help="the cipher: ifadit, riddle or facersa")
     cip.add_argument("--out", type=Path, help="default: cipher_worker/ciphers/weights/<name>_dcgan64.pt")
     cip.add_argument("--seed", type=int, default=0)
     cip.add_argument("--latent-steps", type=int)
@@ -46,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(getattr(args, "threads", 2))  # fixed, so a rerun elsewhere gives the same weights
 
     if args.command == "cipher":
-        from .cipher import CipherTrainConfig, train_cipher
+        from .cipher import default_config, train_cipher
 
         overrides = {k: v for k in ("latent_steps", "sface_steps") if (v := getattr(args, k)) is not None}
-        train_cipher(args.name, args.out, CipherTrainConfig(seed=args.seed, **overrides))
+        train_cipher(args.name, args.out, default_config(args.name, seed=args.seed, **overrides))
     elif args.command == "encoder":
         from .encoder import EncoderTrainConfig, train_encoder
 

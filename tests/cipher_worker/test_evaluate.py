@@ -154,11 +154,10 @@ def test_the_cipher_table_measures_every_cipher_on_the_same_photos(images: Path,
     assert torus["faces"] == ifadit["faces"] >= 2 and torus["algebra"] == "exact-group"
     assert torus["key_algebra"]["combined_bit_exact"] and ifadit["key_algebra"]["combined_bit_exact"] is None
     assert torus["weights_bytes"] == 0 < ifadit["weights_bytes"]
-    assert torus["seconds_per_face"] > 0 and ifadit["seconds_per_face"] > 0 < ifadit["cipher_seconds_per_face"]
-    for column in (torus, ifadit):  # the right key brings back the codec's own face
-        assert column["key_algebra"]["right_key_max_error"] < 1e-9
-        assert column["key_algebra"]["right_key_render_min_cosine"] > 0.99
-    assert torus["key_algebra"]["right_key_bit_exact"]
+    for column in (torus, ifadit):  # the right key brings back the codec's own face, and both are timed
+        assert column["key_algebra"]["right_key_max_error"] < 1e-6
+        assert column["key_algebra"]["right_key_sface_cosine_min"] > 0.99
+        assert column["cipher_ms_per_face"] > 0 and column["anonymize_ms_per_face"] > 0
     # a learned cipher draws other strangers from the same keys than the torus cipher
     assert torus["sface_cosine_mean"] != ifadit["sface_cosine_mean"]
     text = out.read_text()
