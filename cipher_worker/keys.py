@@ -39,6 +39,7 @@ import binascii
 import hashlib
 import os
 import struct
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,11 @@ GCM_NONCE_BYTES = 12
 GCM_TAG_BYTES = 16
 
 _SEAL_INFO = b"veil/v1/seal/"
+# Argon2 runs at once in one process, at most: each holds its memory cost (64 MiB by default)
+# for its whole run, and a web process runs one per request thread, of which it has no bound; so
+# a burst of requests that each hash waits its turn here instead of taking a gigabyte at once.
+ARGON2_AT_ONCE = max(1, int(os.environ.get("VEIL_ARGON2_AT_ONCE", "0")) or os.cpu_count() or 1)
+_argon2_turns = threading.BoundedSemaphore(ARGON2_AT_ONCE)
 CONTENT_KEY_CONTEXT = b"content-key"
 ALBUM_KEY_CONTEXT = b"album-key"
 
@@ -365,4 +371,5 @@ def _seal_key(shared: bytes, eph_pub: bytes, recipient_public: bytes, context: b
 def _password_key(password: str, salt: bytes, params: KdfParams) -> bytes:
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     p = params
-    return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)
+    with _argon2_turns:
+        return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)

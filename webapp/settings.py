@@ -68,6 +68,8 @@ VEIL_KEY_WORK_RATE          album creations, recipient additions and key rotatio
 VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
 VEIL_LOGIN_RATE             login attempts from one client address, right or wrong (60/hour)
 VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wrong (60/hour)
+VEIL_ARGON2_AT_ONCE         Argon2 runs one process makes at once (its cores); more wait their
+                            turn (read by cipher_worker.keys)
 VEIL_TASK_TIME_LIMIT        seconds a worker may spend on one photo or unlock before it is
                             stopped and the photo fails "try again" (300)
 LOG_LEVEL                   root log level (INFO)

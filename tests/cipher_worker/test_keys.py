@@ -279,3 +279,36 @@ def test_damaged_key_files_are_bad_input(tmp_path: Path) -> None:
         read_public_key_file(path)
     with pytest.raises(BadInput, match="no key file"):
         read_public_key_file(tmp_path / "missing.pub")
+
+
+@pytest.mark.parametrize("turns", [2, 8])
+def test_at_most_so_many_argon2_runs_hold_their_memory_at_once(monkeypatch: pytest.MonkeyPatch, turns: int) -> None:
+    """Review round 7: thirty album creations at once took a web process from 0.2 to 1.4 GB."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cipher_worker import keys
+
+    running, most, lock = 0, 0, threading.Lock()
+    real = keys.hash_secret_raw
+
+    def watched(*args: object) -> bytes:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)  # long enough for every thread to try to start its own
+        try:
+            return real(*args)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(keys, "hash_secret_raw", watched)
+    monkeypatch.setattr(keys, "_argon2_turns", threading.BoundedSemaphore(turns))
+    private, _ = ALBUM
+    with ThreadPoolExecutor(8) as pool:
+        slots = list(pool.map(lambda i: wrap_private_key(private, f"password {i}", TINY), range(8)))
+    assert [unwrap_private_key(s, f"password {i}") for i, s in enumerate(slots)] == [private] * 8
+    assert most <= turns and (turns == 2 or most > 2)  # with room for eight, they do all start at once
