@@ -182,12 +182,15 @@ def test_a_link_rotated_while_the_page_is_open_stops_working_at_once() -> None:
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         connected, _ = await ws.connect()
-        assert connected
-        await sync_to_async(album.rotate_share_token)()
-        await ws.send_json_to(unlock(slot, GRANDMA))
-        answer = await ws.receive_json_from(timeout=10)
-        closed = await ws.receive_output(timeout=5)
-        return answer, closed
+        try:
+            assert connected
+            await sync_to_async(album.rotate_share_token)()
+            await ws.send_json_to(unlock(slot, GRANDMA))
+            answer = await ws.receive_json_from(timeout=10)
+            closed = await ws.receive_output(timeout=5)
+            return answer, closed
+        finally:  # the consumer has its ending too: left running, the loop's shutdown can wait on it for ever
+            await ws.disconnect()
 
     answer, closed = async_to_sync(scenario)()
     assert answer["data"]["code"] == "link_gone"
