@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
 import hashlib
 import os
 import struct
-import threading
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cipher_worker.errors import BadInput, PassphraseRequired, WrongKey
+from cipher_worker.turns import FairTurns
 
 KEY_BYTES = 32
 SALT_BYTES = 16
@@ -61,9 +64,15 @@ GCM_TAG_BYTES = 16
 _SEAL_INFO = b"veil/v1/seal/"
 # Argon2 runs at once in one process, at most: each holds its memory cost (64 MiB by default)
 # for its whole run, and a web process runs one per request thread, of which it has no bound; so
-# a burst of requests that each hash waits its turn here instead of taking a gigabyte at once.
+# a burst of requests that each hash waits its turn here instead of taking a gigabyte at once,
+# and the turns are shared fairly between the clients that asked (cipher_worker.turns).
 ARGON2_AT_ONCE = max(1, int(os.environ.get("VEIL_ARGON2_AT_ONCE", "0")) or os.cpu_count() or 1)
-_argon2_turns = threading.BoundedSemaphore(ARGON2_AT_ONCE)
+ARGON2_WAITING_PER_CLIENT = max(1, int(os.environ.get("VEIL_ARGON2_WAITING_PER_CLIENT", "0")) or 4)
+ARGON2_PATIENCE = 60.0  # seconds a hash waits for its turn before the request is refused as busy
+_argon2_turns = FairTurns(ARGON2_AT_ONCE, max_waiting=ARGON2_WAITING_PER_CLIENT)
+_hashing_for: contextvars.ContextVar[tuple[tuple[str, ...], bool]] = contextvars.ContextVar(
+    "veil_hashing_for", default=(("anonymous",), False)
+)
 CONTENT_KEY_CONTEXT = b"content-key"
 ALBUM_KEY_CONTEXT = b"album-key"
 
@@ -368,8 +377,22 @@ def _seal_key(shared: bytes, eph_pub: bytes, recipient_public: bytes, context: b
     return hkdf.derive(shared)
 
 
+@contextlib.contextmanager
+def hashing_for(*clients: str, urgent: bool = False) -> Iterator[None]:
+    """Every Argon2 run inside the block is on behalf of ``clients`` (an account, an address, …),
+    ``urgent`` when someone waits for it live: its turn comes fairly among theirs
+    (:class:`~cipher_worker.turns.FairTurns`); :class:`~cipher_worker.turns.Busy` when these
+    clients already have many waiting. Runs outside such a block share one name, ``anonymous``."""
+    token = _hashing_for.set((clients, urgent))
+    try:
+        yield
+    finally:
+        _hashing_for.reset(token)
+
+
 def _password_key(password: str, salt: bytes, params: KdfParams) -> bytes:
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     p = params
-    with _argon2_turns:
+    clients, urgent = _hashing_for.get()
+    with _argon2_turns.turn(clients, urgent=urgent, timeout=ARGON2_PATIENCE):
         return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)

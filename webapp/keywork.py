@@ -7,19 +7,25 @@ account or one address looping over them cannot keep the web processes' cores bu
 Counted with django-ratelimit in the shared Redis cache, in fixed windows:
 
 * ``VEIL_KEY_WORK_RATE`` (30/h) per account: album creation, adding a recipient, key rotation,
-  on the pages and through the API;
+  on the pages and through the API; and ``VEIL_KEY_WORK_ADDRESS_RATE`` (60/h) for all the
+  accounts of one client address together (fresh accounts from one address share it);
 * ``VEIL_SIGNUP_RATE`` (5/h) per client address: sign-ups;
 * ``VEIL_LOGIN_RATE`` (60/h) per client address: login attempts, right or wrong, on the login
   page and the admin's (Django hashes a password even for a username that does not exist, and
   axes counts per username, so many usernames from one address would otherwise be unlimited);
 * ``VEIL_UNLOCK_RATE`` (60/h) per client address: unlock attempts on the websockets.
+
+Allowances bound the work per hour; :func:`cipher_worker.keys.hashing_for` shares the cores
+fairly at any moment: key work runs its Argon2 as its account's and address's, so a client
+that sends many requests at once waits behind its own, not everyone else behind it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar, cast
 
 import redis
@@ -28,13 +34,15 @@ from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
 from django_ratelimit.core import is_ratelimited
 
+from cipher_worker import keys
+from cipher_worker.turns import Busy
 from webapp.addresses import request_address
-from webapp.texts import TEMPORARILY_UNAVAILABLE
+from webapp.texts import BUSY, TEMPORARILY_UNAVAILABLE
 from webapp.unavailable import unavailable_response
 
 log = logging.getLogger(__name__)
 
-Work = Literal["key-work", "signup", "login", "unlock"]
+Work = Literal["key-work", "address-key-work", "signup", "login", "unlock"]
 View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 TOO_MUCH = "You have done this many times in a short while; please wait a few minutes and try again."
@@ -51,6 +59,7 @@ class TooMuchWork(Exception):
 def _rate(work: Work) -> str:
     return {
         "key-work": settings.VEIL_KEY_WORK_RATE,
+        "address-key-work": settings.VEIL_KEY_WORK_ADDRESS_RATE,
         "signup": settings.VEIL_SIGNUP_RATE,
         "login": settings.VEIL_LOGIN_RATE,
         "unlock": settings.VEIL_UNLOCK_RATE,
@@ -79,21 +88,39 @@ def account(request: HttpRequest) -> str:
     return f"account:{request.user.pk}"
 
 
+@contextlib.contextmanager
+def key_work(request: HttpRequest) -> Iterator[None]:
+    """Spend one of the account's and one of its address's key work, then run the block's Argon2
+    as theirs (fair turns); TooMuchWork over an allowance, and Busy (cipher_worker.turns) from
+    the block when this account or address already has many hashes waiting."""
+    address = request_address(request)
+    spend("key-work", account(request), request)
+    spend("address-key-work", address, request)
+    with keys.hashing_for(account(request), f"address:{address}"):
+        yield
+
+
 def spends(work: Work) -> Callable[[View], View]:
-    """A view whose POSTs each take one from the allowance (per account for key work, per client
-    address otherwise); over it, a "please wait" page with 429 (503 when Redis is away)."""
+    """A view whose POSTs each take one from the allowance (key work: per account and per client
+    address, :func:`key_work`; the rest per client address); over it, or busy, a "please wait"
+    page with 429 (503 when Redis is away)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            if request.method == "POST":
-                who = account(request) if work == "key-work" else request_address(request)
-                try:
-                    spend(work, who, request)
-                except TooMuchWork as exc:
-                    if exc.unavailable:
-                        return unavailable_response(request)
-                    return render(request, "429.html", {"message": str(exc)}, status=429)
+            if request.method != "POST":
+                return view(request, *args, **kwargs)
+            try:
+                if work == "key-work":
+                    with key_work(request):
+                        return view(request, *args, **kwargs)
+                spend(work, request_address(request), request)
+            except TooMuchWork as exc:
+                if exc.unavailable:
+                    return unavailable_response(request)
+                return render(request, "429.html", {"message": str(exc)}, status=429)
+            except Busy:
+                return render(request, "429.html", {"message": BUSY}, status=429)
             return view(request, *args, **kwargs)
 
         return cast(View, guarded)

@@ -65,11 +65,15 @@ VEIL_TOKEN_RATE             requests to /api/auth/token/ per client address, rig
 VEIL_TOKEN_DAYS             days an API token works before a new one is needed (90)
 VEIL_KEY_WORK_RATE          album creations, recipient additions and key rotations one
                             account may make, each an Argon2 run or two (30/hour)
+VEIL_KEY_WORK_ADDRESS_RATE  the same for all accounts of one client address together (60/hour)
 VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
 VEIL_LOGIN_RATE             login attempts from one client address, right or wrong (60/hour)
 VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wrong (60/hour)
 VEIL_ARGON2_AT_ONCE         Argon2 runs one process makes at once (its cores); more wait their
-                            turn (read by cipher_worker.keys)
+                            turn, shared fairly between accounts and addresses, unlocks first
+                            (read by cipher_worker.keys)
+VEIL_ARGON2_WAITING_PER_CLIENT  Argon2 runs one account or address may have waiting for a turn
+                            in one process; more are refused as busy (4)
 VEIL_TASK_TIME_LIMIT        seconds a worker may spend on one photo or unlock before it is
                             stopped and the photo fails "try again" (300)
 LOG_LEVEL                   root log level (INFO)
@@ -409,6 +413,7 @@ VEIL_TOKEN_RATE = _rate("VEIL_TOKEN_RATE", "20/hour")
 # Argon2 work allowances (webapp.keywork): per account, per address for sign-ups and unlocks.
 VEIL_TOKEN_DAYS = int(os.environ.get("VEIL_TOKEN_DAYS", "90"))  # an API token works this long
 VEIL_KEY_WORK_RATE = _rate("VEIL_KEY_WORK_RATE", "30/hour")
+VEIL_KEY_WORK_ADDRESS_RATE = _rate("VEIL_KEY_WORK_ADDRESS_RATE", "60/hour")
 VEIL_SIGNUP_RATE = _rate("VEIL_SIGNUP_RATE", "5/hour")
 VEIL_LOGIN_RATE = _rate("VEIL_LOGIN_RATE", "60/hour")
 VEIL_UNLOCK_RATE = _rate("VEIL_UNLOCK_RATE", "60/hour")

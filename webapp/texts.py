@@ -34,3 +34,5 @@ MODEL_CHANGED = (
     "This photo was made with a face model this site no longer runs, so its faces cannot be shown; "
     "the site's staff can restore that model."
 )
+# Too many of one client's password checks wait for a turn at the cores (cipher_worker.turns).
+BUSY = "Veil is busy with many requests from you right now; please try again in a moment."

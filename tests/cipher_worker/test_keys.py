@@ -289,6 +289,7 @@ def test_at_most_so_many_argon2_runs_hold_their_memory_at_once(monkeypatch: pyte
     from concurrent.futures import ThreadPoolExecutor
 
     from cipher_worker import keys
+    from cipher_worker.turns import FairTurns
 
     running, most, lock = 0, 0, threading.Lock()
     real = keys.hash_secret_raw
@@ -306,7 +307,7 @@ def test_at_most_so_many_argon2_runs_hold_their_memory_at_once(monkeypatch: pyte
                 running -= 1
 
     monkeypatch.setattr(keys, "hash_secret_raw", watched)
-    monkeypatch.setattr(keys, "_argon2_turns", threading.BoundedSemaphore(turns))
+    monkeypatch.setattr(keys, "_argon2_turns", FairTurns(turns, max_waiting=8))  # all anonymous
     private, _ = ALBUM
     with ThreadPoolExecutor(8) as pool:
         slots = list(pool.map(lambda i: wrap_private_key(private, f"password {i}", TINY), range(8)))

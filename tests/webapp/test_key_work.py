@@ -4,6 +4,8 @@ account or address over its allowance leaves everyone else untouched."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from webapp.albums.models import Album
 from webapp.keywork import TOO_MUCH
 from webapp.sharing import unlocking
 from webapp.sharing.models import UnlockAttempt
+from webapp.texts import BUSY
 
 from .factories import PASSPHRASE, AlbumFactory, UserFactory
 
@@ -100,3 +103,130 @@ def test_unlocks_from_one_address_count_right_passwords_too(db: None) -> None:
     refused = unlock("192.0.2.7")
     assert isinstance(refused, unlocking.Refused) and (refused.code, refused.message) == ("rate_limited", TOO_MUCH)
     assert isinstance(unlock("192.0.2.8"), unlocking.Started)  # Grandma's own connection
+
+
+def test_fresh_accounts_from_one_address_share_its_key_work_allowance(db: None, settings: Any) -> None:
+    settings.VEIL_KEY_WORK_RATE, settings.VEIL_KEY_WORK_ADDRESS_RATE = "10/hour", "3/hour"
+    url = reverse("albums:create")
+
+    def create(address: str) -> int:
+        client = Client(REMOTE_ADDR=address)
+        client.force_login(UserFactory())  # a new account each time, as a Sybil flood would make
+        return client.post(url, NEW_ALBUM).status_code
+
+    assert [create("198.51.100.20") for _ in range(4)] == [302, 302, 302, 429]
+    assert create("198.51.100.21") == 302  # another household is untouched
+
+
+class HeldTurns:
+    """Veil's Argon2 turns replaced by one turn with room for one waiter, and both taken by
+    ``address``'s other requests, as a burst of them would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+        from cipher_worker import keys
+        from cipher_worker.turns import FairTurns
+
+        self.turns = FairTurns(1, max_waiting=1)
+        monkeypatch.setattr(keys, "_argon2_turns", self.turns)
+        self._release = threading.Event()
+        names = (f"address:{address}",)
+        self._threads = [threading.Thread(target=self._hold, args=(names,), daemon=True) for _ in range(2)]
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while not (self.turns._free == 0 and self.turns._waiters):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+    def _hold(self, names: tuple[str, ...]) -> None:
+        with self.turns.turn(names):
+            self._release.wait(10)
+
+    def release(self) -> None:
+        self._release.set()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def test_a_burst_of_key_work_from_one_address_is_told_it_is_busy_and_nothing_is_made(
+    owner_client: Client, user: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.VEIL_KEY_WORK_RATE = "10/hour"  # a refusal as busy spends the allowance too
+    held = HeldTurns(monkeypatch, "127.0.0.1")
+    try:
+        refused = owner_client.post(reverse("albums:create"), NEW_ALBUM)
+        api = APIClient()
+        api.force_authenticate(user)
+        api_refused = api.post("/api/albums/", {"name": "More", "passphrase": PASSPHRASE}, format="json")
+    finally:
+        held.release()
+    assert refused.status_code == 429 and BUSY in refused.content.decode()
+    assert api_refused.status_code == 429 and api_refused.json()["detail"] == BUSY
+    assert not Album.objects.exists()
+    assert owner_client.post(reverse("albums:create"), NEW_ALBUM).status_code == 302  # once the burst is over
+
+
+def test_an_unlock_told_busy_keeps_its_try(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from webapp.sharing.tries import limiter
+
+    from .test_sharing import GRANDMA, done_photo, recipient
+
+    album = AlbumFactory()
+    done_photo(album)
+    slot = recipient(album)
+    held = HeldTurns(monkeypatch, "192.0.2.30")
+    try:
+        outcome = unlocking.begin_unlock(
+            album,
+            slot.pk,
+            GRANDMA,
+            client="192.0.2.30",
+            session_id="s",
+            session_key=bytes(32),
+            reply_channel="c",
+            via=UnlockAttempt.Via.SHARE_LINK,
+        )
+    finally:
+        held.release()
+    assert isinstance(outcome, unlocking.Refused) and (outcome.code, outcome.message) == ("busy", BUSY)
+    tries = limiter()
+    left = [tries.reserve(slot.pk, "192.0.2.30").allowed for _ in range(tries.per_client + 1)]
+    assert left == [True] * tries.per_client + [False]  # every try is still there
+
+
+def test_key_work_takes_turns_as_its_account_and_address_and_unlocks_go_first(
+    owner_client: Client, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    from cipher_worker import keys
+    from cipher_worker.turns import FairTurns
+
+    from .test_sharing import GRANDMA, done_photo, recipient
+
+    asked: list[tuple[tuple[str, ...], bool]] = []
+
+    class Watched(FairTurns):
+        def turn(self, names: Any = (), *, urgent: bool = False, timeout: float | None = None) -> Any:
+            asked.append((tuple(names), urgent))
+            return contextlib.nullcontext()
+
+    monkeypatch.setattr(keys, "_argon2_turns", Watched(1))
+    assert owner_client.post(reverse("albums:create"), NEW_ALBUM).status_code == 302
+    assert asked == [((f"account:{user.pk}", "address:127.0.0.1"), False)]
+    album = Album.objects.get()
+    done_photo(album)
+    slot = recipient(album)
+    asked.clear()
+    outcome = unlocking.begin_unlock(
+        album,
+        slot.pk,
+        GRANDMA,
+        client="192.0.2.40",
+        session_id="s",
+        session_key=bytes(32),
+        reply_channel="c",
+        via=UnlockAttempt.Via.SHARE_LINK,
+    )
+    assert isinstance(outcome, unlocking.Started)
+    assert asked == [(("address:192.0.2.40",), True)]

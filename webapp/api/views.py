@@ -9,8 +9,10 @@ or photo is a 404.
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -45,6 +47,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from cipher_worker.turns import Busy
 from webapp import keywork, texts
 from webapp.addresses import request_address
 from webapp.albums.lost import sweep
@@ -104,12 +107,26 @@ class Unavailable(APIException):
     default_detail = texts.TEMPORARILY_UNAVAILABLE
 
 
-def spend_key_work(request: Request) -> None:
-    """The account's allowance of Argon2 work (webapp.keywork), as the pages spend it."""
-    try:
-        keywork.spend("key-work", keywork.account(request), request._request)
-    except keywork.TooMuchWork as exc:
-        raise (Unavailable() if exc.unavailable else Throttled(detail=str(exc))) from None
+Action = TypeVar("Action", bound=Callable[..., Response])
+
+
+def spends_key_work(action: Action) -> Action:
+    """An action whose POSTs spend the account's and address's Argon2 work and take fair turns
+    at it (webapp.keywork.key_work), as the pages do: 429 over the allowance or when busy."""
+
+    @functools.wraps(action)
+    def guarded(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if request.method != "POST":
+            return action(view, request, *args, **kwargs)
+        try:
+            with keywork.key_work(request._request):
+                return action(view, request, *args, **kwargs)
+        except keywork.TooMuchWork as exc:
+            raise (Unavailable() if exc.unavailable else Throttled(detail=str(exc))) from None
+        except Busy:
+            raise Throttled(detail=texts.BUSY) from None
+
+    return cast(Action, guarded)
 
 
 def owned_albums(request: Request) -> QuerySet[Album]:
@@ -153,8 +170,8 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         responses={201: AlbumSerializer, 429: OpenApiResponse(description="Too many albums made in a short while")},
     )
     @method_decorator(sensitive_variables("passphrase"))
+    @spends_key_work
     def create(self, request: Request) -> Response:
-        spend_key_work(request)
         form = AlbumCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         passphrase = form.validated_data["passphrase"]
@@ -236,12 +253,12 @@ class AlbumViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     )
     @method_decorator(sensitive_variables("password", "owner_passphrase"))
     @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
+    @spends_key_work
     def recipients(self, request: Request, pk: str | None = None) -> Response:
         album = self.get_object()
         if request.method == "GET":
             slots = album.key_slots.filter(kind=AlbumKeySlot.Kind.RECIPIENT)
             return Response(RecipientSerializer(slots, many=True).data)
-        spend_key_work(request)
         # the Sharing page's form validates, so both say the same things
         data = {k: v for k, v in request.data.items() if k in RecipientCreateSerializer().fields}
         data["password_choice"] = RecipientForm.CHOOSE if data.get("password") else RecipientForm.GENERATE

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,10 @@ TOO_FAST = "Too many requests from this page; wait a minute and try again."
 LOOK_RATE = 60  # "look" messages per minute a page may send while scrolling (they cost no password work)
 FRAME_DEADLINE = 30  # seconds a page may take to read one recovered photo
 MAX_IN_VIEW = 100  # photo ids a page may name as in view (unlock's "first", "look")
+# Unlocks of this process: each waits here for its Argon2 turn (cipher_worker.turns), which
+# hands turns fairly; the threads are many so that a flood from a few addresses, each limited
+# to a few waiting, leaves room for everyone else's.
+_UNLOCK_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="veil-unlock")
 REDELIVERY_EVERY = 2.0  # seconds between looks in the mailbox for outcomes whose ring was lost
 NO_WORKER_PATIENCE = 20.0  # seconds without any live worker before the photos still awaited fail
 
@@ -191,9 +196,9 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     async def unlock(self, album: Album, slot_id: int, password: str, first: list[str]) -> None:
         await self.forget()  # a new unlock replaces the last one; its late results are dropped
         session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
-        # In the thread pool, not the one thread every socket's database calls share: an Argon2
-        # run (≈ 0.2 s) must not stall the other sockets of this process.
-        outcome = await database_sync_to_async(begin_unlock, thread_sensitive=False)(
+        # In threads of its own, not the one thread every socket's database calls share: an
+        # Argon2 run (≈ 0.2 s), and the wait for its turn, must not stall the other sockets.
+        outcome = await database_sync_to_async(begin_unlock, thread_sensitive=False, executor=_UNLOCK_THREADS)(
             album,
             slot_id,
             password,

@@ -25,8 +25,10 @@ from kombu.exceptions import OperationalError
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import VeilError, WrongKey
+from cipher_worker.turns import Busy
 from webapp import jobs, keywork, workers
 from webapp.albums.models import Album, AlbumKeySlot, Photo
+from webapp.texts import BUSY
 
 from . import protocol, sessions, transit
 from .models import UnlockAttempt
@@ -123,9 +125,14 @@ def begin_unlock(
         _record(album, slot, UnlockAttempt.Outcome.EXPIRED, via)
         return Refused("expired", expired(slot))
     try:
-        private: bytes | None = slot.unwrap(password)
+        # urgent: someone waits on the page; fair between addresses (cipher_worker.turns)
+        with keys.hashing_for(f"address:{client}", urgent=True):
+            private: bytes | None = slot.unwrap(password)
     except WrongKey:
         private = None
+    except Busy:
+        tries.give_back(slot.pk, client)  # no password was checked
+        return Refused("busy", BUSY)
     if private is None:
         _record(album, slot, UnlockAttempt.Outcome.WRONG_PASSWORD, via)
         if not album.decoy_mode:

@@ -1,0 +1,137 @@
+"""Fair turns (cipher_worker.turns): who gets the next free Argon2 turn when many wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from cipher_worker.turns import BUSY, Busy, FairTurns
+
+
+class Queue:
+    """Threads that each wait for a turn, hold it until told, and note the order they got it."""
+
+    def __init__(self, turns: FairTurns) -> None:
+        self.turns = turns
+        self.order: list[str] = []
+        self.errors: list[Exception] = []
+        self._release: dict[str, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def ask(self, label: str, *names: str, urgent: bool = False, timeout: float | None = None) -> None:
+        release = self._release[label] = threading.Event()
+        waiting, refused = self._count_waiting(), len(self.errors)
+
+        def run() -> None:
+            try:
+                with self.turns.turn(names, urgent=urgent, timeout=timeout):
+                    self.order.append(label)
+                    release.wait(10)
+            except Busy as exc:
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        _until(lambda: label in self.order or self._count_waiting() > waiting or len(self.errors) > refused)
+
+    def _count_waiting(self) -> int:
+        with self.turns._lock:
+            return len(self.turns._waiters)
+
+    def done(self, label: str) -> None:
+        """Let ``label`` give its turn back and wait until the next holder has it."""
+        before = len(self.order)
+        self._release[label].set()
+        _until(lambda: len(self.order) > before or not self.turns._waiters)
+
+    def finish(self) -> None:
+        for event in self._release.values():
+            event.set()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "the turns did not move"
+        time.sleep(0.005)
+
+
+def test_a_newcomer_waits_for_the_running_turn_only_not_for_another_clients_queue() -> None:
+    queue = Queue(FairTurns(1, max_waiting=10))
+    queue.ask("a1", "account:a")
+    for i in range(2, 6):
+        queue.ask(f"a{i}", "account:a")
+    queue.ask("b1", "account:b")
+    try:
+        queue.done("a1")
+        assert queue.order == ["a1", "b1"]  # not a2..a5 first, as a plain semaphore would
+        queue.done("b1")
+        assert queue.order == ["a1", "b1", "a2"]
+    finally:
+        queue.finish()
+
+
+def test_clients_that_share_an_address_count_as_the_address_too() -> None:
+    queue = Queue(FairTurns(1, max_waiting=10))
+    queue.ask("x1", "account:x", "address:1.2.3.4")
+    queue.ask("y1", "account:y", "address:1.2.3.4")  # a second account from the same address
+    queue.ask("z1", "account:z", "address:5.6.7.8")
+    try:
+        queue.done("x1")
+        assert queue.order == ["x1", "z1"]  # y's address was served a moment ago; z's never
+    finally:
+        queue.finish()
+
+
+def test_urgent_turns_go_first_and_a_lone_client_gets_every_free_turn() -> None:
+    queue = Queue(FairTurns(2, max_waiting=10))
+    queue.ask("a1", "account:a")
+    queue.ask("a2", "account:a")  # two free turns, one client: it takes both
+    assert queue.order == ["a1", "a2"]
+    queue.ask("b1", "account:b")
+    queue.ask("u1", "address:9.9.9.9", urgent=True)
+    try:
+        queue.done("a1")
+        assert queue.order == ["a1", "a2", "u1"]
+        queue.done("a2")
+        assert queue.order[-1] == "b1"
+    finally:
+        queue.finish()
+
+
+def test_too_many_waiting_for_one_client_are_refused_at_once_and_others_still_queue() -> None:
+    turns = FairTurns(1, max_waiting=2)
+    queue = Queue(turns)
+    queue.ask("a1", "account:a")
+    queue.ask("a2", "account:a")
+    queue.ask("a3", "account:a")
+    try:
+        with pytest.raises(Busy, match=BUSY), turns.turn(("account:a",)):
+            pass
+        queue.ask("b1", "account:b")  # someone else still gets a place
+        assert not queue.errors
+        queue.done("a1")
+        assert queue.order == ["a1", "b1"]
+    finally:
+        queue.finish()
+
+
+def test_a_wait_that_runs_out_leaves_the_turns_as_they_were() -> None:
+    turns = FairTurns(1)
+    queue = Queue(turns)
+    queue.ask("a1", "account:a")
+    queue.ask("b1", "account:b", timeout=0.05)
+    _until(lambda: bool(queue.errors))
+    queue.done("a1")
+    try:
+        with turns.turn(("account:b",), timeout=1):  # the slot came back, nobody is left waiting
+            assert turns._free == 0
+        assert turns._free == 1 and not turns._waiters and not turns._waiting and not turns._holding
+    finally:
+        queue.finish()
