@@ -14,8 +14,10 @@ goes first that is
 So a newcomer waits for at most the turns already running, however many requests another
 client has queued. The scheduler is work-conserving: a client alone gets every turn.
 
-A name may have only ``max_waiting`` requests waiting at once; more are refused at once with
-:class:`Busy`, so that one client cannot tie up every thread of a process waiting here.
+A name may have only ``max_waiting`` requests that are not urgent waiting at once; more are
+refused at once with :class:`Busy`, so that one client cannot tie up threads of a process
+waiting here. Urgent requests are never refused for that: a whole family behind one home
+address unlocks at once, and unlocks are bounded per address by their own allowance.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Busy(VeilError):
 
 @dataclass(order=True)
 class _Waiter:
-    rank: tuple[int, int, float, int]
+    rank: tuple[int, int, float, int]  # (0 urgent | 1, turns held, last served, arrival)
     names: tuple[str, ...] = field(compare=False)
     granted: bool = field(default=False, compare=False)
 
@@ -55,14 +57,14 @@ class FairTurns:
         self._free = slots
         self._waiters: list[_Waiter] = []
         self._holding: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}  # name → its requests waiting that are not urgent
         self._served: dict[str, float] = {}  # name → when it was last given a turn
         self._arrivals = itertools.count()
 
     @contextlib.contextmanager
     def turn(self, names: Sequence[str] = (), *, urgent: bool = False, timeout: float | None = None) -> Iterator[None]:
-        """Hold one turn for the duration of the block; Busy if ``names`` already have
-        ``max_waiting`` requests waiting, or if no turn came within ``timeout`` seconds."""
+        """Hold one turn for the duration of the block; Busy if not ``urgent`` and ``names``
+        already have ``max_waiting`` requests waiting, or if no turn came within ``timeout`` seconds."""
         key = tuple(dict.fromkeys(names))  # each name once, in order
         self._acquire(key, urgent, timeout)
         try:
@@ -76,12 +78,13 @@ class FairTurns:
             if self._free and not self._waiters:
                 self._grant(names)
                 return
-            if any(self._waiting.get(n, 0) >= self.max_waiting for n in names):
+            if not urgent and any(self._waiting.get(n, 0) >= self.max_waiting for n in names):
                 raise Busy(BUSY)
             waiter = _Waiter((0, 0, 0.0, next(self._arrivals)), names)
             waiter.rank = self._rank(waiter, urgent)
             self._waiters.append(waiter)
-            for n in names:
+            counted = () if urgent else names
+            for n in counted:
                 self._waiting[n] = self._waiting.get(n, 0) + 1
             try:
                 while not waiter.granted:
@@ -96,7 +99,7 @@ class FairTurns:
                     self._waiters.remove(waiter)
                 raise
             finally:
-                for n in names:
+                for n in counted:
                     self._waiting[n] -= 1
                     if not self._waiting[n]:
                         del self._waiting[n]

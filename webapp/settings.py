@@ -72,8 +72,9 @@ VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wr
 VEIL_ARGON2_AT_ONCE         Argon2 runs one process makes at once (its cores); more wait their
                             turn, shared fairly between accounts and addresses, unlocks first
                             (read by cipher_worker.keys)
-VEIL_ARGON2_WAITING_PER_CLIENT  Argon2 runs one account or address may have waiting for a turn
-                            in one process; more are refused as busy (4)
+VEIL_ARGON2_WAITING_PER_CLIENT  album creations, recipient additions and key rotations one
+                            account or address may have waiting for an Argon2 turn in one
+                            process; more are refused as busy (4; unlocks are never refused)
 VEIL_TASK_TIME_LIMIT        seconds a worker may spend on one photo or unlock before it is
                             stopped and the photo fails "try again" (300)
 LOG_LEVEL                   root log level (INFO)

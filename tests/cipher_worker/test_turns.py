@@ -135,3 +135,17 @@ def test_a_wait_that_runs_out_leaves_the_turns_as_they_were() -> None:
         assert turns._free == 1 and not turns._waiters and not turns._waiting and not turns._holding
     finally:
         queue.finish()
+
+
+def test_urgent_requests_are_never_refused_as_busy_a_family_at_one_address_unlocks_together() -> None:
+    queue = Queue(FairTurns(1, max_waiting=2))
+    queue.ask("k1", "address:home")
+    try:
+        for i in range(6):  # six relatives behind one home router press "Show real faces"
+            queue.ask(f"u{i}", "address:home", urgent=True)
+        assert not queue.errors
+        for label in ["k1", "u0", "u1", "u2", "u3", "u4"]:
+            queue.done(label)
+        assert queue.order == ["k1", "u0", "u1", "u2", "u3", "u4", "u5"]
+    finally:
+        queue.finish()
