@@ -32,6 +32,13 @@ def per_core(variable: str, env: dict[str, str] | None = None) -> int:
     return int(value) if value else max(1, min(4, os.cpu_count() or 1))
 
 
+def argon2_share(web_workers: int, env: dict[str, str] | None = None) -> str:
+    """VEIL_ARGON2_AT_ONCE for each of ``web_workers`` web processes: their share of the cores
+    (unless set), so that together they hash on every core but no more (cipher_worker.keys)."""
+    value = (env if env is not None else os.environ).get("VEIL_ARGON2_AT_ONCE")
+    return value or str(max(1, (os.cpu_count() or 1) // max(1, web_workers)))
+
+
 def redis_command(server: str, port: int, *, maxmemory: str = "1gb") -> list[str]:
     """A private redis-server on loopback that keeps nothing on disk, capped and never evicting:
     a full Redis refuses a new upload (503) rather than drop a queued one."""

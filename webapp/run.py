@@ -24,6 +24,7 @@ from .processes import (
     LOCAL_HOSTS,
     ROOT,
     Supervisor,
+    argon2_share,
     find_redis_server,
     listening,
     per_core,
@@ -99,7 +100,9 @@ def main() -> int:
         env["VEIL_WORKER_CONCURRENCY"] = str(concurrency)  # each pool process takes its share of the cores
         supervisor.start("celery worker", worker_command(concurrency=concurrency), env)
         proxy_headers = bool(env.get("FORWARDED_ALLOW_IPS"))
-        web = web_command(host, int(port), proxy_headers=proxy_headers, workers=per_core("VEIL_WEB_WORKERS", env))
+        web_workers = per_core("VEIL_WEB_WORKERS", env)
+        env["VEIL_ARGON2_AT_ONCE"] = argon2_share(web_workers, env)
+        web = web_command(host, int(port), proxy_headers=proxy_headers, workers=web_workers)
         supervisor.start("web server", web, env)
         announced = False
         while not stopping:

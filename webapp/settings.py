@@ -69,9 +69,9 @@ VEIL_KEY_WORK_ADDRESS_RATE  the same for all accounts of one client address toge
 VEIL_SIGNUP_RATE            sign-ups from one client address (5/hour)
 VEIL_LOGIN_RATE             login attempts from one client address, right or wrong (60/hour)
 VEIL_UNLOCK_RATE            unlock attempts from one client address, right or wrong (60/hour)
-VEIL_ARGON2_AT_ONCE         Argon2 runs one process makes at once (its cores); more wait their
-                            turn, shared fairly between accounts and addresses, unlocks first
-                            (read by cipher_worker.keys)
+VEIL_ARGON2_AT_ONCE         Argon2 runs one process makes at once (the cores; make run gives
+                            each web process its share); more wait their turn, shared fairly
+                            between accounts and addresses, unlocks first (cipher_worker.keys)
 VEIL_ARGON2_WAITING_PER_CLIENT  album creations, recipient additions and key rotations one
                             account or address may have waiting for an Argon2 turn in one
                             process; more are refused as busy (4; unlocks are never refused)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from webapp.processes import ChildExited, Supervisor, redis_answers, web_command, worker_command
+from webapp.processes import ChildExited, Supervisor, argon2_share, redis_answers, web_command, worker_command
 from webapp.run import DEFAULT_REDIS_URL
 
 from .stats import log
@@ -157,7 +157,8 @@ class Stack(Supervisor):
         self.start(name, argv, {**os.environ, **env}, log=self.log_dir / f"{name.replace(' ', '-')}.log")
 
     def start_web(self, port: int, timeout: float = 60.0, workers: int = 1) -> None:
-        self.start_child("web", web_command(HOST, port, workers=workers, extra=["--log-level", "warning"]))
+        argv = web_command(HOST, port, workers=workers, extra=["--log-level", "warning"])
+        self.start_child("web", argv, VEIL_ARGON2_AT_ONCE=argon2_share(workers))
         try:
             self.wait_listening(HOST, port, timeout)
         except ChildExited as exc:

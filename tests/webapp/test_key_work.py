@@ -234,3 +234,11 @@ def test_key_work_takes_turns_as_its_account_and_address_and_unlocks_go_first(
     )
     assert isinstance(outcome, unlocking.Started)
     assert asked == [(("address:192.0.2.40",), True)]
+
+
+def test_web_processes_share_the_cores_for_argon2_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from webapp.processes import argon2_share
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert [argon2_share(n, {}) for n in (1, 2, 4, 8)] == ["4", "2", "1", "1"]
+    assert argon2_share(2, {"VEIL_ARGON2_AT_ONCE": "3"}) == "3"
