@@ -23,6 +23,7 @@ def owned_album(request: AuthedRequest, album_id: uuid.UUID) -> Album:
 
 
 def owned_photo(request: AuthedRequest, photo_id: uuid.UUID, *, envelope: bool = True) -> Photo:
-    """The photo; without its recovery envelope (often hundreds of KB) when ``envelope`` is False."""
-    photos = Photo.objects.owned_by(request.user.pk).select_related("album")
-    return get_object_or_404(photos if envelope else photos.defer("envelope"), pk=photo_id)
+    """The photo and its album; with ``envelope`` False only what serving its files reads (not its
+    recovery envelope, often hundreds of KB)."""
+    photos = Photo.objects.owned_by(request.user.pk)
+    return get_object_or_404(photos.select_related("album") if envelope else photos.for_files(), pk=photo_id)

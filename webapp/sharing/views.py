@@ -174,9 +174,9 @@ def _shared_album(token: str) -> Album:
 
 
 def _shared_photo(token: str, photo_id: uuid.UUID, *, envelope: bool = True) -> Photo:
-    """The shared photo; without its recovery envelope when ``envelope`` is False (a file's view)."""
-    photos = Photo.objects.select_related("album").filter(album__share_token=token, status=Photo.Status.DONE)
-    return get_object_or_404(photos if envelope else photos.defer("envelope"), pk=photo_id)
+    """The shared photo and its album; with ``envelope`` False only what serving its files reads."""
+    photos = Photo.objects.filter(album__share_token=token, status=Photo.Status.DONE)
+    return get_object_or_404(photos.select_related("album") if envelope else photos.for_files(), pk=photo_id)
 
 
 def _private_page(response: HttpResponse) -> HttpResponse:
