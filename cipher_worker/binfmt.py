@@ -54,6 +54,9 @@ class Reader:
         self._pos += n
         return self._data[self._pos - n : self._pos]
 
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
     def unpack(self, fmt: str) -> tuple[int, ...]:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 

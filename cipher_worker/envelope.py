@@ -292,29 +292,7 @@ class Envelope:
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse :meth:`to_bytes` output; raises EnvelopeError for anything else."""
         src = Reader(bytes(data))
-        if src.take(min(len(data), 4)) != MAGIC:
-            raise EnvelopeError("this is not Veil recovery data")
-        version = src.unpack("<B")[0]
-        if version not in READABLE_VERSIONS:
-            newer = f"the photo's recovery data has version {version}, which this Veil cannot read"
-            raise EnvelopeError(newer)
-        try:
-            codec_id = src.blob("<H").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EnvelopeError("the photo's recovery data is corrupted: its codec id is not text") from exc
-        fingerprint = src.take(FINGERPRINT_BYTES)
-        cipher_id, cipher_fingerprint = IMPLIED_CIPHER_ID, IMPLIED_CIPHER_FINGERPRINT
-        if version >= 3:
-            try:
-                cipher_id = src.blob("<H").decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EnvelopeError("the photo's recovery data is corrupted: its cipher id is not text") from exc
-            cipher_fingerprint = src.take(FINGERPRINT_BYTES)
-        fidelity_code = src.unpack("<B")[0]
-        fidelity = _FIDELITY_NAMES.get(fidelity_code)
-        if fidelity is None:
-            raise EnvelopeError("the photo's recovery data is corrupted: its fidelity mode is unknown")
-        sealed_content_key = src.blob("<H")
+        version, codec_id, fingerprint, cipher_id, cipher_fingerprint, fidelity, sealed_content_key = _head(src)
         nonce = src.take(NONCE_BYTES)
         width, height = src.unpack("<II")
         faces = tuple(FaceRecord._decode(src, version) for _ in range(src.unpack("<H")[0]))
@@ -432,3 +410,42 @@ def _frozen_array(values: ArrayLike, dtype: type[np.generic], what: str) -> NDAr
     arr = arr.astype(target, copy=True)
     arr.flags.writeable = False
     return arr
+
+
+HEAD_BYTES = 1024
+"""Every envelope's fields up to its sealed content key fit in its first this many bytes
+(ids of a few dozen characters, a 92-byte sealed key): :func:`sealed_content_key_of` reads
+no more, so an unlock need not load every photo's whole recovery data to open its key."""
+
+
+def sealed_content_key_of(head: bytes) -> bytes:
+    """The sealed content key of the envelope that starts with ``head`` (its first
+    :data:`HEAD_BYTES`, or all of it); EnvelopeError if ``head`` does not start one."""
+    return _head(Reader(bytes(head)))[-1]
+
+
+def _head(src: Reader) -> tuple[int, str, bytes, str, bytes, Fidelity, bytes]:
+    """magic … sealed_content_key (see the module docstring): version, codec id and
+    fingerprint, cipher id and fingerprint, fidelity and the sealed content key."""
+    if src.take(min(src.remaining(), 4)) != MAGIC:
+        raise EnvelopeError("this is not Veil recovery data")
+    version = src.unpack("<B")[0]
+    if version not in READABLE_VERSIONS:
+        newer = f"the photo's recovery data has version {version}, which this Veil cannot read"
+        raise EnvelopeError(newer)
+    try:
+        codec_id = src.blob("<H").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError("the photo's recovery data is corrupted: its codec id is not text") from exc
+    fingerprint = src.take(FINGERPRINT_BYTES)
+    cipher_id, cipher_fingerprint = IMPLIED_CIPHER_ID, IMPLIED_CIPHER_FINGERPRINT
+    if version >= 3:
+        try:
+            cipher_id = src.blob("<H").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError("the photo's recovery data is corrupted: its cipher id is not text") from exc
+        cipher_fingerprint = src.take(FINGERPRINT_BYTES)
+    fidelity = _FIDELITY_NAMES.get(src.unpack("<B")[0])
+    if fidelity is None:
+        raise EnvelopeError("the photo's recovery data is corrupted: its fidelity mode is unknown")
+    return version, codec_id, fingerprint, cipher_id, cipher_fingerprint, fidelity, src.blob("<H")

@@ -25,12 +25,14 @@ from cipher_worker.cipher import (
     to_torus,
 )
 from cipher_worker.envelope import (
+    HEAD_BYTES,
     VERSION,
     Envelope,
     FaceRecord,
     open_face_pixels,
     seal_envelope,
     seal_face_pixels,
+    sealed_content_key_of,
     verify_envelope,
 )
 from cipher_worker.errors import BadInput, EnvelopeError, EnvelopeTampered, NoEnvelope
@@ -115,6 +117,25 @@ def test_envelope_bytes_round_trip_exactly(env: Envelope) -> None:
         assert mine.identity.dtype == np.uint32 and mine.attributes.dtype == np.float32
         assert mine.transform.shape == (2, 3) and mine.transform.dtype == np.float64
         assert mine.transform.tobytes() == theirs.transform.tobytes()  # bit-identical, NaNs included
+
+
+@relaxed
+@given(envelopes)
+def test_the_sealed_content_key_is_read_from_the_envelopes_head_alone(env: Envelope) -> None:
+    blob = env.to_bytes()
+    assert sealed_content_key_of(blob[:HEAD_BYTES]) == env.sealed_content_key == sealed_content_key_of(blob)
+
+
+def test_a_head_cut_before_the_sealed_content_key_is_an_envelope_error() -> None:
+    env = make_envelope(random_content_key())
+    blob = env.to_bytes()
+    end = blob.index(env.sealed_content_key) + len(env.sealed_content_key)
+    assert end <= HEAD_BYTES and sealed_content_key_of(blob[:end]) == env.sealed_content_key
+    for cut in range(end):
+        with pytest.raises(EnvelopeError):
+            sealed_content_key_of(blob[:cut])
+    with pytest.raises(EnvelopeError, match="not Veil"):
+        sealed_content_key_of(b"JFIF" + blob[4:HEAD_BYTES])
 
 
 def test_every_truncation_is_an_envelope_error() -> None:
