@@ -24,6 +24,16 @@ from .factories import PASSPHRASE, AlbumFactory, UserFactory
 NEW_ALBUM = {"name": "Summer", "passphrase": PASSPHRASE, "passphrase_again": PASSPHRASE}
 
 
+def grandma_unlocks(album: Album, slot_id: int, client: str) -> unlocking.Started | unlocking.Refused:
+    """Grandma's password through the share link, from ``client``."""
+    from .test_sharing import GRANDMA
+
+    via = UnlockAttempt.Via.SHARE_LINK
+    return unlocking.begin_unlock(
+        album, slot_id, GRANDMA, client=client, session_id="s", session_key=bytes(32), reply_channel="c", via=via
+    )
+
+
 @pytest.fixture(autouse=True)
 def small_allowances(settings: Any) -> None:
     settings.VEIL_KEY_WORK_RATE = settings.VEIL_SIGNUP_RATE = settings.VEIL_UNLOCK_RATE = "2/hour"
@@ -81,28 +91,16 @@ def test_login_attempts_from_one_address_are_limited_whatever_the_username(user:
 
 
 def test_unlocks_from_one_address_count_right_passwords_too(db: None) -> None:
-    from .test_sharing import GRANDMA, done_photo, recipient
+    from .test_sharing import done_photo, recipient
 
     album = AlbumFactory()
     done_photo(album)
     slot = recipient(album)
 
-    def unlock(client: str) -> unlocking.Started | unlocking.Refused:
-        return unlocking.begin_unlock(
-            album,
-            slot.pk,
-            GRANDMA,
-            client=client,
-            session_id="s",
-            session_key=bytes(32),
-            reply_channel="c",
-            via=UnlockAttempt.Via.SHARE_LINK,
-        )
-
-    assert [type(unlock("192.0.2.7")).__name__ for _ in range(2)] == ["Started", "Started"]
-    refused = unlock("192.0.2.7")
+    assert [type(grandma_unlocks(album, slot.pk, "192.0.2.7")).__name__ for _ in range(2)] == ["Started", "Started"]
+    refused = grandma_unlocks(album, slot.pk, "192.0.2.7")
     assert isinstance(refused, unlocking.Refused) and (refused.code, refused.message) == ("rate_limited", TOO_MUCH)
-    assert isinstance(unlock("192.0.2.8"), unlocking.Started)  # Grandma's own connection
+    assert isinstance(grandma_unlocks(album, slot.pk, "192.0.2.8"), unlocking.Started)  # Grandma's own connection
 
 
 def test_fresh_accounts_from_one_address_share_its_key_work_allowance(db: None, settings: Any) -> None:
@@ -172,7 +170,7 @@ def test_an_unlock_that_waited_out_its_turn_is_told_busy_and_keeps_its_try(
     from cipher_worker import keys
     from webapp.sharing.tries import limiter
 
-    from .test_sharing import GRANDMA, done_photo, recipient
+    from .test_sharing import done_photo, recipient
 
     album = AlbumFactory()
     done_photo(album)
@@ -180,16 +178,7 @@ def test_an_unlock_that_waited_out_its_turn_is_told_busy_and_keeps_its_try(
     held = HeldTurns(monkeypatch, "192.0.2.30")
     monkeypatch.setattr(keys, "ARGON2_PATIENCE", 0.1)  # unlocks are never refused for waiting, only for waiting long
     try:
-        outcome = unlocking.begin_unlock(
-            album,
-            slot.pk,
-            GRANDMA,
-            client="192.0.2.30",
-            session_id="s",
-            session_key=bytes(32),
-            reply_channel="c",
-            via=UnlockAttempt.Via.SHARE_LINK,
-        )
+        outcome = grandma_unlocks(album, slot.pk, "192.0.2.30")
     finally:
         held.release()
     assert isinstance(outcome, unlocking.Refused) and (outcome.code, outcome.message) == ("busy", BUSY)
@@ -206,7 +195,7 @@ def test_key_work_takes_turns_as_its_account_and_address_and_unlocks_go_first(
     from cipher_worker import keys
     from cipher_worker.turns import FairTurns
 
-    from .test_sharing import GRANDMA, done_photo, recipient
+    from .test_sharing import done_photo, recipient
 
     asked: list[tuple[tuple[str, ...], bool]] = []
 
@@ -222,16 +211,7 @@ def test_key_work_takes_turns_as_its_account_and_address_and_unlocks_go_first(
     done_photo(album)
     slot = recipient(album)
     asked.clear()
-    outcome = unlocking.begin_unlock(
-        album,
-        slot.pk,
-        GRANDMA,
-        client="192.0.2.40",
-        session_id="s",
-        session_key=bytes(32),
-        reply_channel="c",
-        via=UnlockAttempt.Via.SHARE_LINK,
-    )
+    outcome = grandma_unlocks(album, slot.pk, "192.0.2.40")
     assert isinstance(outcome, unlocking.Started)
     assert asked == [(("address:192.0.2.40",), True)]
 
