@@ -42,7 +42,7 @@ import hashlib
 import os
 import struct
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cipher_worker.errors import BadInput, PassphraseRequired, WrongKey
-from cipher_worker.turns import FairTurns
+from cipher_worker.turns import FairTurns, Ticket
 
 KEY_BYTES = 32
 SALT_BYTES = 16
@@ -70,7 +70,8 @@ ARGON2_AT_ONCE = max(1, int(os.environ.get("VEIL_ARGON2_AT_ONCE", "0")) or os.cp
 ARGON2_WAITING_PER_CLIENT = max(1, int(os.environ.get("VEIL_ARGON2_WAITING_PER_CLIENT", "0")) or 4)
 ARGON2_PATIENCE = 60.0  # seconds a hash waits for its turn before the request is refused as busy
 _argon2_turns = FairTurns(ARGON2_AT_ONCE, max_waiting=ARGON2_WAITING_PER_CLIENT)
-_hashing_for: contextvars.ContextVar[tuple[tuple[str, ...], bool]] = contextvars.ContextVar(
+# who the next hash is for (names, urgent), or a turn already waited for (turn_before_hashing)
+_hashing_for: contextvars.ContextVar[tuple[tuple[str, ...], bool] | Ticket] = contextvars.ContextVar(
     "veil_hashing_for", default=(("anonymous",), False)
 )
 CONTENT_KEY_CONTEXT = b"content-key"
@@ -382,7 +383,11 @@ def hashing_for(*clients: str, urgent: bool = False) -> Iterator[None]:
     """Every Argon2 run inside the block is on behalf of ``clients`` (an account, an address, …),
     ``urgent`` when someone waits for it live: its turn comes fairly among theirs
     (:class:`~cipher_worker.turns.FairTurns`); :class:`~cipher_worker.turns.Busy` when these
-    clients already have many waiting. Runs outside such a block share one name, ``anonymous``."""
+    clients already have many waiting. Runs outside such a block share one name, ``anonymous``.
+    Inside :func:`turn_before_hashing` it changes nothing: the turn is already there."""
+    if isinstance(_hashing_for.get(), Ticket):
+        yield
+        return
     token = _hashing_for.set((clients, urgent))
     try:
         yield
@@ -390,9 +395,30 @@ def hashing_for(*clients: str, urgent: bool = False) -> Iterator[None]:
         _hashing_for.reset(token)
 
 
+@contextlib.asynccontextmanager
+async def turn_before_hashing(*clients: str, urgent: bool = False) -> AsyncIterator[None]:
+    """Wait in the event loop, holding no thread, for a fair Argon2 turn for ``clients``; the
+    first hash run inside the block (in a thread it hands work to, too: the context goes with
+    it) uses that turn and gives it back as soon as it is done, and the block's end gives it
+    back if none ran. Busy as :func:`hashing_for`."""
+    ticket = await _argon2_turns.wait(clients, urgent=urgent, timeout=ARGON2_PATIENCE)
+    token = _hashing_for.set(ticket)
+    try:
+        yield
+    finally:
+        _hashing_for.reset(token)
+        ticket.release()
+
+
 def _password_key(password: str, salt: bytes, params: KdfParams) -> bytes:
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     p = params
-    clients, urgent = _hashing_for.get()
+    claim = _hashing_for.get()
+    if isinstance(claim, Ticket) and not claim.released:
+        try:
+            return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)
+        finally:
+            claim.release()
+    clients, urgent = claim if not isinstance(claim, Ticket) else (claim.names, False)
     with _argon2_turns.turn(clients, urgent=urgent, timeout=ARGON2_PATIENCE):
         return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)

@@ -1,18 +1,25 @@
-"""Fair turns at a scarce resource shared by threads: the Argon2 runs of one process.
+"""Fair turns at a scarce resource shared by threads and coroutines: the Argon2 runs of one process.
 
 A web process may run only a few Argon2 hashes at once (each holds 64 MiB and a core for
 ≈ 0.2 s). A plain semaphore serves them first come, first served, so one client that sends
 thirty requests at once makes everyone behind it wait for all thirty. Here every request
 names who it is for (an account, a client address, …) and, when a turn frees, the waiter
-goes first that is
+goes first whose names
 
-1. urgent (someone waiting live on a page, such as an unlock), then
-2. for names holding the fewest turns right now, then
-3. for names served longest ago (a name never served beats every served one), then
-4. the one that came first.
+1. hold the fewest turns right now, then
+2. were served longest ago (a name never served beats every served one), then
+3. is urgent (someone waiting live on a page, such as an unlock), then
+4. came first.
 
-So a newcomer waits for at most the turns already running, however many requests another
-client has queued. The scheduler is work-conserving: a client alone gets every turn.
+Fairness comes before urgency: otherwise a flood of unlocks (any account can unlock its own
+album, right password after right password) would keep an owner's album creation waiting
+for as long as it lasts. So a newcomer waits for the turns already running and for at most
+one request of each client served before it, however many each has queued. The scheduler
+is work-conserving: a client alone gets every turn.
+
+Threads wait with :meth:`FairTurns.turn`; coroutines with :meth:`FairTurns.wait`, which holds
+no thread while it waits (a thread pool in front of the turns would serve first come, first
+served again).
 
 A name may have only ``max_waiting`` requests that are not urgent waiting at once; more are
 refused at once with :class:`Busy`, so that one client cannot tie up threads of a process
@@ -22,16 +29,18 @@ address unlocks at once, and unlocks are bounded per address by their own allowa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .errors import VeilError
 
 BUSY = "too many hashes of these clients are waiting for a turn"
+Rank = tuple[int, float, int, int]  # (turns held, last served, 0 urgent | 1, arrival)
 
 
 class Busy(VeilError):
@@ -40,9 +49,24 @@ class Busy(VeilError):
 
 @dataclass(order=True)
 class _Waiter:
-    rank: tuple[int, int, float, int]  # (0 urgent | 1, turns held, last served, arrival)
+    rank: Rank
     names: tuple[str, ...] = field(compare=False)
+    urgent: bool = field(compare=False)
+    wake: Callable[[], None] | None = field(default=None, compare=False)  # a coroutine's; threads are notified
     granted: bool = field(default=False, compare=False)
+
+
+class Ticket:
+    """A turn held for ``names`` until :meth:`release` (once; later calls do nothing)."""
+
+    def __init__(self, turns: FairTurns, names: tuple[str, ...]) -> None:
+        self._turns, self.names, self.released = turns, names, False
+
+    def release(self) -> None:
+        with self._turns._lock:
+            if not self.released:
+                self.released = True
+                self._turns._release_locked(self.names)
 
 
 class FairTurns:
@@ -63,51 +87,95 @@ class FairTurns:
 
     @contextlib.contextmanager
     def turn(self, names: Sequence[str] = (), *, urgent: bool = False, timeout: float | None = None) -> Iterator[None]:
-        """Hold one turn for the duration of the block; Busy if not ``urgent`` and ``names``
-        already have ``max_waiting`` requests waiting, or if no turn came within ``timeout`` seconds."""
+        """Hold one turn for the duration of the block, waiting in this thread; Busy if not
+        ``urgent`` and ``names`` already have ``max_waiting`` requests waiting, or if no turn
+        came within ``timeout`` seconds."""
         key = tuple(dict.fromkeys(names))  # each name once, in order
-        self._acquire(key, urgent, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            waiter = self._queue(key, urgent, None)
+            if waiter is not None:
+                try:
+                    while not waiter.granted:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise Busy(BUSY)
+                        self._lock.wait(left)
+                except BaseException:
+                    self._give_up(waiter)
+                    raise
         try:
             yield
         finally:
-            self._release(key)
+            with self._lock:
+                self._release_locked(key)
 
-    def _acquire(self, names: tuple[str, ...], urgent: bool, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    async def wait(self, names: Sequence[str] = (), *, urgent: bool = False, timeout: float | None = None) -> Ticket:
+        """A turn for ``names``, waited for in the event loop (no thread held meanwhile); the
+        caller must release the ticket. Busy as :meth:`turn`."""
+        key = tuple(dict.fromkeys(names))
+        loop = asyncio.get_running_loop()
+        granted = loop.create_future()
+
+        def settle() -> None:
+            if not granted.done():
+                granted.set_result(None)
+
+        def wake() -> None:  # under the lock, maybe in another thread
+            loop.call_soon_threadsafe(settle)
+
         with self._lock:
-            if self._free and not self._waiters:
-                self._grant(names)
-                return
-            if not urgent and any(self._waiting.get(n, 0) >= self.max_waiting for n in names):
-                raise Busy(BUSY)
-            waiter = _Waiter((0, 0, 0.0, next(self._arrivals)), names)
-            waiter.rank = self._rank(waiter, urgent)
-            self._waiters.append(waiter)
-            counted = () if urgent else names
-            for n in counted:
-                self._waiting[n] = self._waiting.get(n, 0) + 1
+            waiter = self._queue(key, urgent, wake)
+        if waiter is not None:
             try:
-                while not waiter.granted:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise Busy(BUSY)
-                    self._lock.wait(left)
-            except BaseException:
-                if waiter.granted:  # granted in the same instant it gave up: hand the turn on
-                    self._release_locked(names)
-                else:
-                    self._waiters.remove(waiter)
+                async with asyncio.timeout(timeout):
+                    await granted
+            except TimeoutError:
+                with self._lock:
+                    if not waiter.granted:
+                        self._give_up(waiter)
+                        raise Busy(BUSY) from None
+            except BaseException:  # cancelled: the page went away
+                with self._lock:
+                    self._give_up(waiter)
                 raise
-            finally:
-                for n in counted:
-                    self._waiting[n] -= 1
-                    if not self._waiting[n]:
-                        del self._waiting[n]
+        return Ticket(self, key)
 
-    def _rank(self, waiter: _Waiter, urgent: bool) -> tuple[int, int, float, int]:
+    # --- under the lock -------------------------------------------------------------------
+
+    def _queue(self, names: tuple[str, ...], urgent: bool, wake: Callable[[], None] | None) -> _Waiter | None:
+        """Grant a free turn at once (None), or queue a waiter."""
+        if self._free and not self._waiters:
+            self._grant(names)
+            return None
+        if not urgent and any(self._waiting.get(n, 0) >= self.max_waiting for n in names):
+            raise Busy(BUSY)
+        waiter = _Waiter((0, 0.0, 0, next(self._arrivals)), names, urgent, wake)
+        self._waiters.append(waiter)
+        if not urgent:
+            for n in names:
+                self._waiting[n] = self._waiting.get(n, 0) + 1
+        return waiter
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        """``waiter`` stops waiting: its turn, if one came in the same instant, goes on."""
+        if waiter.granted:
+            self._release_locked(waiter.names)
+        else:
+            self._waiters.remove(waiter)
+            self._unqueue(waiter)
+
+    def _unqueue(self, waiter: _Waiter) -> None:
+        if not waiter.urgent:
+            for n in waiter.names:
+                self._waiting[n] -= 1
+                if not self._waiting[n]:
+                    del self._waiting[n]
+
+    def _rank(self, waiter: _Waiter) -> Rank:
         holding = sum(self._holding.get(n, 0) for n in waiter.names)
         served = max((self._served.get(n, float("-inf")) for n in waiter.names), default=float("-inf"))
-        return (0 if urgent else 1, holding, served, waiter.rank[3])
+        return (holding, served, 0 if waiter.urgent else 1, waiter.rank[3])
 
     def _grant(self, names: tuple[str, ...]) -> None:
         self._free -= 1
@@ -116,27 +184,32 @@ class FairTurns:
             self._holding[n] = self._holding.get(n, 0) + 1
             self._served[n] = now
 
-    def _release(self, names: tuple[str, ...]) -> None:
-        with self._lock:
-            self._release_locked(names)
-
     def _release_locked(self, names: tuple[str, ...]) -> None:
+        self._ungrant(names)
+        self._hand_on()
+
+    def _ungrant(self, names: tuple[str, ...]) -> None:
         self._free += 1
         for n in names:
             self._holding[n] -= 1
             if not self._holding[n]:
                 del self._holding[n]
-        self._hand_on()
 
     def _hand_on(self) -> None:
         """Give the free turns to the best-ranked waiters (ranks change as turns are held)."""
         while self._free and self._waiters:
             for w in self._waiters:
-                w.rank = self._rank(w, urgent=w.rank[0] == 0)
+                w.rank = self._rank(w)
             best = min(self._waiters)
             self._waiters.remove(best)
+            self._unqueue(best)
             best.granted = True
             self._grant(best.names)
+            if best.wake is not None:
+                try:
+                    best.wake()
+                except RuntimeError:  # its event loop has closed: nobody is left to use the turn
+                    self._ungrant(best.names)
         if not self._waiters:
             self._forget_idle()
         self._lock.notify_all()

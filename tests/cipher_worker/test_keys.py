@@ -313,3 +313,32 @@ def test_at_most_so_many_argon2_runs_hold_their_memory_at_once(monkeypatch: pyte
         slots = list(pool.map(lambda i: wrap_private_key(private, f"password {i}", TINY), range(8)))
     assert [unwrap_private_key(s, f"password {i}") for i, s in enumerate(slots)] == [private] * 8
     assert most <= turns and (turns == 2 or most > 2)  # with room for eight, they do all start at once
+
+
+def test_a_turn_waited_for_in_the_event_loop_serves_the_hash_in_a_thread_and_goes_back_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from cipher_worker import keys
+    from cipher_worker.turns import FairTurns
+
+    turns = FairTurns(1)
+    monkeypatch.setattr(keys, "_argon2_turns", turns)
+    private, _ = ALBUM
+    slot = wrap_private_key(private, "the family password", TINY)
+    seen: list[int] = []
+
+    def unwrap_then_more_work() -> bytes:
+        with keys.hashing_for("address:elsewhere", urgent=True):  # inside a waited-for turn: changes nothing
+            opened = unwrap_private_key(slot, "the family password")
+        seen.append(turns._free)  # the turn is back as soon as the hash is done
+        return opened
+
+    async def scenario() -> bytes:
+        async with keys.turn_before_hashing("address:home", urgent=True):
+            assert turns._free == 0
+            return await asyncio.to_thread(unwrap_then_more_work)
+
+    assert asyncio.run(scenario()) == private
+    assert seen == [1] and turns._free == 1 and not turns._holding

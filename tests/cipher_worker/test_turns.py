@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -149,3 +151,55 @@ def test_urgent_requests_are_never_refused_as_busy_a_family_at_one_address_unloc
         assert queue.order == ["k1", "u0", "u1", "u2", "u3", "u4", "u5"]
     finally:
         queue.finish()
+
+
+def test_a_flood_of_urgent_requests_does_not_starve_a_newcomer_that_is_not_urgent() -> None:
+    """Review round 9: any account may unlock its own album over and over; an owner's album
+    creation queued behind such a flood waited 60 s and was refused as busy."""
+    queue = Queue(FairTurns(1, max_waiting=10))
+    queue.ask("f0", "address:flood-0", urgent=True)
+    for i in range(1, 6):
+        queue.ask(f"f{i}", f"address:flood-{i % 2}", urgent=True)
+    queue.ask("owner", "account:owner", "address:home")
+    try:
+        queue.done("f0")
+        queue.done(queue.order[-1])
+        assert "owner" in queue.order[:3]  # after one other flooding address at most, not after the flood
+    finally:
+        queue.finish()
+
+
+def test_coroutines_wait_in_the_same_fair_order_without_a_thread_and_give_up_cleanly() -> None:
+    turns = FairTurns(1, max_waiting=10)
+    order: list[str] = []
+
+    async def scenario() -> None:
+        first = await turns.wait(("address:a",))  # free: granted at once
+        waiting = [
+            asyncio.create_task(_hold(turns, label, names, order))
+            for label, names in [("a2", ("address:a",)), ("a3", ("address:a",)), ("b1", ("address:b",))]
+        ]
+        gone = asyncio.create_task(turns.wait(("address:c",)))
+        late = asyncio.create_task(turns.wait(("address:d",), timeout=0.05))
+        await asyncio.sleep(0.1)
+        with pytest.raises(Busy):
+            await late
+        gone.cancel()  # the page went away while it waited
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        assert threading.active_count() == threads_before
+        first.release()
+        first.release()  # a second release gives nothing back twice
+        await asyncio.gather(*waiting)
+
+    threads_before = threading.active_count()
+    asyncio.run(scenario())
+    assert order == ["b1", "a2", "a3"]
+    assert turns._free == 1 and not turns._waiters and not turns._holding and not turns._waiting
+
+
+async def _hold(turns: FairTurns, label: str, names: tuple[str, ...], order: list[str]) -> None:
+    ticket = await turns.wait(names)
+    order.append(label)
+    await asyncio.sleep(0.01)
+    ticket.release()

@@ -222,3 +222,27 @@ def test_web_processes_share_the_cores_for_argon2_unless_told(monkeypatch: pytes
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     assert [argon2_share(n, {}) for n in (1, 2, 4, 8)] == ["4", "2", "1", "1"]
     assert argon2_share(2, {"VEIL_ARGON2_AT_ONCE": "3"}) == "3"
+
+
+def test_a_recipient_add_told_busy_keeps_the_owners_passphrase_tries(
+    owner_client: Client, user: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Review round 9: five refusals as busy left the owner locked out of sharing for 15 minutes."""
+    from cipher_worker import keys
+    from webapp.sharing.recipients import owner_slot
+    from webapp.sharing.tries import limiter
+
+    settings.VEIL_KEY_WORK_RATE = settings.VEIL_KEY_WORK_ADDRESS_RATE = "100/hour"
+    album = AlbumFactory(owner=user)
+    url = reverse("sharing:recipient-add", args=[album.pk])
+    form = {"name": "Ann", "password_choice": "generate", "owner_passphrase": PASSPHRASE}
+    tries = limiter()
+    held = HeldTurns(monkeypatch, "someone-else")
+    monkeypatch.setattr(keys, "ARGON2_PATIENCE", 0.05)
+    try:
+        answers = [owner_client.post(url, form) for _ in range(tries.per_client + 1)]
+    finally:
+        held.release()
+    assert all(a.status_code == 429 and BUSY in a.content.decode() for a in answers)
+    slot = owner_slot(album)
+    assert [tries.reserve(slot.pk, "127.0.0.1").allowed for _ in range(tries.per_client)] == [True] * tries.per_client

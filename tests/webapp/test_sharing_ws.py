@@ -298,6 +298,52 @@ def test_an_unlock_checking_its_password_does_not_hold_up_other_sockets(monkeypa
     assert async_to_sync(scenario)()["data"]["code"] == "wrong_password"
 
 
+def test_an_unlock_waits_for_its_argon2_turn_in_the_event_loop_not_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review round 9: unlocks waited for their turn in a first-come thread pool, so a flood from
+    many addresses made Grandma wait for all of it, whatever the fair turns said."""
+    from cipher_worker import keys
+    from cipher_worker.turns import FairTurns
+
+    album = AlbumFactory()
+    slot = recipient(album)
+    turns = FairTurns(1)
+    monkeypatch.setattr(keys, "_argon2_turns", turns)
+    begun = threading.Event()
+    real_begin = consumers.begin_unlock
+
+    def watched_begin(*args: Any, **kwargs: Any) -> Any:
+        begun.set()
+        return real_begin(*args, **kwargs)
+
+    monkeypatch.setattr(consumers, "begin_unlock", watched_begin)
+    release = threading.Event()
+
+    def someone_hashing() -> None:
+        with turns.turn(("address:elsewhere",)):
+            release.wait(10)
+
+    holder = threading.Thread(target=someone_hashing, daemon=True)
+    holder.start()
+    ws = share_socket(album)
+
+    async def scenario() -> tuple[bool, bool, dict[str, Any]]:
+        assert (await ws.connect())[0]
+        try:
+            await ws.send_json_to(unlock(slot, "a wrong guess"))
+            await asyncio.sleep(0.3)
+            waiting_in_loop = any(w.wake is not None for w in turns._waiters)
+            started_early = begun.is_set()
+            release.set()
+            return waiting_in_loop, started_early, await ws.receive_json_from(timeout=10)
+        finally:
+            await ws.disconnect()
+
+    waiting_in_loop, started_early, answer = async_to_sync(scenario)()
+    holder.join(5)
+    assert waiting_in_loop and not started_early
+    assert answer["data"]["code"] == "wrong_password"
+
+
 def test_a_message_rate_is_a_sliding_window() -> None:
     from webapp.limits import MessageRate
 

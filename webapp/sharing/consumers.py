@@ -34,13 +34,15 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from cipher_worker import keys
 from cipher_worker.errors import WrongKey
+from cipher_worker.turns import Busy
 from webapp import jobs, workers
 from webapp.addresses import scope_address
 from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 from webapp.limits import MessageRate
-from webapp.texts import NO_WORKER, OUR_FAULT
+from webapp.texts import BUSY, NO_WORKER, OUR_FAULT
 
 from . import protocol, sessions, transit
 from .models import UnlockAttempt
@@ -57,10 +59,9 @@ TOO_FAST = "Too many requests from this page; wait a minute and try again."
 LOOK_RATE = 60  # "look" messages per minute a page may send while scrolling (they cost no password work)
 FRAME_DEADLINE = 30  # seconds a page may take to read one recovered photo
 MAX_IN_VIEW = 100  # photo ids a page may name as in view (unlock's "first", "look")
-# Unlocks of this process: each waits here for its Argon2 turn (cipher_worker.turns), which
-# hands turns fairly; the threads are many so that a flood from a few addresses, each limited
-# to a few waiting, leaves room for everyone else's.
-_UNLOCK_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="veil-unlock")
+# Unlocks of this process, each with its Argon2 turn already (waited for in the event loop) or
+# refused before any hashing: a few more threads than turns.
+_UNLOCK_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="veil-unlock")
 REDELIVERY_EVERY = 2.0  # seconds between looks in the mailbox for outcomes whose ring was lost
 NO_WORKER_PATIENCE = 20.0  # seconds without any live worker before the photos still awaited fail
 
@@ -196,19 +197,25 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
     async def unlock(self, album: Album, slot_id: int, password: str, first: list[str]) -> None:
         await self.forget()  # a new unlock replaces the last one; its late results are dropped
         session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
-        # In threads of its own, not the one thread every socket's database calls share: an
-        # Argon2 run (≈ 0.2 s), and the wait for its turn, must not stall the other sockets.
-        outcome = await database_sync_to_async(begin_unlock, thread_sensitive=False, executor=_UNLOCK_THREADS)(
-            album,
-            slot_id,
-            password,
-            client=scope_address(self.scope),
-            session_id=session_id,
-            session_key=key,
-            reply_channel=self.channel_name,
-            via=self.via,
-            first=first,
-        )
+        client = scope_address(self.scope)
+        try:
+            # The fair turn first, waited for here, holding no thread (cipher_worker.turns); then
+            # in threads of its own, not the one thread every socket's database calls share: an
+            # Argon2 run (≈ 0.2 s) must not stall the other sockets.
+            async with keys.turn_before_hashing(f"address:{client}", urgent=True):
+                outcome = await database_sync_to_async(begin_unlock, thread_sensitive=False, executor=_UNLOCK_THREADS)(
+                    album,
+                    slot_id,
+                    password,
+                    client=client,
+                    session_id=session_id,
+                    session_key=key,
+                    reply_channel=self.channel_name,
+                    via=self.via,
+                    first=first,
+                )
+        except Busy:
+            outcome = Refused("busy", BUSY)
         del password
         if isinstance(outcome, Refused):
             await self.send_json(protocol.refusal(outcome.code, outcome.message))

@@ -18,6 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from cipher_worker import envelope, keys
 from cipher_worker.errors import WrongKey
+from cipher_worker.turns import Busy
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 
 from .tries import limiter, too_many_tries
@@ -54,6 +55,9 @@ def _album_private_key(album: Album, owner_passphrase: str, client: str) -> byte
         private = slot.unwrap(owner_passphrase)
     except WrongKey:
         raise SharingError(WRONG_OWNER_PASSPHRASE) from None
+    except Busy:
+        tries.give_back(slot.pk, client)  # no passphrase was checked
+        raise
     tries.give_back(slot.pk, client)
     return private
 
