@@ -117,9 +117,22 @@ DEBUG = env_bool("DEBUG", False)
 
 DEVELOPMENT_SECRET_KEY = "veil-development-only-secret-key-do-not-use-in-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not DEBUG and SECRET_KEY.strip() in ("", DEVELOPMENT_SECRET_KEY):
+
+
+def _secret_key_problem(key: str) -> str | None:
+    """What is wrong with ``key`` for production (it signs sessions and password-reset links)."""
+    if not key.strip():
+        return "not set"
+    if key.strip() == DEVELOPMENT_SECRET_KEY:
+        return "the development key, which is public"
+    if len(key) < 32 or len(set(key)) < 8:
+        return f"too short or too plain ({len(key)} characters; at least 32 random ones)"
+    return None
+
+
+if not DEBUG and (_problem := _secret_key_problem(SECRET_KEY)):
     raise ImproperlyConfigured(
-        f"SECRET_KEY is {'not set' if not SECRET_KEY else 'the development key, which is public'}. In production "
+        f"SECRET_KEY is {_problem}. In production "
         'set it to a long random string (python -c "import secrets; print(secrets.token_urlsafe(50))"); '
         "for development on this machine run `make run`, or set DEBUG=1."
     )

@@ -29,7 +29,7 @@ from .stats import log
 
 # 32 bytes, like a real X25519 key; it protects nothing but the bench's own uploads.
 BENCH_TRANSIT_KEY = base64.b64encode(b"veil web bench transit key, 32 b").decode("ascii")
-BENCH_SECRET_KEY = "veil-bench-only-not-secret"
+BENCH_SECRET_KEY = "veil-bench-only-not-secret-0123456789abcdef"
 HOST = "127.0.0.1"
 # Set in the bench's Redis database while it runs: a database holding anything else is not flushed.
 OWNER_MARK = "veil:bench:owner"

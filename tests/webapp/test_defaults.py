@@ -37,6 +37,9 @@ def test_without_a_secret_key_veil_refuses_to_start_in_production() -> None:
     assert _manage("check", DEBUG="1").returncode == 0, "development runs with its own key"
     public = _manage("check", SECRET_KEY="veil-development-only-secret-key-do-not-use-in-production")
     assert public.returncode != 0 and "the development key, which is public" in public.stderr
+    for weak in ("short", "a" * 60):
+        refused = _manage("check", SECRET_KEY=weak)
+        assert refused.returncode != 0 and "too short or too plain" in refused.stderr
 
 
 def test_the_documented_production_settings_pass_the_deploy_check() -> None:
