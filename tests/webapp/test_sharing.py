@@ -589,3 +589,19 @@ def test_the_key_is_not_rotated_while_photos_are_being_anonymized(user: Any) -> 
         recipients.rotate_album_key(album, PASSPHRASE, OWNERS_ADDRESS)
     album.refresh_from_db()
     assert album.public_key_bytes == before
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread CPU priority is a Linux feature")
+def test_recovery_work_runs_at_a_lower_cpu_priority_than_the_worker_and_returns_its_result() -> None:
+    import threading
+
+    from webapp.sharing import tasks
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = niceness()
+    assert tasks.in_background(niceness) == mine + tasks.BACKGROUND_NICENESS
+    assert niceness() == mine  # the worker's own thread (uploads) keeps its priority
+    with pytest.raises(WrongKey):  # the work's errors reach the task as they are
+        tasks.in_background(lambda: keys.open_content_key(bytes(92), bytes(32)))

@@ -11,9 +11,15 @@ written to disk, the database or the logs, and Redis only ever holds them sealed
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from asgiref.sync import async_to_sync
 from celery import Task, shared_task
@@ -31,7 +37,12 @@ from webapp.texts import MODEL_CHANGED, OUR_FAULT, PHOTO_GONE, UNLOCK_WAITED_TOO
 from . import protocol, sessions, transit
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
+# Recovery work runs in a thread of its own at a lower CPU priority (Linux: a thread's own
+# niceness): a family's viewing of a hundred photos keeps the worker processes busy, and an
+# upload running on the other core — what its owner waits for — should not share it evenly.
+BACKGROUND_NICENESS = 5
 CREDIT_RETRY = 0.5  # seconds a photo whose page has no room yet goes back to the queue for …
 CREDIT_RETRY_MAX = 4.0  # … doubling each time, up to this
 
@@ -60,6 +71,26 @@ def recover_photo(self: Task, photo_id: str, transit_id: str, reply_channel: str
     return outcome
 
 
+_background: ThreadPoolExecutor | None = None
+_background_lock = threading.Lock()
+
+
+def _lower_this_threads_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.nice(0) + BACKGROUND_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: recovery runs at the worker's priority
+        log.info("recovery work runs at the worker's own CPU priority")
+
+
+def in_background(work: Callable[[], T]) -> T:
+    """``work()`` on this process's recovery thread (lower CPU priority), waited for here."""
+    global _background
+    with _background_lock:
+        if _background is None:
+            _background = ThreadPoolExecutor(1, "veil-recovery", initializer=_lower_this_threads_priority)
+    return _background.submit(work).result()
+
+
 def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str) -> str:
     try:
         payload = transit.take_unlock(transit_id, photo_id)  # taken out of Redis in any case
@@ -80,19 +111,8 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
     except (Photo.DoesNotExist, FileNotFoundError):
         return _fail(reply_channel, session_id, photo_id, PHOTO_GONE)
     try:
-        recovered = cipher_api.recover_photo(
-            image,
-            bytes(photo.envelope),
-            content_key=request.content_key,
-            decoy_password=request.decoy_password,
-        )
-        # For a screen: at most VEIL_UNLOCK_MAX_SIDE pixels (a 60 MP PNG would be a 100 MB frame),
-        # JPEG by default (PNG keeps the recovered faces pixel for pixel, at about 6× the size).
-        pixels = shrink_to(recovered.pixels, settings.VEIL_UNLOCK_MAX_SIDE)
-        encoded = encode_image(pixels, settings.VEIL_UNLOCK_FORMAT)
-        del recovered
-        sealed = protocol.seal_result(request.session_key, session_id, photo_id, encoded)
-        del encoded
+        recovery = bytes(photo.envelope)
+        sealed = in_background(functools.partial(_recovered_and_sealed, image, recovery, request, session_id, photo_id))
     except CodecMismatch as exc:  # the deployment changed its codec or weights: staff's matter, not the viewer's
         log.error("cannot recover photo %s: %s", photo_id, exc)
         return _fail(reply_channel, session_id, photo_id, MODEL_CHANGED)
@@ -109,6 +129,21 @@ def _recover(photo_id: str, transit_id: str, reply_channel: str, session_id: str
         return "abandoned"
     _ring(reply_channel, session_id, photo_id)
     return "sent"
+
+
+def _recovered_and_sealed(
+    image: bytes, recovery: bytes, request: protocol.UnlockRequest, session_id: str, photo_id: str
+) -> bytes:
+    recovered = cipher_api.recover_photo(
+        image, recovery, content_key=request.content_key, decoy_password=request.decoy_password
+    )
+    # For a screen: at most VEIL_UNLOCK_MAX_SIDE pixels (a 60 MP PNG would be a 100 MB frame),
+    # JPEG by default (PNG keeps the recovered faces pixel for pixel, at about 6× the size).
+    pixels = shrink_to(recovered.pixels, settings.VEIL_UNLOCK_MAX_SIDE)
+    del recovered
+    encoded = encode_image(pixels, settings.VEIL_UNLOCK_FORMAT)
+    del pixels
+    return protocol.seal_result(request.session_key, session_id, photo_id, encoded)
 
 
 def _sentence(text: str) -> str:
