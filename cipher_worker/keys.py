@@ -399,8 +399,9 @@ def hashing_for(*clients: str, urgent: bool = False) -> Iterator[None]:
 async def turn_before_hashing(*clients: str, urgent: bool = False) -> AsyncIterator[None]:
     """Wait in the event loop, holding no thread, for a fair Argon2 turn for ``clients``; the
     first hash run inside the block (in a thread it hands work to, too: the context goes with
-    it) uses that turn and gives it back as soon as it is done, and the block's end gives it
-    back if none ran. Busy as :func:`hashing_for`."""
+    it) uses that turn and gives it back as soon as it is done, even if the block has been left
+    meanwhile (a cancelled wait for the thread); the block's end gives it back if none started.
+    Busy as :func:`hashing_for`."""
     ticket = await _argon2_turns.wait(clients, urgent=urgent, timeout=ARGON2_PATIENCE)
     token = _hashing_for.set(ticket)
     try:
@@ -414,11 +415,11 @@ def _password_key(password: str, salt: bytes, params: KdfParams) -> bytes:
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     p = params
     claim = _hashing_for.get()
-    if isinstance(claim, Ticket) and not claim.released:
+    if isinstance(claim, Ticket) and claim.claim():  # this thread gives the turn back, when its hash is done
         try:
             return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)
         finally:
-            claim.release()
+            claim.release(claimed=True)
     clients, urgent = claim if not isinstance(claim, Ticket) else (claim.names, False)
     with _argon2_turns.turn(clients, urgent=urgent, timeout=ARGON2_PATIENCE):
         return hash_secret_raw(secret, salt, p.time_cost, p.memory_cost, p.parallelism, KEY_BYTES, Type.ID)

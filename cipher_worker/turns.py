@@ -3,28 +3,31 @@
 A web process may run only a few Argon2 hashes at once (each holds 64 MiB and a core for
 ≈ 0.2 s). A plain semaphore serves them first come, first served, so one client that sends
 thirty requests at once makes everyone behind it wait for all thirty. Here every request
-names who it is for (an account, a client address, …) and, when a turn frees, the waiter
-goes first whose names
+names who it is for, from fine to coarse (a client address, its network, an album, an
+account, …) and, when a turn frees, the waiter goes first
 
-1. hold the fewest turns right now, then
-2. were served longest ago (a name never served beats every served one), then
-3. is urgent (someone waiting live on a page, such as an unlock), then
-4. came first.
+1. whose busiest name has the least *load*: the turns it holds now plus the turns it was
+   given lately, each counting less as it ages (halving every :data:`HALF_LIFE` seconds),
+   then
+2. that is urgent (someone waiting live on a page, such as an unlock), then
+3. that came first.
 
-Fairness comes before urgency: otherwise a flood of unlocks (any account can unlock its own
-album, right password after right password) would keep an owner's album creation waiting
-for as long as it lasts. So a newcomer waits for the turns already running and for at most
-one request of each client served before it, however many each has queued. The scheduler
-is work-conserving: a client alone gets every turn.
+The busiest name decides, so a client cannot escape its load by spreading requests over
+fresh names: thousands of IPv6 addresses of one network, or of one album, or of one account,
+carry that network's, album's or account's load. Fairness comes before urgency: otherwise a
+flood of unlocks (any account can unlock its own album, right password after right password)
+would keep an owner's album creation waiting for as long as it lasts. So a newcomer waits
+for the turns already running and for requests whose names are all as new as its own; the
+scheduler is work-conserving: a client alone gets every turn.
 
 Threads wait with :meth:`FairTurns.turn`; coroutines with :meth:`FairTurns.wait`, which holds
 no thread while it waits (a thread pool in front of the turns would serve first come, first
 served again).
 
-A name may have only ``max_waiting`` requests that are not urgent waiting at once; more are
-refused at once with :class:`Busy`, so that one client cannot tie up threads of a process
-waiting here. Urgent requests are never refused for that: a whole family behind one home
-address unlocks at once, and unlocks are bounded per address by their own allowance.
+A name may have only ``max_waiting`` requests that are not urgent waiting at once, and
+:data:`URGENT_WAITING` urgent ones (a whole family behind one home address unlocks at once);
+more are refused at once with :class:`Busy`, so that one client cannot tie up threads of a
+process, or make every hand-over rank a long queue.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from dataclasses import dataclass, field
 from .errors import VeilError
 
 BUSY = "too many hashes of these clients are waiting for a turn"
-Rank = tuple[int, float, int, int]  # (turns held, last served, 0 urgent | 1, arrival)
+HALF_LIFE = 60.0  # seconds over which a turn given counts half as much towards its names' load
+URGENT_WAITING = 16  # urgent requests one name may have waiting
+Rank = tuple[float, int, int]  # (load of the busiest name, 0 urgent | 1, arrival)
 
 
 class Busy(VeilError):
@@ -57,14 +62,25 @@ class _Waiter:
 
 
 class Ticket:
-    """A turn held for ``names`` until :meth:`release` (once; later calls do nothing)."""
+    """A turn held for ``names`` until :meth:`release` (once; later calls do nothing). A thread
+    that :meth:`claim` s it becomes its only releaser: the waiter's own release then does
+    nothing, so the turn stays taken until that thread's work is done."""
 
     def __init__(self, turns: FairTurns, names: tuple[str, ...]) -> None:
-        self._turns, self.names, self.released = turns, names, False
+        self._turns, self.names, self.released, self.claimed = turns, names, False, False
 
-    def release(self) -> None:
+    def claim(self) -> bool:
+        """Take over the turn for work about to run; False if it was released or claimed already."""
         with self._turns._lock:
-            if not self.released:
+            if self.released or self.claimed:
+                return False
+            self.claimed = True
+            return True
+
+    def release(self, *, claimed: bool = False) -> None:
+        """Give the turn back: ``claimed`` from the thread that claimed it, else only if none did."""
+        with self._turns._lock:
+            if not self.released and self.claimed == claimed:
                 self.released = True
                 self._turns._release_locked(self.names)
 
@@ -81,8 +97,8 @@ class FairTurns:
         self._free = slots
         self._waiters: list[_Waiter] = []
         self._holding: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}  # name → its requests waiting that are not urgent
-        self._served: dict[str, float] = {}  # name → when it was last given a turn
+        self._waiting: dict[tuple[str, bool], int] = {}  # (name, urgent) → its requests waiting
+        self._used: dict[str, tuple[float, float]] = {}  # name → (turns lately, when counted)
         self._arrivals = itertools.count()
 
     @contextlib.contextmanager
@@ -148,41 +164,46 @@ class FairTurns:
         if self._free and not self._waiters:
             self._grant(names)
             return None
-        if not urgent and any(self._waiting.get(n, 0) >= self.max_waiting for n in names):
+        room = URGENT_WAITING if urgent else self.max_waiting
+        if any(self._waiting.get((n, urgent), 0) >= room for n in names):
             raise Busy(BUSY)
-        waiter = _Waiter((0, 0.0, 0, next(self._arrivals)), names, urgent, wake)
+        waiter = _Waiter((0.0, 0, next(self._arrivals)), names, urgent, wake)
         self._waiters.append(waiter)
-        if not urgent:
-            for n in names:
-                self._waiting[n] = self._waiting.get(n, 0) + 1
+        for n in names:
+            self._waiting[n, urgent] = self._waiting.get((n, urgent), 0) + 1
         return waiter
 
     def _give_up(self, waiter: _Waiter) -> None:
         """``waiter`` stops waiting: its turn, if one came in the same instant, goes on."""
         if waiter.granted:
+            waiter.granted = False
             self._release_locked(waiter.names)
-        else:
+        elif waiter in self._waiters:
             self._waiters.remove(waiter)
             self._unqueue(waiter)
 
     def _unqueue(self, waiter: _Waiter) -> None:
-        if not waiter.urgent:
-            for n in waiter.names:
-                self._waiting[n] -= 1
-                if not self._waiting[n]:
-                    del self._waiting[n]
+        for n in waiter.names:
+            key = (n, waiter.urgent)
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
 
-    def _rank(self, waiter: _Waiter) -> Rank:
-        holding = sum(self._holding.get(n, 0) for n in waiter.names)
-        served = max((self._served.get(n, float("-inf")) for n in waiter.names), default=float("-inf"))
-        return (holding, served, 0 if waiter.urgent else 1, waiter.rank[3])
+    def _load(self, name: str, now: float) -> float:
+        lately, when = self._used.get(name, (0.0, now))
+        return self._holding.get(name, 0) + lately * 0.5 ** ((now - when) / HALF_LIFE)
+
+    def _rank(self, waiter: _Waiter, now: float) -> Rank:
+        load = max((self._load(n, now) for n in waiter.names), default=0.0)
+        return (load, 0 if waiter.urgent else 1, waiter.rank[2])
 
     def _grant(self, names: tuple[str, ...]) -> None:
         self._free -= 1
         now = time.monotonic()
         for n in names:
             self._holding[n] = self._holding.get(n, 0) + 1
-            self._served[n] = now
+            lately, when = self._used.get(n, (0.0, now))
+            self._used[n] = (lately * 0.5 ** ((now - when) / HALF_LIFE) + 1.0, now)
 
     def _release_locked(self, names: tuple[str, ...]) -> None:
         self._ungrant(names)
@@ -198,8 +219,9 @@ class FairTurns:
     def _hand_on(self) -> None:
         """Give the free turns to the best-ranked waiters (ranks change as turns are held)."""
         while self._free and self._waiters:
+            now = time.monotonic()
             for w in self._waiters:
-                w.rank = self._rank(w)
+                w.rank = self._rank(w, now)
             best = min(self._waiters)
             self._waiters.remove(best)
             self._unqueue(best)
@@ -209,12 +231,13 @@ class FairTurns:
                 try:
                     best.wake()
                 except RuntimeError:  # its event loop has closed: nobody is left to use the turn
+                    best.granted = False
                     self._ungrant(best.names)
         if not self._waiters:
             self._forget_idle()
         self._lock.notify_all()
 
     def _forget_idle(self) -> None:
-        # Last-served times matter only among waiters; with none waiting, idle names can go
+        # Loads matter only among waiters; with none waiting, names that hold nothing can go
         # (the table would otherwise grow by every address that ever hashed).
-        self._served = {n: t for n, t in self._served.items() if n in self._holding}
+        self._used = {n: u for n, u in self._used.items() if n in self._holding}

@@ -48,3 +48,15 @@ def client_key(address: object) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def network_key(client: str) -> str:
+    """The network a :func:`client_key` belongs to, for limits that one owner of many addresses
+    must not multiply: an IPv4 /24 ("203.0.113.0/24"), an IPv6 /48 (what a site is handed);
+    ``client`` itself when it is no address."""
+    try:
+        network = ipaddress.ip_network(client, strict=False)
+    except ValueError:
+        return client
+    prefix = 24 if network.version == 4 else 48
+    return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)

@@ -36,7 +36,7 @@ from django_ratelimit.core import is_ratelimited
 
 from cipher_worker import keys
 from cipher_worker.turns import Busy
-from webapp.addresses import request_address
+from webapp.addresses import network_key, request_address
 from webapp.texts import BUSY, TEMPORARILY_UNAVAILABLE
 from webapp.unavailable import unavailable_response
 
@@ -96,7 +96,7 @@ def key_work(request: HttpRequest) -> Iterator[None]:
     address = request_address(request)
     spend("key-work", account(request), request)
     spend("address-key-work", address, request)
-    with keys.hashing_for(account(request), f"address:{address}"):
+    with keys.hashing_for(account(request), f"address:{address}", f"net:{network_key(address)}"):
         yield
 
 

@@ -35,4 +35,4 @@ MODEL_CHANGED = (
     "the site's staff can restore that model."
 )
 # Too many of one client's password checks wait for a turn at the cores (cipher_worker.turns).
-BUSY = "Veil is busy with many requests from you right now; please try again in a moment."
+BUSY = "Veil is very busy right now; please try again in a moment."

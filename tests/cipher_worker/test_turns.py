@@ -203,3 +203,67 @@ async def _hold(turns: FairTurns, label: str, names: tuple[str, ...], order: lis
     order.append(label)
     await asyncio.sleep(0.01)
     ticket.release()
+
+
+def test_a_flood_from_many_fresh_addresses_of_one_network_carries_the_networks_load() -> None:
+    """Review round 10: each IPv6 /64 of one /48 was a name never served, so Grandma waited one
+    turn per address queued before her (52 s, then busy)."""
+    queue = Queue(FairTurns(1, max_waiting=10))
+    queue.ask("x0", "address:x0", "net:2001:db8:77::/48", "album:theirs", urgent=True)
+    for i in range(1, 9):
+        queue.ask(f"x{i}", f"address:x{i}", "net:2001:db8:77::/48", "album:theirs", urgent=True)
+    queue.ask("grandma", "address:grandma", "net:198.51.100.0/24", "album:family", urgent=True)
+    try:
+        queue.done("x0")
+        assert queue.order == ["x0", "grandma"]
+    finally:
+        queue.finish()
+
+
+def test_a_claimed_ticket_stays_taken_until_its_thread_is_done_whatever_the_waiter_does() -> None:
+    turns = FairTurns(1)
+
+    async def scenario() -> None:
+        ticket = await turns.wait(("address:a",))
+        assert ticket.claim() and not ticket.claim()  # one thread takes it over
+        ticket.release()  # the waiter left (its wait for the thread was cancelled): not yet
+        assert turns._free == 0
+        ticket.release(claimed=True)  # the thread's hash is done
+        assert turns._free == 1
+        unclaimed = await turns.wait(("address:b",))
+        unclaimed.release()
+        assert not unclaimed.claim() and turns._free == 1  # too late to claim: the thread takes its own turn
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_whose_event_loop_has_closed_leaves_the_counts_right() -> None:
+    turns = FairTurns(1)
+    holder = Queue(turns)
+    holder.ask("h", "address:h")
+    loop = asyncio.new_event_loop()
+    orphan = loop.create_task(turns.wait(("address:gone",)))
+    loop.run_until_complete(asyncio.sleep(0.01))  # queued
+    assert not orphan.done()
+    loop.close()
+    holder.done("h")  # the turn would go to the closed loop's waiter: it goes back instead
+    assert turns._free == 1 and not turns._waiters and not turns._holding and not turns._waiting
+    with turns.turn(("address:next",), timeout=1):
+        assert turns._free == 0
+    holder.finish()
+
+
+def test_one_name_may_have_only_so_many_urgent_requests_waiting() -> None:
+    from cipher_worker.turns import URGENT_WAITING
+
+    turns = FairTurns(1)
+    queue = Queue(turns)
+    queue.ask("h", "address:other")
+    try:
+        for i in range(URGENT_WAITING):
+            queue.ask(f"u{i}", "album:theirs", urgent=True)
+        assert not queue.errors
+        queue.ask("over", "album:theirs", urgent=True)
+        assert len(queue.errors) == 1
+    finally:
+        queue.finish()

@@ -16,22 +16,11 @@ from rest_framework.test import APIClient
 from webapp.albums.models import Album
 from webapp.keywork import TOO_MUCH
 from webapp.sharing import unlocking
-from webapp.sharing.models import UnlockAttempt
 from webapp.texts import BUSY
 
 from .factories import PASSPHRASE, AlbumFactory, UserFactory
 
 NEW_ALBUM = {"name": "Summer", "passphrase": PASSPHRASE, "passphrase_again": PASSPHRASE}
-
-
-def grandma_unlocks(album: Album, slot_id: int, client: str) -> unlocking.Started | unlocking.Refused:
-    """Grandma's password through the share link, from ``client``."""
-    from .test_sharing import GRANDMA
-
-    via = UnlockAttempt.Via.SHARE_LINK
-    return unlocking.begin_unlock(
-        album, slot_id, GRANDMA, client=client, session_id="s", session_key=bytes(32), reply_channel="c", via=via
-    )
 
 
 @pytest.fixture(autouse=True)
@@ -91,16 +80,16 @@ def test_login_attempts_from_one_address_are_limited_whatever_the_username(user:
 
 
 def test_unlocks_from_one_address_count_right_passwords_too(db: None) -> None:
-    from .test_sharing import done_photo, recipient
+    from .test_sharing import GRANDMA, attempt, done_photo, recipient
 
     album = AlbumFactory()
     done_photo(album)
     slot = recipient(album)
 
-    assert [type(grandma_unlocks(album, slot.pk, "192.0.2.7")).__name__ for _ in range(2)] == ["Started", "Started"]
-    refused = grandma_unlocks(album, slot.pk, "192.0.2.7")
+    assert [type(attempt(album, slot, GRANDMA, "192.0.2.7")).__name__ for _ in range(2)] == ["Started", "Started"]
+    refused = attempt(album, slot, GRANDMA, "192.0.2.7")
     assert isinstance(refused, unlocking.Refused) and (refused.code, refused.message) == ("rate_limited", TOO_MUCH)
-    assert isinstance(grandma_unlocks(album, slot.pk, "192.0.2.8"), unlocking.Started)  # Grandma's own connection
+    assert isinstance(attempt(album, slot, GRANDMA, "192.0.2.8"), unlocking.Started)  # Grandma's own connection
 
 
 def test_fresh_accounts_from_one_address_share_its_key_work_allowance(db: None, settings: Any) -> None:
@@ -170,7 +159,7 @@ def test_an_unlock_that_waited_out_its_turn_is_told_busy_and_keeps_its_try(
     from cipher_worker import keys
     from webapp.sharing.tries import limiter
 
-    from .test_sharing import done_photo, recipient
+    from .test_sharing import GRANDMA, attempt, done_photo, recipient
 
     album = AlbumFactory()
     done_photo(album)
@@ -178,7 +167,7 @@ def test_an_unlock_that_waited_out_its_turn_is_told_busy_and_keeps_its_try(
     held = HeldTurns(monkeypatch, "192.0.2.30")
     monkeypatch.setattr(keys, "ARGON2_PATIENCE", 0.1)  # unlocks are never refused for waiting, only for waiting long
     try:
-        outcome = grandma_unlocks(album, slot.pk, "192.0.2.30")
+        outcome = attempt(album, slot, GRANDMA, "192.0.2.30")
     finally:
         held.release()
     assert isinstance(outcome, unlocking.Refused) and (outcome.code, outcome.message) == ("busy", BUSY)
@@ -195,7 +184,7 @@ def test_key_work_takes_turns_as_its_account_and_address_and_unlocks_go_first(
     from cipher_worker import keys
     from cipher_worker.turns import FairTurns
 
-    from .test_sharing import done_photo, recipient
+    from .test_sharing import GRANDMA, attempt, done_photo, recipient
 
     asked: list[tuple[tuple[str, ...], bool]] = []
 
@@ -206,14 +195,16 @@ def test_key_work_takes_turns_as_its_account_and_address_and_unlocks_go_first(
 
     monkeypatch.setattr(keys, "_argon2_turns", Watched(1))
     assert owner_client.post(reverse("albums:create"), NEW_ALBUM).status_code == 302
-    assert asked == [((f"account:{user.pk}", "address:127.0.0.1"), False)]
+    assert asked == [((f"account:{user.pk}", "address:127.0.0.1", "net:127.0.0.0/24"), False)]
     album = Album.objects.get()
     done_photo(album)
     slot = recipient(album)
     asked.clear()
-    outcome = grandma_unlocks(album, slot.pk, "192.0.2.40")
+    outcome = attempt(album, slot, GRANDMA, "192.0.2.40")
     assert isinstance(outcome, unlocking.Started)
-    assert asked == [(("address:192.0.2.40",), True)]
+    # fine to coarse: a flood spread over many addresses still carries its network's and album's load
+    names = ("address:192.0.2.40", "net:192.0.2.0/24", f"album:{album.pk}", f"account:{album.owner_id}")
+    assert asked == [(names, True)]
 
 
 def test_web_processes_share_the_cores_for_argon2_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:

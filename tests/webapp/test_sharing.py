@@ -605,3 +605,15 @@ def test_recovery_work_runs_at_a_lower_cpu_priority_than_the_worker_and_returns_
     assert niceness() == mine  # the worker's own thread (uploads) keeps its priority
     with pytest.raises(WrongKey):  # the work's errors reach the task as they are
         tasks.in_background(lambda: keys.open_content_key(bytes(92), bytes(32)))
+
+
+def test_a_photo_with_empty_recovery_data_fails_alone_and_the_rest_of_the_album_unlocks() -> None:
+    """Review round 10: on SQLite the head of an empty envelope reads as NULL, which broke the
+    unlock of the whole album."""
+    album = AlbumFactory()
+    good, _ = done_photo(album)
+    broken, _ = done_photo(album)
+    Photo.objects.filter(pk=broken.pk).update(envelope=b"")
+    outcome = attempt(album, recipient(album), GRANDMA)
+    assert isinstance(outcome, unlocking.Started)
+    assert outcome.photo_ids == [str(good.pk)] and outcome.failed == {str(broken.pk): unlocking.KEY_MISMATCH}

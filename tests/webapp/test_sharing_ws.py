@@ -309,13 +309,13 @@ def test_an_unlock_waits_for_its_argon2_turn_in_the_event_loop_not_in_a_thread(m
     turns = FairTurns(1)
     monkeypatch.setattr(keys, "_argon2_turns", turns)
     begun = threading.Event()
-    real_begin = consumers.begin_unlock
+    real_open = consumers.open_unlock
 
-    def watched_begin(*args: Any, **kwargs: Any) -> Any:
+    def watched_open(*args: Any, **kwargs: Any) -> Any:
         begun.set()
-        return real_begin(*args, **kwargs)
+        return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(consumers, "begin_unlock", watched_begin)
+    monkeypatch.setattr(consumers, "open_unlock", watched_open)
     release = threading.Event()
 
     def someone_hashing() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -42,11 +43,11 @@ from webapp.addresses import scope_address
 from webapp.albums.forms import MAX_PASSPHRASE
 from webapp.albums.models import Album
 from webapp.limits import MessageRate
-from webapp.texts import BUSY, NO_WORKER, OUR_FAULT
+from webapp.texts import NO_WORKER, OUR_FAULT
 
 from . import protocol, sessions, transit
 from .models import UnlockAttempt
-from .unlocking import AHEAD, GRACE, QUEUE_DOWN, Refused, begin_unlock
+from .unlocking import AHEAD, GRACE, QUEUE_DOWN, Refused, Started, busy, check_unlock, open_unlock, turn_names
 
 CLOSE_NOT_FOUND = 4404
 log = logging.getLogger(__name__)
@@ -198,24 +199,30 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         await self.forget()  # a new unlock replaces the last one; its late results are dropped
         session_id, key = uuid.uuid4().hex, os.urandom(protocol.SESSION_KEY_BYTES)
         client = scope_address(self.scope)
-        try:
-            # The fair turn first, waited for here, holding no thread (cipher_worker.turns); then
-            # in threads of its own, not the one thread every socket's database calls share: an
-            # Argon2 run (≈ 0.2 s) must not stall the other sockets.
-            async with keys.turn_before_hashing(f"address:{client}", urgent=True):
-                outcome = await database_sync_to_async(begin_unlock, thread_sensitive=False, executor=_UNLOCK_THREADS)(
-                    album,
-                    slot_id,
-                    password,
-                    client=client,
-                    session_id=session_id,
-                    session_key=key,
-                    reply_channel=self.channel_name,
-                    via=self.via,
-                    first=first,
-                )
-        except Busy:
-            outcome = Refused("busy", BUSY)
+        # Off the thread every socket's database calls share: the cheap checks, then the wait for
+        # a fair Argon2 turn here in the event loop, holding no thread (cipher_worker.turns), then
+        # the password in a thread of its own (≈ 0.2 s that must not stall other sockets).
+        in_thread = functools.partial(database_sync_to_async, thread_sensitive=False, executor=_UNLOCK_THREADS)
+        checked = await in_thread(check_unlock)(album, slot_id, client=client, via=self.via)
+        outcome: Started | Refused
+        if isinstance(checked, Refused):
+            outcome = checked
+        else:
+            try:
+                async with keys.turn_before_hashing(*turn_names(album, client), urgent=True):
+                    outcome = await in_thread(open_unlock)(
+                        album,
+                        checked,
+                        password,
+                        client=client,
+                        session_id=session_id,
+                        session_key=key,
+                        reply_channel=self.channel_name,
+                        via=self.via,
+                        first=first,
+                    )
+            except Busy:
+                outcome = await in_thread(busy)(checked, client)
         del password
         if isinstance(outcome, Refused):
             await self.send_json(protocol.refusal(outcome.code, outcome.message))

@@ -14,7 +14,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ParamSpec
+from typing import ParamSpec, TypeVar
 
 import redis
 from django.conf import settings
@@ -28,6 +28,7 @@ from cipher_worker import envelope, keys
 from cipher_worker.errors import VeilError, WrongKey
 from cipher_worker.turns import Busy
 from webapp import jobs, keywork, workers
+from webapp.addresses import network_key
 from webapp.albums.models import Album, AlbumKeySlot, Photo
 from webapp.texts import BUSY
 
@@ -36,6 +37,7 @@ from .models import UnlockAttempt
 from .tries import limiter, too_many_tries, unknown_slot
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,9 @@ class Started:
     workers: int = 0  # workers alive when the viewing began (webapp.workers)
 
 
-def _refused_while_redis_is_down(begin: Callable[P, Started | Refused]) -> Callable[P, Started | Refused]:
+def _refused_while_redis_is_down(begin: Callable[P, R | Refused]) -> Callable[P, R | Refused]:
     @functools.wraps(begin)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> Started | Refused:
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Refused:
         try:
             return begin(*args, **kwargs)
         except redis.RedisError:
@@ -87,22 +89,25 @@ def _refused_while_redis_is_down(begin: Callable[P, Started | Refused]) -> Calla
     return guarded
 
 
+def turn_names(album: Album, client: str) -> tuple[str, ...]:
+    """Whose Argon2 run an unlock of ``album`` from ``client`` is, for fair turns
+    (cipher_worker.turns), fine to coarse: the address, its network, the album and the
+    album's owner. A flood spread over many addresses still carries its network's or its
+    album's load, so the family's own unlocks come first."""
+    return (f"address:{client}", f"net:{network_key(client)}", f"album:{album.pk}", f"account:{album.owner_id}")
+
+
+@dataclass
+class Checked:
+    """An unlock whose cheap checks passed: the slot to try, one try of it reserved."""
+
+    slot: AlbumKeySlot
+
+
 @_refused_while_redis_is_down
-@sensitive_variables("password", "private")
-def begin_unlock(
-    album: Album,
-    slot_id: int,
-    password: str,
-    *,
-    client: str,
-    session_id: str,
-    session_key: bytes,
-    reply_channel: str,
-    via: str,
-    first: Sequence[str] = (),
-) -> Started | Refused:
-    """Check and open one unlock from ``client`` (its address); every outcome but a flood of
-    refusals is logged for the owner. The photos named in ``first`` (those in view) go first."""
+def check_unlock(album: Album, slot_id: int, *, client: str, via: str) -> Checked | Refused:
+    """Everything before the password: the address's allowance, the slot, its tries, its expiry
+    (refusals that cost no Argon2 run, so they never wait for a turn)."""
     try:
         keywork.spend("unlock", client)  # right passwords too: each one costs an Argon2 run and a queue of tasks
     except keywork.TooMuchWork as exc:
@@ -125,15 +130,40 @@ def begin_unlock(
     if slot.is_expired():  # a try used up all the same: tries at an expired slot are limited too
         _record(album, slot, UnlockAttempt.Outcome.EXPIRED, via)
         return Refused("expired", expired(slot))
+    return Checked(slot)
+
+
+def busy(checked: Checked, client: str) -> Refused:
+    """No turn came for a checked unlock: its try goes back (no password was checked)."""
+    with contextlib.suppress(redis.RedisError):
+        limiter().give_back(checked.slot.pk, client)
+    return Refused("busy", BUSY)
+
+
+@_refused_while_redis_is_down
+@sensitive_variables("password", "private")
+def open_unlock(
+    album: Album,
+    checked: Checked,
+    password: str,
+    *,
+    client: str,
+    session_id: str,
+    session_key: bytes,
+    reply_channel: str,
+    via: str,
+    first: Sequence[str] = (),
+) -> Started | Refused:
+    """Try the password at the checked slot and, if it opens, queue the album's photos."""
+    slot, tries = checked.slot, limiter()
     try:
-        # urgent: someone waits on the page; fair between addresses (cipher_worker.turns)
-        with keys.hashing_for(f"address:{client}", urgent=True):
+        # urgent: someone waits on the page (a no-op inside keys.turn_before_hashing)
+        with keys.hashing_for(*turn_names(album, client), urgent=True):
             private: bytes | None = slot.unwrap(password)
     except WrongKey:
         private = None
     except Busy:
-        tries.give_back(slot.pk, client)  # no password was checked
-        return Refused("busy", BUSY)
+        return busy(checked, client)
     if private is None:
         _record(album, slot, UnlockAttempt.Outcome.WRONG_PASSWORD, via)
         if not album.decoy_mode:
@@ -149,6 +179,38 @@ def begin_unlock(
         return _queue(_real_requests(album, private, session_key, first), session_id, reply_channel, client)
     finally:
         del private
+
+
+@sensitive_variables("password")
+def begin_unlock(
+    album: Album,
+    slot_id: int,
+    password: str,
+    *,
+    client: str,
+    session_id: str,
+    session_key: bytes,
+    reply_channel: str,
+    via: str,
+    first: Sequence[str] = (),
+) -> Started | Refused:
+    """Check and open one unlock from ``client`` (its address), in this thread; every outcome but
+    a flood of refusals is logged for the owner. The photos named in ``first`` (those in view) go
+    first. (The websocket consumer runs the two halves itself, waiting for the turn between.)"""
+    checked = check_unlock(album, slot_id, client=client, via=via)
+    if isinstance(checked, Refused):
+        return checked
+    return open_unlock(
+        album,
+        checked,
+        password,
+        client=client,
+        session_id=session_id,
+        session_key=session_key,
+        reply_channel=reply_channel,
+        via=via,
+        first=first,
+    )
 
 
 def _record(album: Album, slot: AlbumKeySlot | None, outcome: str, via: str) -> None:
@@ -174,10 +236,11 @@ def _photos(album: Album, first: Sequence[str] = ()) -> Iterator[tuple[str, byte
         .values_list("pk", "head")
     )
     if first:
-        found = {str(pk): bytes(head) for pk, head in photos.filter(pk__in=first)}
+        found = {str(pk): bytes(head or b"") for pk, head in photos.filter(pk__in=first)}
         yield from ((photo_id, found[photo_id]) for photo_id in dict.fromkeys(first) if photo_id in found)
         photos = photos.exclude(pk__in=first)
-    yield from ((str(pk), bytes(head)) for pk, head in photos.iterator())
+    # an empty envelope's head reads as NULL on SQLite; it opens no key (KEY_MISMATCH)
+    yield from ((str(pk), bytes(head or b"")) for pk, head in photos.iterator())
 
 
 @sensitive_variables("private", "content_key")
