@@ -676,7 +676,7 @@ def test_viewings_that_start_together_take_turns_on_the_unlock_queue(fresh_redis
         settings.VEIL_UNLOCK_TTL = 100
         await deliver(get_channel_layer(), args[2], args[3], args[0], sealed)
         await first_page.receive_from(timeout=10)
-        for _ in range(50):  # the consumer queues the next photo just after sending this one
+        for _ in range(150):  # the consumer queues the next photo just after sending this one
             one_arrived = queued_tasks(fresh_redis)
             if len(one_arrived) >= len(both_started) + 2:
                 break
