@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from .errors import EnvelopeError
 
-DTYPE_CODES = {"<f8": 1, "<f4": 2, "<u4": 3}
+DTYPE_CODES = {"<f8": 1, "<f4": 2, "<u4": 3, "|u1": 4}  # 4: since FIT, a pixel cipher's stored crop
 
 
 class Writer:

@@ -24,7 +24,8 @@ face count                    u16, then for each face:
   attributes                  array of f4
   identity                    the encrypted identity as the cipher stores it: array of u4
                               (torus: u'; the only form before v3) or, v3, of f8 (a learned
-                              cipher's output)
+                              cipher's output) or of u1 (a pixel cipher's anonymized crop,
+                              S·S·3 values row-major: FIT)
   candidate                   v2 only: u16, which of the face's candidate pads made u'
   skin                        v2 only: array of f4, empty or the original's inner-face Lab
                               mean and spread (6 values; latent recovery matches them)
@@ -32,8 +33,9 @@ face count                    u16, then for each face:
 mac                           32 bytes: HMAC-SHA256 of every byte before it
 ============================  ==========================================================
 
-An array is a u8 dtype code (1 = f8, 2 = f4, 3 = u4), a u32 element count and the
-elements. An envelope before version 3 was made by the torus cipher (which has no
+An array is a u8 dtype code (1 = f8, 2 = f4, 3 = u4, 4 = u1), a u32 element count and the
+elements (code 4 came with FIT inside version 3: the layout did not change, so envelopes
+that do not use it read as before). An envelope before version 3 was made by the torus cipher (which has no
 weights): reading one gives ``cipher_id`` ``torus`` and a zero fingerprint. Every envelope
 has exactly one encoding, so parsing and re-encoding gives the
 same bytes; the MAC key is HKDF-SHA256(content key, info = b"veil/v1/envelope-mac").
@@ -78,7 +80,7 @@ _MAX_MASK_SIDE = 1024
 # what every envelope before version 3 was made with: the torus cipher, which has no weights
 IMPLIED_CIPHER_ID = "torus"
 IMPLIED_CIPHER_FINGERPRINT = bytes(FINGERPRINT_BYTES)
-_IDENTITY_DTYPES = {np.dtype(np.uint32): "<u4", np.dtype(np.float64): "<f8"}
+_IDENTITY_DTYPES = {np.dtype(np.uint32): "<u4", np.dtype(np.float64): "<f8", np.dtype(np.uint8): "|u1"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,9 +92,9 @@ class FaceRecord:
     the crop, (M, M) uint8 with 255 = the stranger only (version 2), or a feathered ellipse's
     parameters (version 1); ``attributes`` (k,) f4 is the attribute latent; ``identity`` (d,) the
     encrypted identity as the envelope's cipher stores it (u4 for the torus cipher, f8 for a
-    learned one), made with candidate key ``candidate``; ``skin`` the original face's
-    Lab mean and spread (6,) f4, or empty; ``pixels`` the AES-GCM ciphertext of the original
-    ``box`` pixels (fidelity ``exact``) or None.
+    learned one, u1 for a pixel cipher's anonymized crop, flattened), made with candidate key
+    ``candidate``; ``skin`` the original face's Lab mean and spread (6,) f4, or empty; ``pixels``
+    the AES-GCM ciphertext of the original ``box`` pixels (fidelity ``exact``) or None.
     """
 
     transform: NDArray[np.float64]
@@ -115,8 +117,9 @@ class FaceRecord:
         if len(box) != 4 or not all(-(2**31) <= v < 2**31 for v in box):
             raise EnvelopeError("a face's box must be four 32-bit integers (x0, y0, x1, y1)")
         attributes = _frozen_array(self.attributes, np.float32, "attribute latent")
-        float_identity = np.asarray(self.identity).dtype.kind == "f"
-        identity = _frozen_array(self.identity, np.float64 if float_identity else np.uint32, "identity")
+        given = np.asarray(self.identity).dtype
+        kind: type[np.generic] = np.float64 if given.kind == "f" else np.uint8 if given == np.uint8 else np.uint32
+        identity = _frozen_array(self.identity, kind, "identity")
         skin = _frozen_array(self.skin, np.float32, "skin colour")
         if attributes.ndim != 1 or identity.ndim != 1:
             raise EnvelopeError("a face's attribute latent and identity must be vectors")
@@ -186,7 +189,7 @@ class FaceRecord:
             blob = src.blob("<I")
             mask = _inflate_mask(side, blob)
         attributes = src.array("<f4", "attribute latent")
-        identity = src.array_of(("<u4", "<f8") if version >= 3 else ("<u4",), "identity")
+        identity = src.array_of(("<u4", "<f8", "|u1") if version >= 3 else ("<u4",), "identity")
         candidate, skin = 0, np.zeros(0, np.float32)
         if version >= 2:
             candidate = src.unpack("<H")[0]

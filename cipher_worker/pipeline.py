@@ -4,6 +4,12 @@ order, all faces as one batch.
 Anonymize: decode → detect → align → encode → encrypt identity → render → composite →
 seal envelope. Recover runs decrypt → render/restore → composite from the envelope's
 stored latents, never by re-encoding the anonymized pixels.
+
+A pixel-space cipher (FIT: ``cipher.space == "pixels"``) takes the place of encode, encrypt
+and render: it transforms each face's aligned crop under each candidate key, the chosen
+stranger is composited like a rendered one, and the envelope keeps the anonymized crop
+(uint8, lossless) where a latent cipher keeps the encrypted identity; latent recovery
+decrypts that stored crop.
 """
 
 from __future__ import annotations
@@ -66,8 +72,10 @@ class Pipeline:
     def __init__(self, codec: Codec, detector: FaceDetector | None = None, cipher: Cipher | None = None) -> None:
         self.codec = codec
         self.cipher = cipher or TorusCipher(codec.identity_dim)
-        if self.cipher.dim != codec.identity_dim:
+        if self.cipher.space == "latent" and self.cipher.dim != codec.identity_dim:
             raise ValueError(f"a {self.cipher.dim}-coordinate cipher for a codec of {codec.identity_dim}")
+        if self.cipher.space == "pixels" and self.cipher.dim != 3 * codec.crop_size**2:
+            raise ValueError(f"a cipher of {self.cipher.dim} pixel values for a codec's {codec.crop_size} px crops")
         self._ciphers: dict[tuple[str, bytes], Cipher] = {(self.cipher.id, codec.fingerprint): self.cipher}
         self._ciphers_lock = threading.Lock()
         self.detector = detector or FaceDetector()
@@ -117,7 +125,11 @@ class Pipeline:
                 expression = np.stack([m.expression() for m in meshes])
                 regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
             with watch("encode"):
-                latents = self.codec.encode(crops, landmarks, expression)
+                latents = (
+                    self.codec.encode(crops, landmarks, expression)
+                    if self.cipher.space == "latent"
+                    else None  # a pixel cipher transforms the crops themselves: no latent, no attributes
+                )
             with watch("cipher"):
                 region_keys = [cipher.derive_region_key(content_key, nonce, i) for i in range(len(faces))]
             wanted = None
@@ -127,9 +139,16 @@ class Pipeline:
                         self.judge, original, points, crops, landmarks, expression,
                         self.skin_weights, self.face_weights,
                     )  # fmt: skip
-            chosen, u_enc, rendered, stranger_meshes = self._strangers(
-                content_key, nonce, latents, crops, landmarks, regions, wanted, watch
-            )
+            if latents is None:
+                chosen, u_enc, rendered, stranger_meshes = self._pixel_strangers(
+                    content_key, nonce, crops, landmarks, regions, wanted, watch
+                )
+                attributes = np.zeros((len(faces), 0), np.float32)
+            else:
+                chosen, u_enc, rendered, stranger_meshes = self._strangers(
+                    content_key, nonce, latents, crops, landmarks, regions, wanted, watch
+                )
+                attributes = latents.attributes
             size = self.codec.crop_size
             rng = np.random.default_rng(int.from_bytes(nonce[:8], "little"))
             if stranger_meshes is None:  # the chooser did not measure them
@@ -155,7 +174,7 @@ class Pipeline:
                         transform=a.matrix,
                         box=box,
                         mask=mask.raster,
-                        attributes=latents.attributes[i],
+                        attributes=attributes[i],
                         identity=u_enc[i],
                         pixels=pixels,
                         candidate=int(chosen[i]),
@@ -257,10 +276,19 @@ class Pipeline:
             with watch("cipher"):
                 face_cipher = self._cipher_for(env, codec)
                 secrets = [FaceSecret(content_key, env.nonce, i, r.candidate) for i, r in enumerate(env.faces)]
-                identity = face_cipher.decrypt_faces(np.stack([r.identity for r in env.faces]), secrets)
-            with watch("render"):
-                attributes = np.stack([r.attributes for r in env.faces])
-                rendered = codec.render(Latents(identity, attributes), typical=decoy)
+                stored = np.stack([r.identity for r in env.faces])
+                if face_cipher.space == "pixels":  # the stored anonymized crops, decrypted: the faces themselves
+                    size = codec.crop_size
+                    if stored.shape[1] != 3 * size * size:
+                        raise CipherMismatch(f"this photo's stored face crops are not {size} px crops")
+                    crops = stored.reshape(-1, size, size, 3).astype(np.uint8, copy=False)  # its stored dtype
+                    rendered = face_cipher.decrypt_crop_faces(crops, secrets)
+                else:
+                    identity = face_cipher.decrypt_faces(stored, secrets)
+            if rendered is None:
+                with watch("render"):
+                    attributes = np.stack([r.attributes for r in env.faces])
+                    rendered = codec.render(Latents(identity, attributes), typical=decoy)
         rng = np.random.default_rng(int.from_bytes(env.nonce[8:], "little"))
         with watch("composite"):
             for i in reversed(range(len(env.faces))):  # undo in the opposite order of anonymization
@@ -324,6 +352,33 @@ class Pipeline:
         chosen = shortlist[np.arange(n), picked]
         stranger = rendered[np.arange(n) * shortlist.shape[1] + picked]
         return chosen, u_all[np.arange(n) * count + chosen], stranger, meshes
+
+    def _pixel_strangers(
+        self,
+        content_key: bytes,
+        nonce: bytes,
+        crops: np.ndarray,
+        landmarks: np.ndarray,
+        regions: list[np.ndarray],
+        wanted: strangers.Original | None,
+        watch: Stopwatch,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[MeshResult] | None]:
+        """:meth:`_strangers` for a pixel-space cipher: each face's crop transformed under each of
+        its candidate keys (nothing foresees a transformed crop, so only the codec's ``finalists``
+        keys are drawn, every one judged); (N,) chosen candidate, (N, S·S·3) its anonymized crop
+        as the envelope stores it, (N, S, S, 3) that crop, and its mesh if the choice measured it."""
+        n = len(crops)
+        count = min(self.codec.candidates, self.codec.finalists)
+        with watch("cipher"):
+            secrets = [FaceSecret(content_key, nonce, i, c) for i in range(n) for c in range(count)]
+            anonymized = self.cipher.encrypt_crop_faces(np.repeat(crops, count, axis=0), secrets)
+        picked, meshes = np.zeros(n, int), None
+        if count > 1:
+            assert wanted is not None
+            with watch("choose"):
+                picked, meshes = self._choose(crops, regions, anonymized, wanted, landmarks, None)
+        stranger = anonymized[np.arange(n) * count + picked]
+        return picked, stranger.reshape(n, -1), stranger, meshes
 
     def _choose(
         self,

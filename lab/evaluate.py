@@ -340,6 +340,11 @@ def key_algebra(
     env = envelope.Envelope.from_bytes(version.result.envelope)
     if not env.faces:
         return {}
+    if pipeline.cipher.space == "pixels":
+        return {
+            **pixel_key_algebra(pipeline, photo, env, private, judges),
+            **wrong_key(photo, faces, version, pipeline, judges),
+        }
     codec, c = pipeline.codec, pipeline.cipher
     x = _open_identities(env, private, c)
     attributes = np.stack([r.attributes for r in env.faces])
@@ -358,8 +363,7 @@ def key_algebra(
         return codec.render(Latents(identity, attributes), typical=False)
 
     def render_cosines(a: np.ndarray, b: np.ndarray) -> list[float]:
-        face = _render_face(a[0], codec.template)  # every render shares the crop's template
-        return [judges.sface.similarity(ra, face, rb, face) for ra, rb in zip(a, b, strict=True)]
+        return _crop_cosines(judges, codec.template, a, b)  # every render shares the crop's template
 
     reference = render(x)  # the codec's reconstruction of the real face
     out: dict[str, Any] = {"faces": len(x)}
@@ -375,8 +379,61 @@ def key_algebra(
         shown = None if d is None else render(d)
         out[f"{name}_pixel_identical"] = None if shown is None else bool(np.array_equal(shown, reference))
         out[f"{name}_sface_cosines"] = None if shown is None else render_cosines(shown, reference)
-    wrong_key = secrets.token_hex(8)
-    wrong = pipeline.recover(version.result.image, version.result.envelope, decoy_password=wrong_key).pixels
+    return {**out, **wrong_key(photo, faces, version, pipeline, judges)}
+
+
+def _crop_cosines(judges: Judges, template: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[float]:
+    """SFace cosines between two stacks of (N, S, S, 3) aligned crops (faces at the codec's template)."""
+    face = _render_face(a[0], template)
+    return [judges.sface.similarity(ra, face, rb, face) for ra, rb in zip(a, b, strict=True)]
+
+
+def _pixel_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) mean |a − b| per face of two (N, S, S, 3) uint8 stacks, in 0–255 units."""
+    return np.abs(a.astype(np.float64) - b.astype(np.float64)).mean((1, 2, 3))
+
+
+def pixel_key_algebra(
+    pipeline: Pipeline, photo: EvalPhoto, env: envelope.Envelope, private: bytes, judges: Judges
+) -> dict[str, Any]:
+    """:func:`key_algebra` for a pixel-space cipher (FIT), on the aligned crops themselves: the
+    envelope's anonymized crop decrypted with the right key against the original crop (mean
+    pixel error per face, 0–255 units; SFace cosine of the crops), and two layers of
+    anonymization peeled in order and in the other order (this cipher has no combined keys)."""
+    codec, c = pipeline.codec, pipeline.cipher
+    size = codec.crop_size
+    content_key = keys.open_content_key(env.sealed_content_key, private)
+    opened = [FaceSecret(content_key, env.nonce, i, r.candidate) for i, r in enumerate(env.faces)]
+    stored = np.stack([r.identity for r in env.faces]).reshape(-1, size, size, 3).astype(np.uint8, copy=False)
+    originals = np.stack([crop(photo.pixels, Alignment(r.transform, size)) for r in env.faces])
+    back = c.decrypt_crop_faces(stored, opened)
+    error = _pixel_error(back, originals)
+    out: dict[str, Any] = {"faces": len(stored), "space": "pixels"}
+    out["right_key_max_error"] = float(error.max())
+    out["right_key_rms_error"] = float(np.sqrt(((back.astype(np.float64) - originals) ** 2).mean()))
+    out["right_key_sface_cosines"] = _crop_cosines(judges, codec.template, originals, back)
+    s1, s2 = _random_secrets(len(stored)), _random_secrets(len(stored))
+    twice = c.encrypt_crop_faces(c.encrypt_crop_faces(originals, s1), s2)
+    peeled = {
+        "p1_then_p2": c.decrypt_crop_faces(c.decrypt_crop_faces(twice, s1), s2),
+        "p2_then_p1": c.decrypt_crop_faces(c.decrypt_crop_faces(twice, s2), s1),
+    }
+    for name, d in peeled.items():
+        out[f"{name}_bit_exact"] = out[f"{name}_pixel_identical"] = bool(np.array_equal(d, originals))
+        out[f"{name}_max_error"] = float(_pixel_error(d, originals).max())
+        out[f"{name}_sface_cosines"] = _crop_cosines(judges, codec.template, d, originals)
+    for what in ("bit_exact", "pixel_identical", "max_error", "sface_cosines"):
+        out[f"combined_{what}"] = None
+    return out
+
+
+def wrong_key(
+    photo: EvalPhoto, faces: list[Face], version: Version, pipeline: Pipeline, judges: Judges
+) -> dict[str, Any]:
+    """The decoy recovery (the stored identity decrypted with a wrong key), judged in the photo
+    as a person would see it: SFace cosines to the original and to the anonymized face."""
+    out: dict[str, Any] = {}
+    wrong = pipeline.recover(version.result.image, version.result.envelope, decoy_password=secrets.token_hex(8)).pixels
     wrong_faces = judges.detector.detect(wrong)
     sface = judges.sface
     out["wrong_vs_original_cosines"], out["wrong_vs_anonymized_cosines"] = [], []
@@ -480,6 +537,7 @@ def summarise_algebra(per_photo: list[dict[str, Any]]) -> dict[str, Any]:
     """Each key-algebra check over all faces: pass iff it held for every face."""
     runs = [a for a in per_photo if a]
     out: dict[str, Any] = {"faces": sum(a["faces"] for a in runs)}
+    out["space"] = runs[0].get("space", "latent") if runs else "latent"  # pixels: errors in 0–255 units
     for name in ("p1_then_p2", "p2_then_p1", "combined"):
         for what in ("bit_exact", "pixel_identical"):
             held = [a[f"{name}_{what}"] for a in runs]

@@ -7,8 +7,9 @@ other weights (:class:`~cipher_worker.errors.CipherMismatch`).
 
 Built: ``torus`` (exact, a group; :mod:`cipher_worker.cipher`), ``ifadit`` (a
 key-conditioned coupling flow), ``riddle`` (a transformer encryptor, its own decryptor) and
-``facersa`` (a password mapper with separate decryption passwords and learned key algebra).
-``fit`` is issue 12's last slice: naming it is a clear error until then.
+``facersa`` (a password mapper with separate decryption passwords and learned key algebra)
+and ``fit`` (a password-conditioned image-to-image transformer on the aligned crops: a
+pixel-space cipher, :attr:`~cipher_worker.ciphers.base.Cipher.space` ``"pixels"``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from .learned import LearnedCipher
 
 DEFAULT_CIPHER = TORUS_ID
-CIPHERS = ("torus", "ifadit", "riddle", "facersa")
-PLANNED = ("fit",)  # the papers' ciphers still to come
+CIPHERS = ("torus", "ifadit", "riddle", "facersa", "fit")
+PLANNED: tuple[str, ...] = ()  # the papers' ciphers still to come
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -50,6 +51,10 @@ def load_cipher(name: str | None, codec: Codec) -> Cipher:
     name = cipher_name(name)
     if name == TORUS_ID:
         return TorusCipher(codec.identity_dim)
+    if name == "fit":  # pixel space: weights for the codec's crops
+        from .fit import FITCipher
+
+        return FITCipher.from_file(weights_path(name, codec.id), codec.id, codec.crop_size)
     return _learned(name).from_file(weights_path(name, codec.id), codec.id, codec.identity_dim)
 
 

@@ -15,12 +15,13 @@ generator's prior, and returns what the envelope stores, ``(N, d)`` of
 :meth:`Cipher.latent` says what the generator draws from that stored form.
 
 **Pixel-space ciphers (FIT).** FIT encrypts the aligned crop itself, not a latent. Such a
-cipher would set :attr:`Cipher.space` to ``"pixels"`` and implement ``encrypt_crops(crops,
-passwords) -> crops`` / ``decrypt_crops``; the pipeline would then skip encode and render
-for it, composite the returned crop, and, for latent fidelity, store the anonymized crop
-losslessly in the envelope (in place of the identity) so recovery never depends on
-re-aligning the lossy output photo. The key plumbing (secrets, candidates, the envelope's
-cipher id and fingerprint) stays as it is; only the stored array's shape changes.
+cipher sets :attr:`Cipher.space` to ``"pixels"`` and implements :meth:`Cipher.encrypt_crops`
+/ :meth:`Cipher.decrypt_crops` ((N, S, S, 3) uint8 crops in and out); the pipeline then
+skips the latent encrypt and render for it, composites the returned crop, and stores the
+anonymized crop losslessly in the envelope in place of the identity (flattened, uint8:
+:attr:`Cipher.stored_dtype` ``|u1``, :attr:`Cipher.dim` = S·S·3 values), so recovery never
+depends on re-aligning the lossy output photo. The key plumbing (secrets, candidates, the
+envelope's cipher id and fingerprint) stays as it is; only the stored array changes.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ as training taught them (FaceRSA); ``none``: only the one key that encrypted dec
 
 Role = Literal["encrypt", "decrypt"]
 Space = Literal["latent", "pixels"]
-StoredDtype = Literal["<u4", "<f8"]
+StoredDtype = Literal["<u4", "<f8", "|u1"]
 FINGERPRINT_BYTES = 16
 NO_WEIGHTS = bytes(FINGERPRINT_BYTES)  # the fingerprint of a cipher that has no weights (torus)
 
@@ -105,6 +106,23 @@ class Cipher(ABC):
     def store(self, identity: NDArray[np.float64]) -> NDArray[Any]:
         """The inverse of :meth:`latent`: (N, d) coordinates → the stored form that shows them
         (how a layer of sequential anonymization is peeled off and decrypted again)."""
+
+    def encrypt_crops(self, crops: NDArray[np.uint8], passwords: NDArray[Any]) -> NDArray[np.uint8]:
+        """(N, S, S, 3) uint8 aligned crops, (N, p) passwords → (N, S, S, 3) uint8 anonymized
+        crops; only pixel-space ciphers (:attr:`space` ``"pixels"``)."""
+        raise BadInput(f"the {self.id} cipher works on identity coordinates, not on face crops")
+
+    def decrypt_crops(self, crops: NDArray[np.uint8], passwords: NDArray[Any]) -> NDArray[np.uint8]:
+        """(N, S, S, 3) uint8 anonymized crops, (N, p) decryption passwords → the recovered crops."""
+        raise BadInput(f"the {self.id} cipher works on identity coordinates, not on face crops")
+
+    def encrypt_crop_faces(self, crops: NDArray[np.uint8], secrets: Sequence[FaceSecret]) -> NDArray[np.uint8]:
+        """:meth:`encrypt_crops` under each secret's encryption password."""
+        return self.encrypt_crops(crops, self.passwords(secrets))
+
+    def decrypt_crop_faces(self, crops: NDArray[np.uint8], secrets: Sequence[FaceSecret]) -> NDArray[np.uint8]:
+        """:meth:`decrypt_crops` under each secret's decryption password."""
+        return self.decrypt_crops(crops, self.passwords(secrets, role="decrypt"))
 
     def combine(self, first: NDArray[Any], second: NDArray[Any]) -> NDArray[Any]:
         """The one password equivalent to encrypting under ``first`` then ``second`` (both (N, p));

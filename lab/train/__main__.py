@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     app.add_argument("--samples", type=int, default=32_000)
     sub.add_parser("ffhq-template", help="measure where FFHQ alignment puts YuNet's landmarks (seconds)")
     cip = sub.add_parser(
-        "cipher", help="train a learned cipher on the dcgan64 codec (ifadit 12 min, riddle 16, facersa 17)"
+        "cipher", help="train a learned cipher on the dcgan64 codec (ifadit 12 min, riddle 16, facersa 17, fit 21)"
     )
-    cip.add_argument("--name", required=True, help="the cipher: ifadit, riddle or facersa")
+    cip.add_argument("--name", required=True, help="the cipher: ifadit, riddle, facersa or fit")
     cip.add_argument("--out", type=Path, help="default: cipher_worker/ciphers/weights/<name>_dcgan64.pt")
     cip.add_argument("--seed", type=int, default=0)
     cip.add_argument("--latent-steps", type=int)

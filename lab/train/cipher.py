@@ -1,5 +1,5 @@
 """Data-free training of a learned cipher on the dcgan64 codec (``python -m lab.train cipher
---name ifadit|riddle|facersa``; ``make train-cipher NAME=…``).
+--name ifadit|riddle|facersa|fit``; ``make train-cipher NAME=…``).
 
 Every cipher trains the same way; what differs is its :class:`~lab.train.cipher_kit.Objective`
 (:mod:`lab.train.ifadit_objective`, :mod:`lab.train.riddle_objective`,
@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,40 +32,41 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cipher_worker.ciphers import weights_path
-from cipher_worker.ciphers.base import state_fingerprint
 from cipher_worker.codecs.dcgan64_net import Z_DIM, DCGANGenerator, load_generator
 
-from .cipher_kit import SAME_PERSON, IdentityJudge, JudgedFaces, Losses, Objective, Split, load_judge, render
+from .cipher_kit import (
+    SAME_PERSON,
+    CipherTrainConfig,
+    IdentityJudge,
+    JudgedFaces,
+    Losses,
+    Objective,
+    Split,
+    load_judge,
+    render,
+    save_weights,
+    show_losses,
+)
 from .facersa_objective import FaceRSAObjective
+from .fit_objective import FITObjective, train_fit
 from .ifadit_objective import IFADITObjective
 from .riddle_objective import RiDDLEObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (IFADITObjective, RiDDLEObjective, FaceRSAObjective)}
 
 
-@dataclass(frozen=True)
-class CipherTrainConfig:
-    seed: int = 0
-    latent_steps: int = 2500  # phase A: latent stand-ins for the identity network
-    latent_batch: int = 256
-    sface_steps: int = 120  # phase B: through the generator and SFace
-    sface_batch: int = 8
-    lr: float = 3e-3
-    finetune_lr: float = 2e-4
-    eval_samples: int = 192
-    ramp: float = 0.3  # of phase A, over which the objective's ramped terms rise to their weight
-    weights: dict[str, float] = field(default_factory=dict)  # loss term → weight, over the objective's
-
-
 def default_config(name: str, **overrides: Any) -> CipherTrainConfig:
     """The cipher ``name``'s training config: its objective's defaults, then ``overrides``."""
-    objective = _objective_type(name)
+    objective: type[Objective] | type[FITObjective] = (
+        FITObjective if name == FITObjective.name else _objective_type(name)
+    )
     return replace(CipherTrainConfig(), **{**objective.defaults, "weights": dict(objective.weights), **overrides})
 
 
 def _objective_type(name: str) -> type[Objective]:
     if name not in OBJECTIVES:
-        raise SystemExit(f"no training for a {name} cipher; `--name` is one of {', '.join(OBJECTIVES)}")
+        names = ", ".join([*OBJECTIVES, FITObjective.name])
+        raise SystemExit(f"no training for a {name} cipher; `--name` is one of {names}")
     return OBJECTIVES[name]
 
 
@@ -76,9 +77,11 @@ def _print(message: str) -> None:
 def train_cipher(
     name: str, out: Path | None = None, config: CipherTrainConfig | None = None, log: Callable[[str], None] = _print
 ) -> dict[str, float]:
-    objective_type = _objective_type(name)
     config = config or default_config(name)
     out = out or weights_path(name, "dcgan64")
+    if name == FITObjective.name:  # pixel space: its own loop, with a discriminator
+        return train_fit(out, config, log)
+    objective_type = _objective_type(name)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     split = Split()
@@ -101,7 +104,7 @@ def train_cipher(
         step(losses, opt, min(1.0, i / max(1.0, config.ramp * config.latent_steps)))
         sched.step()
         if i % 250 == 0 or i == config.latent_steps - 1:
-            log(f"latent {i}/{config.latent_steps} " + _show(losses) + f" ({time.perf_counter() - started:.0f}s)")
+            log(f"latent {i}/{config.latent_steps} " + show_losses(losses) + f" ({time.perf_counter() - started:.0f}s)")
     if config.latent_steps:
         metrics.update({f"latent_{k}": float(v.detach()) for k, v in losses.items()})
 
@@ -120,30 +123,16 @@ def train_cipher(
             losses = objective.sface_losses(JudgedFaces(x, attributes, original, e, generator, split, judge), gen)
             step(losses, opt)
             if i % 20 == 0 or i == config.sface_steps - 1:
-                log(f"sface {i}/{config.sface_steps} " + _show(losses) + f" ({time.perf_counter() - started:.0f}s)")
+                took = f" ({time.perf_counter() - started:.0f}s)"
+                log(f"sface {i}/{config.sface_steps} " + show_losses(losses) + took)
         metrics.update({f"sface_{k}": float(v.detach()) for k, v in losses.items()})
 
     net.eval()
     metrics.update(evaluate_cipher(objective, generator, split, judge, config))
     metrics["seconds"] = time.perf_counter() - started
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "spec": getattr(net, "spec").to_dict(),  # noqa: B009 (nn.Module's typing hides attributes)
-        "codec": "dcgan64",
-        "state": state,
-        "identity_loss": identity_loss,
-        "config": asdict(config),
-        "metrics": metrics,
-    }
-    torch.save(checkpoint, out)
-    log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB, fingerprint {state_fingerprint(state).hex()[:12]})")
-    log(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    spec = getattr(net, "spec").to_dict()  # noqa: B009 (nn.Module's typing hides attributes)
+    save_weights(out, spec, net, identity_loss, config, metrics, log)
     return metrics
-
-
-def _show(losses: Losses) -> str:
-    return " ".join(f"{k}={float(v.detach()):.4f}" for k, v in losses.items())
 
 
 def evaluate_cipher(

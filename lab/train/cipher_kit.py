@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cipher_worker.ciphers.base import state_fingerprint
 from cipher_worker.codecs.dcgan64 import ATTRIBUTES_PATH, TRUNCATION
 from cipher_worker.codecs.dcgan64_net import Z_DIM, DCGANGenerator, load_generator
 
@@ -50,6 +52,20 @@ class Split:
 
     def z(self, attributes: Tensor, identity: Tensor) -> Tensor:
         return torch.cat([attributes, identity], 1) @ self.basis.T
+
+
+@dataclass(frozen=True)
+class CipherTrainConfig:
+    seed: int = 0
+    latent_steps: int = 2500  # phase A: latent stand-ins for the identity network
+    latent_batch: int = 256
+    sface_steps: int = 120  # phase B: through the generator and SFace
+    sface_batch: int = 8
+    lr: float = 3e-3
+    finetune_lr: float = 2e-4
+    eval_samples: int = 192
+    ramp: float = 0.3  # of phase A, over which the objective's ramped terms rise to their weight
+    weights: dict[str, float] = field(default_factory=dict)  # loss term → weight, over the objective's
 
 
 class IdentityJudge(nn.Module):
@@ -133,7 +149,7 @@ class Objective(ABC):
 
     ``weights`` scale the loss terms by name (missing: 1), ``ramped`` ones rising at first;
     ``defaults`` are the cipher's own
-    :class:`~lab.train.cipher.CipherTrainConfig` values (steps, batches)."""
+    :class:`CipherTrainConfig` values (steps, batches)."""
 
     name: ClassVar[str]
     weights: ClassVar[dict[str, float]] = {}
@@ -205,3 +221,34 @@ def id_change(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
 def id_kept(a: Tensor, b: Tensor) -> Tensor:
     """1 − cos: the papers' identity recovery term."""
     return (1 - F.cosine_similarity(a, b, dim=1)).mean()
+
+
+def show_losses(losses: Losses) -> str:
+    """One log line's worth of loss values."""
+    return " ".join(f"{k}={float(v.detach()):.4f}" for k, v in losses.items())
+
+
+def save_weights(
+    out: Path,
+    spec: dict[str, Any],
+    net: nn.Module,
+    identity_loss: str,
+    config: CipherTrainConfig,
+    metrics: dict[str, float],
+    log: Callable[[str], None],
+) -> None:
+    """The weights file every cipher's training writes: the network's spec and state, the codec,
+    the identity loss it saw, its config and its held-out metrics; logged with its fingerprint."""
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "spec": spec,
+        "codec": "dcgan64",
+        "state": state,
+        "identity_loss": identity_loss,
+        "config": asdict(config),
+        "metrics": metrics,
+    }
+    torch.save(checkpoint, out)
+    log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB, fingerprint {state_fingerprint(state).hex()[:12]})")
+    log(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

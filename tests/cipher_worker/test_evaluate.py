@@ -162,3 +162,21 @@ def test_the_cipher_table_measures_every_cipher_on_the_same_photos(images: Path,
     assert torus["sface_cosine_mean"] != ifadit["sface_cosine_mean"]
     text = out.read_text()
     assert all(label in text for label, _ in ROWS) and "| torus | ifadit |" in text
+
+
+@pytest.mark.slow
+def test_the_cipher_table_measures_fit_on_its_crops(images: Path, tmp_path: Path) -> None:
+    """FIT is a pixel cipher: its right key is measured against the original crop (0–255
+    units), it has no combined keys, and its column reads so."""
+    from cipher_worker.ciphers.fit import ROUND_TRIP_TOLERANCE
+    from lab.cipher_table import run_table
+
+    out = tmp_path / "ciphers.md"
+    fit = run_table(images, out, keys_per_face=2, seed=3, ciphers=("fit",))["columns"]["fit"]
+    algebra = fit["key_algebra"]
+    assert fit["algebra"] == "none" and algebra["space"] == "pixels" and fit["faces"] >= 2
+    assert 0 < algebra["right_key_max_error"] <= ROUND_TRIP_TOLERANCE
+    assert algebra["right_key_sface_cosine_min"] > 0.5 and algebra["combined_bit_exact"] is None
+    assert fit["cipher_ms_per_face"] > 0 and fit["weights_bytes"] > 0
+    text = out.read_text()
+    assert "| fit |" in text and "crop error ≤" in text
