@@ -6,7 +6,8 @@ chooser cares about: the gender the judge (:mod:`cipher_worker.agegender`) will 
 mesh's eye and mouth openness, smile, yaw and pitch (:mod:`cipher_worker.mesh`), and the
 render's own skin colour, and how dark it is where glasses, a moustache, a beard or a hat band
 would show. Not age: the age network's reading of a render is too fickle to learn
-from the latent (on held-out faces a prediction did worse than the mean age).
+from the latent (on held-out faces a prediction did worse than the mean age; trained on
+32,000 faces with age as a label it explained 2% of its variance).
 
 Predicting costs microseconds where rendering and judging cost milliseconds, so many candidate
 pads can be screened and only the likeliest few rendered.
