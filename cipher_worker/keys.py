@@ -383,7 +383,7 @@ def hashing_for(*clients: str, urgent: bool = False) -> Iterator[None]:
     """Every Argon2 run inside the block is on behalf of ``clients`` (an account, an address, …),
     ``urgent`` when someone waits for it live: its turn comes fairly among theirs
     (:class:`~cipher_worker.turns.FairTurns`); :class:`~cipher_worker.turns.Busy` when these
-    clients already have many waiting. Runs outside such a block share one name, ``anonymous``.
+    clients (the first of them) already have many waiting. Runs outside such a block share one name, ``anonymous``.
     Inside :func:`turn_before_hashing` it changes nothing: the turn is already there."""
     if isinstance(_hashing_for.get(), Ticket):
         yield

@@ -24,10 +24,12 @@ Threads wait with :meth:`FairTurns.turn`; coroutines with :meth:`FairTurns.wait`
 no thread while it waits (a thread pool in front of the turns would serve first come, first
 served again).
 
-A name may have only ``max_waiting`` requests that are not urgent waiting at once, and
-:data:`URGENT_WAITING` urgent ones (a whole family behind one home address unlocks at once);
-more are refused at once with :class:`Busy`, so that one client cannot tie up threads of a
-process, or make every hand-over rank a long queue.
+A client (a request's *first* name: its address, or its account) may have only
+``max_waiting`` requests that are not urgent waiting at once, and :data:`URGENT_WAITING`
+urgent ones (a whole family behind one home address unlocks at once); more are refused at
+once with :class:`Busy`, so that one client cannot tie up threads of a process, or make every
+hand-over rank a long queue. Coarser names only rank, never refuse: a stranger filling a
+network's or an album's places must not get the family refused.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class FairTurns:
         self._free = slots
         self._waiters: list[_Waiter] = []
         self._holding: dict[str, int] = {}
-        self._waiting: dict[tuple[str, bool], int] = {}  # (name, urgent) → its requests waiting
+        self._waiting: dict[tuple[str, bool], int] = {}  # (client, urgent) → its requests waiting
         self._used: dict[str, tuple[float, float]] = {}  # name → (turns lately, when counted)
         self._arrivals = itertools.count()
 
@@ -165,12 +167,12 @@ class FairTurns:
             self._grant(names)
             return None
         room = URGENT_WAITING if urgent else self.max_waiting
-        if any(self._waiting.get((n, urgent), 0) >= room for n in names):
+        client = (names[0] if names else "", urgent)
+        if self._waiting.get(client, 0) >= room:
             raise Busy(BUSY)
         waiter = _Waiter((0.0, 0, next(self._arrivals)), names, urgent, wake)
         self._waiters.append(waiter)
-        for n in names:
-            self._waiting[n, urgent] = self._waiting.get((n, urgent), 0) + 1
+        self._waiting[client] = self._waiting.get(client, 0) + 1
         return waiter
 
     def _give_up(self, waiter: _Waiter) -> None:
@@ -183,11 +185,10 @@ class FairTurns:
             self._unqueue(waiter)
 
     def _unqueue(self, waiter: _Waiter) -> None:
-        for n in waiter.names:
-            key = (n, waiter.urgent)
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key]
+        client = (waiter.names[0] if waiter.names else "", waiter.urgent)
+        self._waiting[client] -= 1
+        if not self._waiting[client]:
+            del self._waiting[client]
 
     def _load(self, name: str, now: float) -> float:
         lately, when = self._used.get(name, (0.0, now))

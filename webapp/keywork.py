@@ -92,7 +92,7 @@ def account(request: HttpRequest) -> str:
 def key_work(request: HttpRequest) -> Iterator[None]:
     """Spend one of the account's and one of its address's key work, then run the block's Argon2
     as theirs (fair turns); TooMuchWork over an allowance, and Busy (cipher_worker.turns) from
-    the block when this account or address already has many hashes waiting."""
+    the block when this account already has many hashes waiting."""
     address = request_address(request)
     spend("key-work", account(request), request)
     spend("address-key-work", address, request)

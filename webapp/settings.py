@@ -73,8 +73,8 @@ VEIL_ARGON2_AT_ONCE         Argon2 runs one process makes at once (the cores; ma
                             each web process its share); more wait their turn, shared fairly
                             between accounts and addresses, unlocks first (cipher_worker.keys)
 VEIL_ARGON2_WAITING_PER_CLIENT  album creations, recipient additions and key rotations one
-                            account or address may have waiting for an Argon2 turn in one
-                            process; more are refused as busy (4; unlocks are never refused)
+                            account may have waiting for an Argon2 turn in one process; more
+                            are refused as busy (4; an address may have 16 unlocks waiting)
 VEIL_TASK_TIME_LIMIT        seconds a worker may spend on one photo or unlock before it is
                             stopped and the photo fails "try again" (300)
 LOG_LEVEL                   root log level (INFO)

@@ -267,3 +267,20 @@ def test_one_name_may_have_only_so_many_urgent_requests_waiting() -> None:
         assert len(queue.errors) == 1
     finally:
         queue.finish()
+
+
+def test_coarse_names_rank_but_never_refuse_a_stranger_filling_a_network_leaves_the_family_its_place() -> None:
+    """Review round 11: a link holder's wrong guesses filled the album's waiting places and
+    Grandma was refused as busy, although the attacker was elsewhere."""
+    from cipher_worker.turns import URGENT_WAITING
+
+    queue = Queue(FairTurns(1))
+    queue.ask("h", "address:other")
+    try:
+        for i in range(URGENT_WAITING + 4):
+            queue.ask(f"x{i}", "address:x", "net:shared", urgent=True)
+        assert len(queue.errors) == 4  # the attacking address has sixteen places
+        queue.ask("grandma", "address:grandma", "net:shared", urgent=True)
+        assert len(queue.errors) == 4
+    finally:
+        queue.finish()

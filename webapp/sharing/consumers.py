@@ -209,7 +209,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
             outcome = checked
         else:
             try:
-                async with keys.turn_before_hashing(*turn_names(album, client), urgent=True):
+                async with keys.turn_before_hashing(*turn_names(client), urgent=True):
                     outcome = await in_thread(open_unlock)(
                         album,
                         checked,

@@ -89,12 +89,13 @@ def _refused_while_redis_is_down(begin: Callable[P, R | Refused]) -> Callable[P,
     return guarded
 
 
-def turn_names(album: Album, client: str) -> tuple[str, ...]:
-    """Whose Argon2 run an unlock of ``album`` from ``client`` is, for fair turns
-    (cipher_worker.turns), fine to coarse: the address, its network, the album and the
-    album's owner. A flood spread over many addresses still carries its network's or its
-    album's load, so the family's own unlocks come first."""
-    return (f"address:{client}", f"net:{network_key(client)}", f"album:{album.pk}", f"account:{album.owner_id}")
+def turn_names(client: str) -> tuple[str, ...]:
+    """Whose Argon2 run an unlock from ``client`` is, for fair turns (cipher_worker.turns): the
+    address, then its network, so a flood spread over many addresses of one network carries
+    the network's load. Not the album or its owner: then a link holder's wrong guesses at other
+    names, or the family's own viewings, would push the whole family (and the owner's album
+    creation) behind a stranger's throwaway accounts."""
+    return (f"address:{client}", f"net:{network_key(client)}")
 
 
 @dataclass
@@ -158,7 +159,7 @@ def open_unlock(
     slot, tries = checked.slot, limiter()
     try:
         # urgent: someone waits on the page (a no-op inside keys.turn_before_hashing)
-        with keys.hashing_for(*turn_names(album, client), urgent=True):
+        with keys.hashing_for(*turn_names(client), urgent=True):
             private: bytes | None = slot.unwrap(password)
     except WrongKey:
         private = None
