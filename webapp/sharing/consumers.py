@@ -24,7 +24,6 @@ import logging
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +59,6 @@ TOO_FAST = "Too many requests from this page; wait a minute and try again."
 LOOK_RATE = 60  # "look" messages per minute a page may send while scrolling (they cost no password work)
 FRAME_DEADLINE = 30  # seconds a page may take to read one recovered photo
 MAX_IN_VIEW = 100  # photo ids a page may name as in view (unlock's "first", "look")
-# Unlocks of this process, each with its Argon2 turn already (waited for in the event loop) or
-# refused before any hashing: a few more threads than turns.
-_UNLOCK_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="veil-unlock")
 REDELIVERY_EVERY = 2.0  # seconds between looks in the mailbox for outcomes whose ring was lost
 NO_WORKER_PATIENCE = 20.0  # seconds without any live worker before the photos still awaited fail
 
@@ -202,7 +198,7 @@ class UnlockConsumer(AsyncJsonWebsocketConsumer):
         # Off the thread every socket's database calls share: the cheap checks, then the wait for
         # a fair Argon2 turn here in the event loop, holding no thread (cipher_worker.turns), then
         # the password in a thread of its own (≈ 0.2 s that must not stall other sockets).
-        in_thread = functools.partial(database_sync_to_async, thread_sensitive=False, executor=_UNLOCK_THREADS)
+        in_thread = functools.partial(database_sync_to_async, thread_sensitive=False)
         checked = await in_thread(check_unlock)(album, slot_id, client=client, via=self.via)
         outcome: Started | Refused
         if isinstance(checked, Refused):
