@@ -16,8 +16,8 @@ Counted with django-ratelimit in the shared Redis cache, in fixed windows:
 * ``VEIL_UNLOCK_RATE`` (60/h) per client address: unlock attempts on the websockets.
 
 Allowances bound the work per hour; :func:`cipher_worker.keys.hashing_for` shares the cores
-fairly at any moment: key work runs its Argon2 as its account's and address's, so a client
-that sends many requests at once waits behind its own, not everyone else behind it.
+fairly at any moment: key work runs its Argon2 as its account's, address's and network's, so a
+client that sends many requests at once waits behind its own, not everyone else behind it.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def account(request: HttpRequest) -> str:
 @contextlib.contextmanager
 def key_work(request: HttpRequest) -> Iterator[None]:
     """Spend one of the account's and one of its address's key work, then run the block's Argon2
-    as theirs (fair turns); TooMuchWork over an allowance, and Busy (cipher_worker.turns) from
-    the block when this account already has many hashes waiting."""
+    as theirs and the address's network's (fair turns); TooMuchWork over an allowance, and Busy
+    (cipher_worker.turns) from the block when this account already has many hashes waiting."""
     address = request_address(request)
     spend("key-work", account(request), request)
     spend("address-key-work", address, request)
