@@ -9,7 +9,8 @@ One run on loopback, bounded in count and time, that stops by itself (issue 10's
    cached for good (``Cache-Control: immutable``).
 3. **unlock**: ``--viewers`` (10) relatives, each with their own password, press "Show real faces"
    together on the share page's websocket; each one's first photo, all photos, photos lost. Meanwhile
-   another account uploads one photo, timed against the same upload on an idle stack.
+   another account uploads three photos one after another, the first while the passwords are
+   hashed; their median is timed against the same upload's median on an idle stack.
 4. **worker kill**: a batch of uploads, the worker SIGKILLed (its whole process group) after the
    first photo is done and started again as ``make run`` would; every photo must finish.
 5. **Redis restart**: the private Redis SIGKILLed while uploads are going and started again three
@@ -57,6 +58,7 @@ PARALLEL_UPLOADS = 3  # as static/album.js
 BUSY_RETRY = 5.0  # seconds, as static/album.js waits after a 429
 VIEWER_PASSWORD = "bench relative {i}: blue lake house"
 SCENARIO_LIMIT = 300.0  # seconds any one scenario may take before the bench gives up on it
+UPLOAD_TIMES = (2.0, 2.0, 2.0)  # seconds before each upload during the viewings (after the last one)
 TARGETS = {
     "first_photo_s": 5.0,  # every viewing's first photo
     "all_photos_s": 60.0,  # every photo of every viewing
@@ -329,8 +331,13 @@ async def unlock_scenario(
         asyncio.create_task(one_viewing(port, token, slot, VIEWER_PASSWORD.format(i=i), SCENARIO_LIMIT))
         for i, slot in enumerate(slots)
     ]
-    await asyncio.sleep(2.0)  # the viewings are under way: now someone else uploads a photo
-    upload_s = await asyncio.to_thread(timed_upload, other, other_album, stack)
+    # Someone else uploads a photo while the viewings start (their passwords are being hashed),
+    # then two more while their photos stream: the median of three, as for the idle time.
+    uploads = []
+    for wait in UPLOAD_TIMES:
+        await asyncio.sleep(wait)
+        uploads.append(await asyncio.to_thread(timed_upload, other, other_album, stack))
+    upload_s = sorted(uploads)[1]
     outcomes = await asyncio.gather(*viewings)
     expected = sum(o["expected"] or 0 for o in outcomes)
     received = sum(o["photos"] for o in outcomes)
@@ -338,7 +345,8 @@ async def unlock_scenario(
     starts = [o["started_s"] for o in outcomes if o["started_s"] is not None]
     alls = [o["all_s"] for o in outcomes if o["all_s"] is not None]
     reasons = sorted({r for o in outcomes for r in o.get("reasons", [])})
-    log(f"unlock: {received} of {expected} photos reached {len(outcomes)} pages; upload meanwhile {ms(upload_s)}")
+    meanwhile = ", ".join(ms(u) for u in uploads)
+    log(f"unlock: {received} of {expected} photos reached {len(outcomes)} pages; uploads meanwhile {meanwhile}")
     return {
         "viewers": len(outcomes),
         "expected": expected,
@@ -351,6 +359,7 @@ async def unlock_scenario(
         "all_photos": summary(alls) if alls else None,
         "first_missing": len(outcomes) - len(firsts),
         "upload_s": upload_s,
+        "upload_max_s": max(uploads),
         "idle_upload_s": idle_upload_s,
         "reasons": reasons,
     }
@@ -645,7 +654,7 @@ def _unlock_rows(r: dict[str, Any]) -> list[Row]:
         ],
         [
             "unlock: another account's upload → done meanwhile",
-            f"{ms(u['upload_s'])} ({factor:.1f}× its idle {ms(u['idle_upload_s'])})",
+            f"{ms(u['upload_s'])} ({factor:.1f}× its idle {ms(u['idle_upload_s'])}; worst {ms(u['upload_max_s'])})",
             f"≤ {TARGETS['upload_factor']:.0f}×",
             _ok(factor <= TARGETS["upload_factor"]),
         ],
