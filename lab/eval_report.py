@@ -10,7 +10,7 @@ import numpy as np
 from cipher_worker import looks
 from lab.contact_sheet import SHEET_KEYS, SHEET_NAME
 from lab.facemetrics import DLIB_SAME_PERSON, SFACE_SAME_PERSON
-from lab.report import command_line, markdown_table
+from lab.report import FLOAT_EXACT, command_line, markdown_table
 
 TARGETS = {
     "reidentification_rate_sface": ("≤", 0.05),
@@ -173,8 +173,8 @@ def _algebra_rows(a: dict[str, Any]) -> list[list[str]]:
             [
                 "right key: latent error to the codec's encoding (max, rms)",
                 f"{error:.3g}, {a['right_key_rms_error']:.3g}",
-                "0",
-                fmt(error == 0),
+                f"< {FLOAT_EXACT:g}",
+                fmt(error < FLOAT_EXACT),
             ]
         )
         cosines = f"min {fmt(a['right_key_sface_cosine_min'])}, mean {fmt(a['right_key_sface_cosine_mean'])}"

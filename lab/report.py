@@ -8,6 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# A latent error below this is float rounding (the torus stores coordinates as 32-bit fixed point,
+# a few 1e-10 of their scale): the same face, pixel for pixel near enough.
+FLOAT_EXACT = 1e-6
+
 
 def command_line() -> str:
     """The command that started this process, as a user would type it (``python -m …`` included:
