@@ -103,7 +103,13 @@ class FITCipher(Cipher):
         if not len(arr):
             return arr.copy()
         with torch.inference_mode():
-            out = self.net(crops_to_tensor(np.ascontiguousarray(arr), "cpu"), torch.from_numpy(bits).float())
+            bits_t = torch.from_numpy(bits).float()
+            if self.spec.guided:  # whole grey levels in and out: its recovery layer needs them exact
+                # one crop at a time: a batch's size must not change a cover's rounding
+                levels = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+                out = [self.net.transform_stored(levels[i : i + 1], bits_t[i : i + 1]) for i in range(len(arr))]
+                return torch.cat(out).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            out = self.net(crops_to_tensor(np.ascontiguousarray(arr), "cpu"), bits_t)
         return tensor_to_crops(out)
 
     def encrypt(self, identity: NDArray[np.float64], passwords: NDArray[Any]) -> NDArray[Any]:
