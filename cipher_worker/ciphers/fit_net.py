@@ -138,6 +138,15 @@ class FaceIdentityTransformer(nn.Module):
     """``forward(crops, bits)`` → transformed crops, same shape: anonymizes under a password,
     recovers under its inverse (:func:`inverse_password`)."""
 
+    # a guided transformer's buffers (guide_buffers), typed here for the checker
+    kept: Tensor
+    mean_face: Tensor
+    face: Tensor
+    block_order: Tensor
+    attribute_dim: Tensor
+    basis: Tensor
+    multipliers: Tensor
+
     def __init__(self, spec: TransformerSpec, guide: CodecGuide | None = None) -> None:
         super().__init__()
         if spec.size % 8 or spec.bits < 2:
@@ -167,8 +176,8 @@ class FaceIdentityTransformer(nn.Module):
     def stranger(self, crops: Tensor, bits: Tensor) -> Tensor:
         """The codec's stranger for these crops under these passwords (:class:`CodecGuide`), no gradient."""
         guide = self._guide or codec_guide()
-        attribute_dim = int(self.attribute_dim)  # type: ignore[call-overload]
-        return guide(crops, bits, self.basis, attribute_dim, self.multipliers)  # type: ignore[arg-type]
+        attribute_dim = int(self.attribute_dim)
+        return guide(crops, bits, self.basis, attribute_dim, self.multipliers)
 
     def surroundings(self, crops: Tensor) -> Tensor:
         """What of a crop a guided transformer looks at: the pixels it keeps (2×2 blocks wholly
@@ -176,9 +185,9 @@ class FaceIdentityTransformer(nn.Module):
         (the finest that reaches a pixel), blended into the generator's mean face inside the
         ellipse. A transformed crop
         keeps these pixels exactly, so its surroundings are the original's."""
-        kept = self.kept.to(crops.dtype)  # type: ignore[union-attr]
-        mean_face = self.mean_face.to(crops.dtype)  # type: ignore[union-attr]
-        face = self.face.to(crops.dtype)  # type: ignore[union-attr]
+        kept = self.kept.to(crops.dtype)
+        mean_face = self.mean_face.to(crops.dtype)
+        face = self.face.to(crops.dtype)
         num, den = crops * kept, kept.expand(1, 1, *crops.shape[2:])
         scales = []
         for _ in range(8):  # widening averages of the kept pixels; each pixel takes the finest that reaches it
@@ -202,10 +211,10 @@ class FaceIdentityTransformer(nn.Module):
         """(the codec's stranger over the surroundings, the network's cover from it)."""
         q = canonical_password(bits)
         seen = self.surroundings(crops)
-        face = self.face.to(crops.dtype)  # type: ignore[union-attr]
+        face = self.face.to(crops.dtype)
         base = seen + face * (self.stranger(seen, q) - seen)
         change = self._network(torch.cat([seen, base], 1), q)
-        kept = self.kept.to(crops.dtype)  # type: ignore[union-attr]
+        kept = self.kept.to(crops.dtype)
         refined = torch.tanh(torch.atanh(base.clamp(-1, 1) * _INSIDE) + change)
         return base, crops * kept + (1 - kept) * refined
 
@@ -247,7 +256,7 @@ class FaceIdentityTransformer(nn.Module):
         the cover, whole levels no more than ``code_levels`` off it, the sum exact; the detail
         is written under signs drawn from the password (:func:`keyed_signs`)."""
         levels, step, detail = self.spec.code_levels, self.spec.code_step, self.spec.code_detail
-        region = 1 - self.kept.to(crops.dtype)  # type: ignore[union-attr]
+        region = 1 - self.kept.to(crops.dtype)
         cover = ((self.cover(crops / 127.5 - 1, bits) + 1) * 127.5).round().clamp(levels, 255 - levels)
         d = (crops - cover) * region
         area = region.sum()
@@ -276,7 +285,7 @@ class FaceIdentityTransformer(nn.Module):
         wanted = units / 4 + (signs * blocks(d - means(units)) / detail if detail > 0 else 0 * code)
         wanted = wanted - wanted.mean(2, keepdim=True) + units / 4  # the detail has no sum of its own
         code = wanted.round().clamp(-levels, levels)
-        tie = blocks(self.block_order.to(crops.dtype).expand_as(crops)) * 1e-3  # type: ignore[union-attr]
+        tie = blocks(self.block_order.to(crops.dtype).expand_as(crops)) * 1e-3
         for _ in range(4 * levels):  # whole levels to the sum, one a block at a time, where most wanted
             short = units - code.sum(2, keepdim=True)
             if not short.abs().any():
