@@ -46,7 +46,7 @@ splits the paper's one network into what each part can do at this scale:
   cover's finer detail, under the right password only: any other password draws another cover,
   which the crop is far from, and anonymizes it again (another face). This is the paper's
   steganographic recovery made explicit instead of learned; its secrecy is the password's
-  (2^14 classes of ``±p`` per face: as in the paper, the password space bounds a brute force).
+  (2^30 classes of ``±p`` per face for 32 bits: as in the paper, the password space bounds a brute force).
 
 Shapes: crops (N, 3, S, S) in [−1, 1], S divisible by 8 (64 here); passwords (N, bits) of
 0/1, least significant bit first.

@@ -75,8 +75,8 @@ from .cipher_kit import (
 CLIP = 5.0  # gradient norm clipped for T and Q: one adversarial step must not throw the crops away
 NOISE = 0.04  # std of the noise the stand-in judge looks through, in [−1, 1] units
 # the password's bits: the recovery layer tells the right password's cover from any other, so
-# the password space is all that stands against trying every one (2^15 canonical classes of a
-# 16-bit password take a minute; 2^31 take a CPU some hundred days)
+# the password space is all that stands against trying every one (2^14 canonical classes of a
+# 16-bit password take a minute; 2^30 take a CPU some hundred days)
 GUIDED_BITS = 32
 TOLERANCE = 8 / 127.5  # how far the network may take the codec's stranger unpunished, per value
 
