@@ -23,7 +23,8 @@ paper has it; trained data-free by ``python -m lab.train cipher --name fit``.
   with its detail (:data:`ROUND_TRIP_TOLERANCE`, measured on real photos). A brute force over
   the password space can tell the right password (the stored crop lies within 4 grey levels of
   its cover only), so the 32 bits are what stand against it: 2^30 covers to draw (p odd, ±p
-  alike), batched some hundred CPU-days here, far fewer on a GPU. Exact fidelity restores the stored pixels bit for bit, as for any cipher.
+  alike), batched some hundred CPU-days here, far fewer on a GPU. Exact fidelity restores the
+  stored pixels bit for bit, as for any cipher.
 * **Key algebra: none.** The paper has no sequential or combined passwords; a wrong password
   draws another cover and anonymizes the stored crop again: another face.
 """
