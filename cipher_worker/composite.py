@@ -20,6 +20,7 @@ from .facemask import Mask, box_weights
 
 _GREY_CHROMA = 1.0  # a skin's a/b spread below this (8-bit Lab) is a black-and-white photo's
 _GRAIN_SAMPLES = 20_000  # Laplacian values a grain estimate looks at
+_OBSCURE_SIGMA = 1.5  # an unfound face's blur, × its eye distance: no eyes, nose or mouth left to tell
 
 
 def lab_stats(crop_rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -124,10 +125,41 @@ def composite_face(
         rendered_crop = sharp.round().clip(0, 255).astype(np.uint8)
     region = paste_region(rendered_crop, alignment, box)
     if alignment.scale < 1:  # … and its grain
-        sigma = grain_sigma(original, weights)
-        if sigma > 0:
-            noise = rng.normal(0, sigma, region.shape[:2]).astype(np.float32)
-            region = cv2.add(region, cv2.merge([noise] * 3), dtype=cv2.CV_8U)
+        region = _with_grain(region, original, weights, rng)
     # weight 0 gives back the photo's pixel exactly: (1·photo + 0·render) / 1
     image[y0:y1, x0:x1] = cv2.blendLinear(original, region, 1 - weights, weights)
     return weights
+
+
+def obscure_face(
+    image: np.ndarray,
+    alignment: Alignment,
+    mask: Mask,
+    box: tuple[int, int, int, int],
+    eye_gap: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Blur ``image`` in place inside ``mask`` over ``box``, with the photo's grain put back: for a
+    face the generator cannot draw (see :attr:`cipher_worker.mesh.MeshResult.found`). ``eye_gap``
+    is the eye distance in crop pixels. Returns the (h, w) weights used."""
+    x0, y0, x1, y1 = box
+    weights = box_weights(mask, alignment, box)
+    original = image[y0:y1, x0:x1]
+    sigma = _OBSCURE_SIGMA * eye_gap / alignment.scale  # in image pixels
+    # a blur this wide costs a fraction at a few pixels per sigma, and loses nothing
+    shrink = min(1.0, 3.0 / sigma)
+    small = cv2.resize(original, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma * shrink, borderType=cv2.BORDER_REFLECT)
+    blurred = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    blurred = _with_grain(blurred, original, weights, rng)
+    image[y0:y1, x0:x1] = cv2.blendLinear(original, blurred, 1 - weights, weights)
+    return weights
+
+
+def _with_grain(region: np.ndarray, original: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An (h, w, 3) uint8 region with the noise of the photo's ``original`` pixels under ``weights`` added."""
+    sigma = grain_sigma(original, weights)
+    if sigma <= 0:
+        return region
+    noise = rng.normal(0, sigma, region.shape[:2]).astype(np.float32)
+    return cv2.add(region, cv2.merge([noise] * 3), dtype=cv2.CV_8U)

@@ -44,6 +44,10 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 _RIGHT_EYE = ((33, 133), ((160, 144), (159, 145), (158, 153)))
 _LEFT_EYE = ((263, 362), ((387, 373), (386, 374), (385, 380)))
 _MOUTH_CORNERS = (61, 291)
+# brows, eye corners, nose tip and the outer lips: their hull holds what a face is recognised by
+FEATURES = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276,
+            33, 133, 263, 362, 1, 61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267,
+            0, 37, 39, 40, 185)  # fmt: skip
 _INNER_LIPS = (13, 14)
 _FOREHEAD, _CHIN, _NOSE_TIP = 10, 152, 1
 EXPRESSION = ("eye openness", "mouth openness", "smile", "yaw", "pitch")
@@ -71,6 +75,12 @@ class MeshResult:
     presence: float
     turned: int = 0  # quarter turns of the ROI it was found in (0: upright on YuNet's eye line)
 
+    @property
+    def found(self) -> bool:
+        """Whether the model is sure enough there is a face to trust its points (profiles and
+        things that are not faces read near 0)."""
+        return self.presence >= RETRY_PRESENCE
+
     def expression(self) -> np.ndarray:
         """(5,) what a stranger must keep of this face besides its landmarks, in the order of
         :data:`EXPRESSION`: mean eye openness, mouth openness, smile, yaw and pitch (degrees)."""
@@ -87,6 +97,11 @@ class MeshResult:
     def face_oval(self) -> np.ndarray:
         """(36, 2) silhouette polygon in image pixels: forehead, jaw, chin, closed implicitly."""
         return self.points[list(FACE_OVAL), :2].copy()
+
+    def features(self) -> np.ndarray:
+        """(K, 2) convex polygon in image pixels around brows, eyes, nose and lips."""
+        hull = cv2.convexHull(self.points[list(FEATURES), :2].astype(np.float32))
+        return hull.reshape(-1, 2).astype(np.float64)
 
     def eye_openness(self) -> tuple[float, float]:
         """(right, left) eye aspect ratio: mean lid gap / corner-to-corner width, in 3-D so
@@ -183,7 +198,7 @@ class FaceMesh:
                 raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         matrices = [roi_matrix(np.asarray(points).reshape(5, 2)) for points in landmarks5]
         results = self._fit(images_rgb, matrices)
-        lost = [i for i, r in enumerate(results) if r.presence < RETRY_PRESENCE]
+        lost = [i for i, r in enumerate(results) if not r.found]
         if lost:  # one batch for every turn of every lost face
             turns = [(i, q) for i in lost for q in (1, 2, 3)]
             tries = self._fit([images_rgb[i] for i, _ in turns], [_turned(matrices[i], q) for i, q in turns])

@@ -26,16 +26,19 @@ from .align import Alignment, crop
 from .align import align as align_face
 from .ciphers import CIPHERS, Cipher, FaceSecret, TorusCipher, load_cipher
 from .codecs.base import Codec, Latents
-from .composite import EdgeMembrane, composite_face, lab_stats, match_colours, to_rgb
+from .composite import EdgeMembrane, composite_face, lab_stats, match_colours, obscure_face, to_rgb
 from .detect import FaceDetector
 from .errors import CipherMismatch, CodecMismatch
 from .exact import RecoveredPhoto, Stopwatch, face_aad, open_recovery, restore_face, touched_pixels
 from .facemask import (
     EllipseMask,
     crop_weights,
+    ellipse_polygon,
     face_box,
     face_mask,
     face_region,
+    grown,
+    polygon_raster,
     stored_mask,
     template_face,
     template_skin,
@@ -45,6 +48,11 @@ from .mesh import FaceMesh, MeshResult
 
 Progress = Callable[[str, float], None]
 FEATHER_PER_EYE_GAP = 14  # the feather: this fraction of the eye distance, inside the outline
+# A face the mesh cannot find (a profile, or no face at all) is blurred where the detector's points
+# put it (see obscure_face): over the template's face ellipse grown by this much, which stays in
+# the crop and takes in the ear and hairline a profile is told by, feathered by this × the eye distance
+UNFOUND_GROWTH = 0.15
+UNFOUND_FEATHER = 0.4
 FIDELITIES = ("exact", "latent")
 
 
@@ -83,7 +91,13 @@ class Pipeline:
         self.judge = AgeGenderJudge()
         self.skin_weights = crop_weights(template_skin(codec.template), codec.crop_size)
         self.face_weights = crop_weights(template_face(codec.template), codec.crop_size)
-        self.feather = float(np.linalg.norm(codec.template[1] - codec.template[0])) / FEATHER_PER_EYE_GAP
+        self.eye_gap = float(np.linalg.norm(codec.template[1] - codec.template[0]))
+        self.feather = self.eye_gap / FEATHER_PER_EYE_GAP
+        # a face the mesh cannot find is blurred, not replaced, where the detector says it is
+        size = codec.crop_size
+        self.unfound_region = polygon_raster(
+            grown(ellipse_polygon(template_face(codec.template)), UNFOUND_GROWTH), size
+        )
 
     def anonymize(
         self,
@@ -123,7 +137,11 @@ class Pipeline:
             with watch("measure"):
                 outlines = [_to_crop(m.face_oval(), a) for m, a in zip(meshes, alignments, strict=True)]
                 expression = np.stack([m.expression() for m in meshes])
-                regions = [face_region(c, o, self.skin_weights) for c, o in zip(crops, outlines, strict=True)]
+                cores = [_to_crop(m.features(), a) for m, a in zip(meshes, alignments, strict=True)]
+                regions = [
+                    face_region(c, o, k, self.skin_weights) if m.found else self.unfound_region
+                    for c, o, k, m in zip(crops, outlines, cores, meshes, strict=True)
+                ]
             with watch("encode"):
                 latents = (
                     self.codec.encode(crops, landmarks, expression)
@@ -156,14 +174,21 @@ class Pipeline:
                     stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
             for i, (a, region_key) in enumerate(zip(alignments, region_keys, strict=True)):
                 with watch("composite"):
-                    stranger = face_region(rendered[i], stranger_meshes[i].face_oval(), self.skin_weights)
-                    mask = face_mask([regions[i], stranger], size, self.feather)
+                    drawn = stranger_meshes[i]
+                    if meshes[i].found:
+                        stranger = face_region(rendered[i], drawn.face_oval(), drawn.features(), self.skin_weights)
+                        mask = face_mask([regions[i], stranger], size, self.feather)
+                    else:  # blurred, not replaced (below): a wide feather, or the blur ends in a seam
+                        mask = face_mask([regions[i]], size, self.eye_gap * UNFOUND_FEATHER)
                     box = face_box(mask, a, photo.size)
                     mask_weights = crop_weights(mask, size)
                     skin = lab_stats(crops[i], self.skin_weights * mask_weights)
-                    edge = EdgeMembrane.around(crops[i], mask_weights)
-                    blended = self._blend(rendered[i], skin, edge)
-                    weights = composite_face(out, blended, a, mask, box, rng)
+                    if meshes[i].found:
+                        edge = EdgeMembrane.around(crops[i], mask_weights)
+                        blended = self._blend(rendered[i], skin, edge)
+                        weights = composite_face(out, blended, a, mask, box, rng)
+                    else:  # a profile, or no face at all: a frontal stranger would not fit it
+                        weights = obscure_face(out, a, mask, box, self.eye_gap, rng)
                 pixels = None
                 if fidelity == "exact":
                     with watch("seal"):

@@ -174,3 +174,39 @@ def test_recovery_with_the_opened_content_key(pipeline, group_exact, group_png, 
     assert np.array_equal(recovered.pixels, decode(group_png))
     with pytest.raises(EnvelopeTampered):
         pipeline.recover(group_exact.image, group_exact.envelope, content_key=bytes(32))
+
+
+class _WallDetector:
+    """A detector that finds a face on a plain wall, as YuNet now and then does in a blurred crowd."""
+
+    def detect(self, pixels: np.ndarray) -> list:
+        from cipher_worker.detect import Face
+
+        eyes_y, mouth_y = 180.0, 225.0
+        points = np.array([[180.0, eyes_y], [220.0, eyes_y], [200.0, 202.0], [184.0, mouth_y], [216.0, mouth_y]])
+        return [Face((150.0, 140.0, 100.0, 120.0), points, 0.7)]
+
+
+def test_a_face_the_mesh_cannot_find_is_blurred_in_place_and_recovers_exactly(pipeline, album_keys):
+    """No stranger is drawn onto what the mesh finds no face in (a wall, a profile it cannot fit):
+    the region is blurred, keeping its colour, and it comes back bit for bit."""
+    from cipher_worker.pipeline import Pipeline
+
+    rng = np.random.default_rng(3)
+    blotches = cv2.GaussianBlur(rng.normal(0, 1, (400, 400)).astype(np.float32), (0, 0), 4)
+    texture = 150 + blotches / blotches.std() * 30 + rng.normal(0, 2, (400, 400))  # plaster, a little grain
+    wall = np.clip(np.stack([texture, texture * 0.9, texture * 0.6], -1), 0, 255).astype(np.uint8)
+    data = io.BytesIO()
+    Image.fromarray(wall).save(data, "PNG")
+    walled = Pipeline(pipeline.codec, detector=_WallDetector(), cipher=pipeline.cipher)
+    assert not walled.mesh.fit(wall, _WallDetector().detect(wall)[0].landmarks).found
+    result = walled.anonymize(data.getvalue(), album_keys[1], fmt="PNG")
+    out = decode(result.image)
+    env = envelope.Envelope.from_bytes(result.envelope)
+    touched = _touched(walled, env, wall.shape)
+    assert np.array_equal(out[~touched], wall[~touched])
+    centre = (slice(185, 215), slice(185, 215))
+    assert out[centre].astype(float).std(axis=(0, 1)).max() < 0.6 * wall[centre].astype(float).std(axis=(0, 1)).min()
+    assert np.abs(out[centre].mean((0, 1)) - wall[centre].mean((0, 1))).max() < 6, "a blur, not a face"
+    recovered = walled.recover(result.image, result.envelope, album_private=album_keys[0])
+    assert np.array_equal(recovered.pixels, wall)

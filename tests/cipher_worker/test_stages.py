@@ -97,11 +97,28 @@ def test_a_face_region_grows_over_skin_to_the_hairline_but_not_over_hair_or_back
     outline = _disc((32, 40), 13)  # the "mesh": from row 27 down, a little past the cheeks
     outline[:, 0] = 32 + (outline[:, 0] - 32) * 1.25  # overshooting the face sideways
     skin_weights = crop_weights(template_skin(TEMPLATE), 64)
-    region = face_region(image, outline, skin_weights, side=64) >= 0.5
+    core = _disc((32, 40), 6)
+    region = face_region(image, outline, core, skin_weights, side=64) >= 0.5
     assert region[23, 32], "the forehead up to the hairline is part of the face"
     assert not region[16, 32], "the hair is not"
     assert not region[40, 14] and not region[40, 50], "nor the background beside the cheeks"
     assert region[40, 32] and region[50, 32]
+
+
+def test_a_face_region_keeps_its_features_where_they_are_not_skin_and_reach_the_hair():
+    """Dark eye make-up running out to dark hair at the temples: no hole filling closes that gap,
+    yet the eyes are the face's and must be replaced with it."""
+    skin, dark = (200, 150, 120), (40, 30, 20)
+    image = np.full((64, 64, 3), dark, np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    image[((xx - 32) / 16) ** 2 + ((yy - 34) / 22) ** 2 <= 1] = skin
+    image[26:31, 10:54] = dark  # a band across both eyes and out to the hair beside the face
+    outline = _disc((32, 36), 16)
+    core = np.array([[20.0, 24], [44, 24], [40, 46], [24, 46]])  # brows, eyes, nose and lips
+    skin_weights = crop_weights(template_skin(TEMPLATE), 64)
+    region = face_region(image, outline, core, skin_weights, side=64) >= 0.5
+    assert region[28, 24] and region[28, 40], "the eyes are part of the face"
+    assert not region[28, 12] and not region[28, 52], "the hair beside it is not"
 
 
 def test_a_face_mask_is_the_intersection_of_the_regions():
