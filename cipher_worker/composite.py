@@ -2,10 +2,12 @@
 
 The rendered crop is colour-matched to the original skin (Lab mean and spread of the inner
 face), then offset by a smooth membrane that takes the colour step at the mask's edge to
-zero — the photo's own pixels just outside the mask against the render just inside, spread
-inwards, as gradient-domain (Poisson) blending does — and warped back at full resolution
-with the photo's sharpness and grain. Pixels where the mask is zero are left exactly as
-they were: this is what makes exact recovery and "background untouched" hold.
+zero — the photo's own skin just outside the mask against the render just inside, spread
+inwards, as gradient-domain (Poisson) blending does; hair, a collar or a wall beside the mask
+pull nothing — and warped back at full resolution with the photo's sharpness and grain. Pixels
+where the mask is zero are left exactly as they were: this is what makes exact recovery and
+"background untouched" hold. A face the generator cannot draw is blurred in place instead
+(:func:`obscure_face`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .align import Alignment, paste_region
 from .facemask import Mask, box_weights
 
 _GREY_CHROMA = 1.0  # a skin's a/b spread below this (8-bit Lab) is a black-and-white photo's
+_SKIN_REACH = np.array([25.0, 8.0, 8.0], np.float32)  # Lab (8-bit) beyond 3 spreads that still reads as skin
 _GRAIN_SAMPLES = 20_000  # Laplacian values a grain estimate looks at
 _OBSCURE_SIGMA = 1.5  # an unfound face's blur, × its eye distance: no eyes, nose or mouth left to tell
 
@@ -61,9 +64,11 @@ class EdgeMembrane:
     sigma: float
 
     @classmethod
-    def around(cls, photo_crop: np.ndarray, weights: np.ndarray) -> EdgeMembrane:
-        """photo_crop: (S, S, 3) uint8 RGB; weights: (S, S) mask weights over it. Only pixels the
-        mask leaves alone are read, so recovery measures the same ones."""
+    def around(cls, photo_crop: np.ndarray, weights: np.ndarray, skin: np.ndarray) -> EdgeMembrane:
+        """photo_crop: (S, S, 3) uint8 RGB; weights: (S, S) mask weights over it; skin: the face's
+        Lab statistics (:func:`lab_stats`). Only pixels the mask leaves alone are read, so recovery
+        measures the same ones. Only skin beside the mask pulls the render's edge: a dark collar,
+        a beard or hair below a jaw would otherwise spread a shadow over the stranger's chin."""
         size = weights.shape[0]
         inside = (weights > 0).astype(np.uint8)
         ring_width = max(2, round(size / 24))
@@ -72,8 +77,14 @@ class EdgeMembrane:
         render_edge = (inside - cv2.erode(inside, kernel)).astype(np.float32)
         sigma = size / 10
         photo = cv2.cvtColor(photo_crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-        fade = (1 - np.clip(weights, 0, 1)).astype(np.float32)[..., None]
-        return cls(_normalized_blur(photo, ring, sigma), render_edge, _blur(render_edge, sigma)[..., None], fade, sigma)
+        reach = 3 * np.asarray(skin[3:], np.float32) + _SKIN_REACH
+        distance = np.sqrt((((photo - np.asarray(skin[:3], np.float32)) / reach) ** 2).sum(-1))
+        skin_ring = ring * np.clip(2 - 2 * distance, 0, 1)  # 1 within the skin's reach, 0 past twice that
+        # how much of the ring near each pixel is skin: where none is, the render keeps its own edge
+        trust = _blur(skin_ring, sigma) / np.maximum(_blur(ring, sigma), 1e-4)
+        fade = ((1 - np.clip(weights, 0, 1)) * np.clip(trust, 0, 1)).astype(np.float32)[..., None]
+        photo_side = _normalized_blur(photo, skin_ring, sigma)
+        return cls(photo_side, render_edge, _blur(render_edge, sigma)[..., None], fade, sigma)
 
     def apply(self, lab: np.ndarray) -> np.ndarray:
         """(S, S, 3) float32 Lab render → the same with its edge taken to the photo's colours."""

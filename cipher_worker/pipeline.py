@@ -184,7 +184,7 @@ class Pipeline:
                     mask_weights = crop_weights(mask, size)
                     skin = lab_stats(crops[i], self.skin_weights * mask_weights)
                     if meshes[i].found:
-                        edge = EdgeMembrane.around(crops[i], mask_weights)
+                        edge = EdgeMembrane.around(crops[i], mask_weights, skin)
                         blended = self._blend(rendered[i], skin, edge)
                         weights = composite_face(out, blended, a, mask, box, rng)
                     else:  # a profile, or no face at all: a frontal stranger would not fit it
@@ -329,8 +329,9 @@ class Pipeline:
                         matched = to_rgb(match_colours(rendered[i], lab_stats(shown, skin_weights), skin_weights))
                         composite_face(out, matched, a, old, record.box, rng)
                     else:  # the original's own skin colour, stored at anonymization
-                        edge = EdgeMembrane.around(crop(out, a), crop_weights(mask, codec.crop_size))
-                        blended = self._blend(rendered[i], record.skin.astype(np.float64), edge)
+                        stored_skin = record.skin.astype(np.float64)
+                        edge = EdgeMembrane.around(crop(out, a), crop_weights(mask, codec.crop_size), stored_skin)
+                        blended = self._blend(rendered[i], stored_skin, edge)
                         composite_face(out, blended, a, mask, record.box, rng)
                 else:
                     restore_face(out, env, i, region_keys[i])
@@ -422,7 +423,7 @@ class Pipeline:
         # candidate previewed, the edge measured once
         region_weights = [crop_weights(face_mask([r], size, self.feather), size) for r in regions]
         skins = [lab_stats(c, self.skin_weights * w) for c, w in zip(crops, region_weights, strict=True)]
-        edges = [EdgeMembrane.around(c, w) for c, w in zip(crops, region_weights, strict=True)]
+        edges = [EdgeMembrane.around(c, w, k) for c, w, k in zip(crops, region_weights, skins, strict=True)]
         weights = [w[..., None] for w in region_weights]
         previews = np.stack(
             [

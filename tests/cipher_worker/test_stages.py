@@ -144,11 +144,31 @@ def test_colours_are_matched_to_the_target_skin_and_the_edge_to_the_photo():
     mask = face_mask([polygon_raster(_disc((32, 34), 22), 64)], 64, 3.0)
     weights = crop_weights(mask, 64)
     lab = match_colours(rendered, lab_stats(rendered, skin), skin)  # a dark face in a light photo
-    edged = to_rgb(EdgeMembrane.around(photo, weights).apply(lab)).astype(float)
+    edged = to_rgb(EdgeMembrane.around(photo, weights, target).apply(lab)).astype(float)
     ring = (weights > 0) & (weights < 0.3)
     assert abs(edged[ring].mean() - photo[ring].mean()) < abs(rendered[ring].mean() - photo[ring].mean()) / 2
     centre = weights == 1
     assert abs(edged[centre].mean() - rendered[centre].mean()) < 15, "the face keeps its matched colour"
+
+
+def test_only_skin_beside_the_mask_pulls_the_edge_so_a_dark_collar_leaves_no_shadow():
+    """Skin above the mask, a black collar below it: the edge meets the skin up top, and the chin
+    keeps the render's own colour instead of growing a beard of the collar's."""
+    rng = np.random.default_rng(0)
+    photo = np.clip(rng.normal((200, 150, 120), 4, (64, 64, 3)), 0, 255).astype(np.uint8)
+    photo[48:] = (15, 15, 20)  # the collar
+    skin_weights = crop_weights(template_skin(TEMPLATE), 64)
+    target = lab_stats(photo[:40], skin_weights[:40])
+    mask = face_mask([polygon_raster(_disc((32, 30), 16), 64)], 64, 3.0)
+    weights = crop_weights(mask, 64)
+    rendered = np.clip(rng.normal((190, 140, 110), 4, (64, 64, 3)), 0, 255).astype(np.uint8)
+    lab = match_colours(rendered, lab_stats(rendered, skin_weights), skin_weights)
+    edged = to_rgb(EdgeMembrane.around(photo, weights, target).apply(lab)).astype(float)
+    chin = (weights > 0) & (weights < 0.5) & (np.mgrid[:64, :64][0] > 40)
+    assert chin.any()
+    assert abs(edged[chin].mean() - rendered[chin].mean()) < 8, "no shadow from the collar"
+    brow = (weights > 0) & (weights < 0.5) & (np.mgrid[:64, :64][0] < 20)
+    assert abs(edged[brow].mean() - photo[brow].mean()) < abs(rendered[brow].mean() - photo[brow].mean())
 
 
 def test_a_stranger_in_a_black_and_white_photo_is_black_and_white():
