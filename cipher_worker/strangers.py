@@ -65,7 +65,9 @@ _EXPRESSION_SCALE = np.array([0.05, 0.04, 0.05, 8.0, 8.0])
 _FORESEEN_EXPRESSION = slice(LOOKS.index("eye openness"), LOOKS.index("pitch") + 1)  # as in EXPRESSION
 _FORESEEN_SKIN = slice(LOOKS.index("L"), LOOKS.index("b") + 1)
 _STATE_FLIP = 2.0  # eyes or mouth foreseen closed where the original's are open, or open where closed
-_MEASURED_FLIP = 3.0  # the same measured on a finalist's render, which the photo will show
+# the same measured on a finalist's render, which the photo will show: 5 rather than 3 took the
+# unseen set's mouth flips from 10.3 to 9.8% (seed 1) and 9.6 to 9.5% (seed 2), nothing else moving
+_MEASURED_FLIP = 5.0
 _FORESEEN_GENDER = 0.5  # foreseen gender counts half: the network judges the previews better
 
 
