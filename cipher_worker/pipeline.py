@@ -94,10 +94,8 @@ class Pipeline:
         self.eye_gap = float(np.linalg.norm(codec.template[1] - codec.template[0]))
         self.feather = self.eye_gap / FEATHER_PER_EYE_GAP
         # a face the mesh cannot find is blurred, not replaced, where the detector says it is
-        size = codec.crop_size
-        self.unfound_region = polygon_raster(
-            grown(ellipse_polygon(template_face(codec.template)), UNFOUND_GROWTH), size
-        )
+        unfound = grown(ellipse_polygon(template_face(codec.template)), UNFOUND_GROWTH)
+        self.unfound_region = polygon_raster(unfound, codec.crop_size)
 
     def anonymize(
         self,
@@ -174,8 +172,8 @@ class Pipeline:
                     stranger_meshes = self.mesh.fit_all(list(rendered), landmarks)
             for i, (a, region_key) in enumerate(zip(alignments, region_keys, strict=True)):
                 with watch("composite"):
-                    drawn = stranger_meshes[i]
                     if meshes[i].found:
+                        drawn = stranger_meshes[i]
                         stranger = face_region(rendered[i], drawn.face_oval(), drawn.features(), self.skin_weights)
                         mask = face_mask([regions[i], stranger], size, self.feather)
                     else:  # blurred, not replaced (below): a wide feather, or the blur ends in a seam
