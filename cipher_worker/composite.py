@@ -39,15 +39,36 @@ def match_colours(rendered: np.ndarray, target: np.ndarray, weights: np.ndarray)
     """Shift the rendered crop's Lab statistics inside ``weights`` to ``target`` (see :func:`lab_stats`).
 
     rendered: (S, S, 3) uint8 RGB; weights: (S, S) → (S, S, 3) float32 Lab (OpenCV's 8-bit scale)."""
-    stats = lab_stats(rendered, weights)
+    src = cv2.cvtColor(rendered, cv2.COLOR_RGB2LAB).astype(np.float32)
+    src[..., 1:] = _chroma_toward(src[..., 1:], weights, target[1:3] - 128.0)
+    stats = lab_stats(to_rgb(src), weights)
     mu_s, sd_s = stats[:3], stats[3:] + 1e-3
     mu_r, sd_r = target[:3], target[3:]
     # a flat render must not blow up noise; chroma gains stay close to 1 or eyes turn colourful,
     # except on a black-and-white photo, where a stranger takes its greys
     chroma_floor = 0.0 if max(sd_r[1], sd_r[2]) < _GREY_CHROMA else 0.8
     gain = np.clip(sd_r / sd_s, [0.6, chroma_floor, chroma_floor], [1.6, 1.25, 1.25])
-    src = cv2.cvtColor(rendered, cv2.COLOR_RGB2LAB).astype(np.float32)
     return ((src - mu_s) * gain + mu_r).astype(np.float32)
+
+
+def _chroma_toward(ab: np.ndarray, weights: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """(S, S, 2) a, b of a render with its skin's mean chroma moved to ``want`` (a, b about grey),
+    its greys left grey.
+
+    A plain mean shift takes a rosy render's eye whites and teeth as far as its skin, and a pale
+    photo's strangers come out with teal eyes. Here a pixel as saturated as the skin moves by the
+    whole shift, a grey pixel is only scaled (and so stays grey), and those between are mixed."""
+    w = weights / max(float(weights.sum()), 1e-6)
+    z = (ab[..., 0] - 128.0) + 1j * (ab[..., 1] - 128.0)  # OpenCV's 8-bit Lab puts grey at 128
+    mean = complex((z * w).sum())
+    if abs(mean) < 1.0:  # a grey render: nothing to scale about
+        return ab
+    target = complex(want[0], want[1])
+    ratio = target / mean
+    ratio *= np.clip(abs(ratio), 0.25, 4.0) / max(abs(ratio), 1e-6)
+    along = np.clip((z * np.conj(mean)).real / abs(mean) ** 2, 0.0, 1.0)
+    moved = along * (z + target - mean) + (1.0 - along) * z * ratio
+    return np.stack([moved.real, moved.imag], -1).astype(np.float32) + 128.0
 
 
 @dataclass(frozen=True)

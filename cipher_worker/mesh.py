@@ -36,6 +36,7 @@ INPUT_SIZE = 192
 _ROI_SIDE = 3.8  # × max(eye distance, eye-mid to mouth-mid), see the module docstring
 RETRY_PRESENCE = 0.5  # a fit less sure than this that a face is there is tried again, turned …
 TURNED_PRESENCE = 0.95  # … and a turn kept only this sure (a hand can read 0.8 upside down)
+_SAME_FACE = 1.0  # two fits whose eyes' midpoints are this close (× eye distance) are one face, see distinct
 
 # MediaPipe's FACEMESH_FACE_OVAL walked from the top of the forehead, image-right side first
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
@@ -155,6 +156,26 @@ class MeshResult:
         width = np.linalg.norm(p[corners[0]] - p[corners[1]])
         gap = np.mean([np.linalg.norm(p[a] - p[b]) for a, b in gaps])
         return float(gap / width)
+
+
+def distinct(results: list[MeshResult]) -> list[int]:
+    """Indices (in order) of the results that are not a found face seen twice.
+
+    YuNet can box one face lying on its side twice, far enough apart to pass its own overlap
+    test; the turned retry then finds the same face in both (one fit a little off), and two
+    strangers would be drawn over each other. Two faces side by side, even cheek to cheek, have
+    their eyes' midpoints some eye distances apart; of two found fits closer than
+    :data:`_SAME_FACE` eye distances, the surer one is kept."""
+    mids = [r.landmarks5()[:2].mean(0) for r in results]
+    gaps = [float(np.linalg.norm(np.diff(r.landmarks5()[:2], axis=0))) for r in results]
+    kept: list[int] = []
+    for i in sorted(range(len(results)), key=lambda i: -results[i].presence):
+        twice = results[i].found and any(
+            results[j].found and np.linalg.norm(mids[i] - mids[j]) < _SAME_FACE * max(gaps[i], gaps[j]) for j in kept
+        )
+        if not twice:
+            kept.append(i)
+    return sorted(kept)
 
 
 def roi_matrix(landmarks5: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ from .facemask import (
     template_skin,
 )
 from .imageio import DecodedImage, decode_image, encode_image, output_format
-from .mesh import FaceMesh, MeshResult
+from .mesh import FaceMesh, MeshResult, distinct
 
 Progress = Callable[[str, float], None]
 FEATHER_PER_EYE_GAP = 14  # the feather: this fraction of the eye distance, inside the outline
@@ -124,6 +124,8 @@ class Pipeline:
         if faces:
             with watch("measure"):
                 meshes = self.mesh.fit_all([original] * len(faces), np.stack([f.landmarks for f in faces]))
+                seen_once = distinct(meshes)
+                faces, meshes = [faces[i] for i in seen_once], [meshes[i] for i in seen_once]
                 # where the mesh found the face only in a turned ROI, YuNet's points were wrong and its are right
                 points = np.stack(
                     [m.landmarks5() if m.turned else f.landmarks for f, m in zip(faces, meshes, strict=True)]

@@ -41,7 +41,7 @@ from cipher_worker.composite import composite_face
 from cipher_worker.detect import Face, FaceDetector
 from cipher_worker.facemask import RasterMask
 from cipher_worker.imageio import decode_image, encode_image, read_file
-from cipher_worker.mesh import FaceMesh
+from cipher_worker.mesh import FaceMesh, distinct
 from cipher_worker.pipeline import AnonymizedPhoto, Pipeline
 from lab.contact_sheet import SHEET_NAME, contact_rows, contact_sheet
 from lab.eval_report import TARGETS, markdown_report, meets, summary_text
@@ -571,6 +571,9 @@ def evaluate_photo(
     """One photo → (its summary row, its raw samples incl. its contact-sheet rows, its key-algebra results)."""
     private, public = album
     faces = judges.detector.detect(photo.pixels)
+    if faces:  # one face the detector boxed twice is one face, as the pipeline counts it
+        seen = distinct(judges.mesh.fit_all([photo.pixels] * len(faces), np.stack([f.landmarks for f in faces])))
+        faces = [faces[i] for i in seen]
     _log(f"{photo.name}: {len(faces)} face(s); anonymizing under {keys_per_face} keys")
     versions = anonymize_versions(pipeline, photo, public, judges, keys_per_face, seed)
     pu = privacy_and_utility(photo, faces, versions, judges)

@@ -14,7 +14,7 @@ from skimage import data as skdata
 from cipher_worker.detect import FaceDetector
 from cipher_worker.errors import VeilError
 from cipher_worker.imageio import decode_image
-from cipher_worker.mesh import FaceMesh, MeshResult, mesh_model_path
+from cipher_worker.mesh import FaceMesh, MeshResult, distinct, mesh_model_path
 from tests.helpers import DATA
 
 PHOTOS = ["person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2", "astronaut"]
@@ -188,3 +188,22 @@ def test_a_face_given_points_a_quarter_off_is_found_turned(detector: FaceDetecto
         assert found.turned != 0 and found.presence > 0.95
         eye_gap = np.linalg.norm(points[1] - points[0])
         assert np.linalg.norm(found.landmarks5() - points, axis=1).mean() < 0.15 * eye_gap
+
+
+def test_one_face_boxed_twice_is_drawn_once_and_two_faces_stay_two(detector: FaceDetector, mesh: FaceMesh) -> None:
+    """On a photo on its side YuNet can box one face twice, both times with points a quarter off
+    (facetorch's test4): both fits find the face, and only one stranger may be drawn there."""
+    upright = _pixels("astronaut")
+    truth = detector.detect(upright)[0].landmarks
+    turned = np.ascontiguousarray(np.rot90(upright))
+    points = _quarter(truth, upright.shape[1])
+    centre = points.mean(0)
+    wrong = (points - centre) @ np.array([[0.0, 1.0], [-1.0, 0.0]]) + centre
+    gap = np.linalg.norm(points[1] - points[0])
+    twice = mesh.fit_all([turned] * 2, np.stack([wrong, wrong + np.array([0.4, 0.2]) * gap]))
+    assert all(f.found for f in twice)
+    assert len(distinct(twice)) == 1
+    pair = np.ascontiguousarray(np.concatenate([upright[:, ::-1], upright], axis=1))  # face to face
+    faces = detector.detect(pair)
+    assert len(faces) == 2
+    assert distinct(mesh.fit_all([pair] * 2, np.stack([f.landmarks for f in faces]))) == [0, 1]

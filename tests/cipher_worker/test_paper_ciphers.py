@@ -167,9 +167,10 @@ def test_a_real_photo_round_trips_within_the_documented_tolerance(pipeline, pape
     assert np.abs(identity - direct).max() <= tolerance(name)
     assert np.abs(identity - direct).mean() < 0.2 * np.abs(stored - direct).mean()  # the stranger is far
     # the face rendered from it is the codec's reconstruction, within the tolerance's few dB
+    # (riddle, the loosest: 24.7–33 dB over 13 random keys, so 25 failed now and then)
     attributes = np.stack([r.attributes for r in env.faces])
     reconstruction = chosen.codec.render(Latents(direct, attributes), typical=False)
-    assert psnr(chosen.codec.render(Latents(identity, attributes), typical=False), reconstruction) > 25
+    assert psnr(chosen.codec.render(Latents(identity, attributes), typical=False), reconstruction) > 22
     recovered = chosen.recover(latent.image, latent.envelope, album_private=private).pixels
     # any pipeline recovers it: the envelope names the cipher
     assert np.array_equal(pipeline.recover(latent.image, latent.envelope, album_private=private).pixels, recovered)

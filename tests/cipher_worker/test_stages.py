@@ -182,6 +182,20 @@ def test_a_stranger_in_a_black_and_white_photo_is_black_and_white():
     assert np.abs(coloured - coloured.mean(-1, keepdims=True)).max() > 20, "a colour photo keeps its colours"
 
 
+def test_a_rosy_render_in_pale_light_keeps_its_greys_grey():
+    """Skin moves to the photo's pale chroma; the render's eye whites must not turn teal with it."""
+    rng = np.random.default_rng(0)
+    rendered = np.clip(rng.normal((200, 120, 100), 4, (64, 64, 3)), 0, 255).astype(np.uint8)  # rosy skin
+    rendered[28:34, 18:26] = (225, 225, 225)  # an eye white
+    pale = np.clip(rng.normal((180, 170, 165), 4, (64, 64, 3)), 0, 255).astype(np.uint8)
+    skin = crop_weights(template_skin(TEMPLATE), 64)
+    target = lab_stats(pale, skin)
+    lab = match_colours(rendered, target, skin)
+    assert np.abs(lab_stats(to_rgb(lab), skin)[1:3] - target[1:3]).max() < 2, "the skin takes the photo's chroma"
+    white = lab[28:34, 18:26, 1:].mean((0, 1)) - 128.0
+    assert np.abs(white).max() < 4, f"the eye white is tinted {white}"
+
+
 @pytest.mark.parametrize("kind", ["raster", "ellipse (version 1)"])
 def test_mask_is_zero_outside_and_compositing_leaves_the_rest_untouched(kind: str):
     template = TEMPLATE
