@@ -28,8 +28,13 @@ _OBSCURE_SIGMA = 1.5  # an unfound face's blur, × its eye distance: no eyes, no
 
 def lab_stats(crop_rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Lab mean and spread (6,) float64 of an (S, S, 3) uint8 crop inside (S, S) weights."""
+    return _moments(cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2LAB), weights)
+
+
+def _moments(lab: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`lab_stats` of an (S, S, 3) Lab crop (OpenCV's 8-bit scale)."""
     w = weights[..., None] / max(float(weights.sum()), 1e-6)
-    lab = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
+    lab = lab.astype(np.float64)
     mean = (lab * w).sum((0, 1))
     spread = np.sqrt((((lab - mean) ** 2) * w).sum((0, 1)))
     return np.concatenate([mean, spread])
@@ -41,7 +46,7 @@ def match_colours(rendered: np.ndarray, target: np.ndarray, weights: np.ndarray)
     rendered: (S, S, 3) uint8 RGB; weights: (S, S) → (S, S, 3) float32 Lab (OpenCV's 8-bit scale)."""
     src = cv2.cvtColor(rendered, cv2.COLOR_RGB2LAB).astype(np.float32)
     src[..., 1:] = _chroma_toward(src[..., 1:], weights, target[1:3] - 128.0)
-    stats = lab_stats(to_rgb(src), weights)
+    stats = _moments(src, weights)  # of the shifted render itself, which the gains below apply to
     mu_s, sd_s = stats[:3], stats[3:] + 1e-3
     mu_r, sd_r = target[:3], target[3:]
     # a flat render must not blow up noise; chroma gains stay close to 1 or eyes turn colourful,
