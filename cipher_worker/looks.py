@@ -76,6 +76,13 @@ def face_outline(mesh: MeshResult, growth: float = 0.0) -> np.ndarray:
     return with_forehead((oval - centre) @ frame) @ frame.T + centre
 
 
+def box_outline(box: tuple[float, float, float, float]) -> np.ndarray:
+    """(4, 2) image-pixel polygon of a detector's (x, y, w, h) box: what counts as the face where
+    the mesh finds none (a profile), since its points there are not on the face."""
+    x, y, w, h = box
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
+
+
 def off_face_share(original: np.ndarray, changed: np.ndarray, outlines: list[np.ndarray]) -> tuple[int, int]:
     """(changed pixels outside every face outline, all changed pixels) between two (H, W, 3) images.
 

@@ -131,7 +131,8 @@ def _metric_rows(r: dict[str, Any]) -> list[list[str]]:
                     fmt(r["skin_delta_e_median"], ".1f"),
                 ),
                 (
-                    "changed pixels off the faces (outside the originals' mesh outlines, forehead to the hairline)",
+                    "changed pixels off the faces (outside the originals' mesh outlines, forehead to the hairline; "
+                    "the detector's box where the mesh finds no face)",
                     "off_face_rate",
                     _pct(r["off_face_rate"]),
                 ),

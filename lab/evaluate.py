@@ -170,9 +170,13 @@ def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Vers
     originals = [judges.sface.embed(photo.pixels, f) for f in faces]
     looks_samples: dict[str, list[float]] = {k: [] for k in ("gender_kept", "age_gap", "eyes", "mouth", "skin")}
     off_face = [0, 0]
+    # where the mesh finds no face (a profile) its points are not on one: the detector's box says where it is
+    outlines = [
+        looks.face_outline(m) if m.found else looks.box_outline(f.box) for f, m in zip(faces, meshes, strict=True)
+    ]
     samples: list[dict[str, Any]] = []
     for key, version in enumerate(versions):
-        off, changed = looks.off_face_share(photo.pixels, version.pixels, [looks.face_outline(m) for m in meshes])
+        off, changed = looks.off_face_share(photo.pixels, version.pixels, outlines)
         off_face[0] += off
         off_face[1] += changed
         for i, (face, match) in enumerate(zip(faces, match_faces(faces, version.faces, MATCH_IOU), strict=True)):

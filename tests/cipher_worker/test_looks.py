@@ -174,3 +174,26 @@ def test_the_shortlist_keeps_the_candidates_that_will_look_like_the_original():
     foreseen = np.stack([closed_mouth, turned_away, alike, other_gender, glasses])[None]
     assert strangers.shortlist(original, foreseen, 1).tolist() == [[2]]
     assert strangers.shortlist(original, foreseen, 4).shape == (1, 4)
+
+
+def test_a_mouth_barely_past_the_threshold_counts_as_half_flipped():
+    """An original whose mouth is just open (0.085) is better served by a stranger's mouth clearly
+    open (0.11) than by one barely past the threshold (0.081), which the photo may read closed;
+    a stranger clearly closed costs the whole flip."""
+    from cipher_worker.looks import MOUTH_OPEN
+
+    original = strangers.Original(
+        judged=AgeGender(np.array([0.05], np.float32), np.array([35.0], np.float32)),
+        skin=np.zeros((1, 6)),
+        layout=np.zeros((1, 8, 8)),
+        probes=np.zeros((1, 6)),
+        expression=np.array([[0.28, 0.085, 0.1, 0.0, 0.0]]),
+    )
+    mouths = np.array([MOUTH_OPEN + 0.001, 0.11, 0.02])
+    expression = np.tile(original.expression[:, None], (1, 3, 1))
+    expression[0, :, 1] = mouths
+    cost = strangers._expression_cost(original, expression, flip=2.0)[0]
+    continuous = np.abs(mouths - 0.085) / strangers._EXPRESSION_SCALE[1]
+    assert np.argmin(cost) == 1
+    assert cost[0] - continuous[0] == pytest.approx(2.0 * (0.5 - 0.001 / strangers._STATE_BAND))  # about half
+    assert cost[2] - continuous[2] == pytest.approx(2.0)
