@@ -41,7 +41,7 @@ from cipher_worker.composite import composite_face
 from cipher_worker.detect import Face, FaceDetector
 from cipher_worker.facemask import RasterMask
 from cipher_worker.imageio import decode_image, encode_image, read_file
-from cipher_worker.mesh import FaceMesh, distinct
+from cipher_worker.mesh import FaceMesh, MeshResult, distinct
 from cipher_worker.pipeline import AnonymizedPhoto, Pipeline
 from lab.contact_sheet import SHEET_NAME, contact_rows, contact_sheet
 from lab.eval_report import TARGETS, markdown_report, meets, summary_text
@@ -157,15 +157,16 @@ def _anonymized_face(original: Face, version: Version, match: int | None) -> Fac
     return version.faces[match] if match is not None else face_at(original.landmarks, original.box)
 
 
-def privacy_and_utility(photo: EvalPhoto, faces: list[Face], versions: list[Version], judges: Judges) -> dict[str, Any]:
+def privacy_and_utility(
+    photo: EvalPhoto, faces: list[Face], meshes: list[MeshResult], versions: list[Version], judges: Judges
+) -> dict[str, Any]:
     """Per (face, version) samples: SFace cosine, dlib distance, detected, landmark displacement;
-    per face: mean pairwise SFace cosine between its versions."""
+    per face: mean pairwise SFace cosine between its versions. ``meshes``: each original face's."""
     sface_cos: list[float] = []
     dlib_dist: list[float] = []
     detected: list[bool] = []
     displacement: list[float] = []
     embeddings: list[list[np.ndarray]] = [[] for _ in faces]
-    meshes = [judges.mesh.fit(photo.pixels, f.landmarks) for f in faces]
     faces = [placed(f, m) for f, m in zip(faces, meshes, strict=True)]  # the landmarks the pipeline aligns on
     originals = [judges.sface.embed(photo.pixels, f) for f in faces]
     looks_samples: dict[str, list[float]] = {k: [] for k in ("gender_kept", "age_gap", "eyes", "mouth", "skin")}
@@ -575,12 +576,12 @@ def evaluate_photo(
     """One photo → (its summary row, its raw samples incl. its contact-sheet rows, its key-algebra results)."""
     private, public = album
     faces = judges.detector.detect(photo.pixels)
-    if faces:  # one face the detector boxed twice is one face, as the pipeline counts it
-        seen = distinct(judges.mesh.fit_all([photo.pixels] * len(faces), np.stack([f.landmarks for f in faces])))
-        faces = [faces[i] for i in seen]
+    meshes = judges.mesh.fit_all([photo.pixels] * len(faces), np.stack([f.landmarks for f in faces])) if faces else []
+    seen = distinct(meshes)  # one face the detector boxed twice is one face, as the pipeline counts it
+    faces, meshes = [faces[i] for i in seen], [meshes[i] for i in seen]
     _log(f"{photo.name}: {len(faces)} face(s); anonymizing under {keys_per_face} keys")
     versions = anonymize_versions(pipeline, photo, public, judges, keys_per_face, seed)
-    pu = privacy_and_utility(photo, faces, versions, judges)
+    pu = privacy_and_utility(photo, faces, meshes, versions, judges)
     pu["blanked_cosines"] = blanked_cosines(pipeline, photo, faces, versions[0], judges)
     rec = recovery(pipeline, photo, faces, versions, private, judges)
     algebra = key_algebra(pipeline, photo, faces, versions[0], private, judges)
